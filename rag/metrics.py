@@ -1,0 +1,73 @@
+"""Counters and histograms with the Prometheus names DESIGN fixes, on a registry owned by one
+pipeline (no module-level globals), plus the JSON snapshot behind ``GET /stats``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from rag.types import CacheStatus
+
+LAYERS = ("embedding", "search", "llm")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.cache_requests = Counter(
+            "rag_cache_requests",
+            "Cache lookups by layer and result (hit, miss, semantic, bypass).",
+            ["layer", "result"],
+            registry=self.registry,
+        )
+        self.llm_calls = Counter("rag_llm_calls", "Upstream LLM generations started.", registry=self.registry)
+        self.embedding_calls = Counter(
+            "rag_embedding_calls", "Embedding model invocations for queries.", registry=self.registry
+        )
+        self.search_calls = Counter("rag_search_calls", "Vector DB searches.", registry=self.registry)
+        self.tokens_saved = Counter(
+            "rag_tokens_saved", "Prompt and completion tokens not spent thanks to cache hits.", registry=self.registry
+        )
+        self.stage_seconds = Histogram(
+            "rag_stage_seconds",
+            "Time spent per stage.",
+            ["stage"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape
+            for result in CacheStatus:
+                if result is not CacheStatus.SEMANTIC or layer == "llm":
+                    self.cache_requests.labels(layer, result.value)
+
+    def record_cache(self, layer: str, status: CacheStatus) -> None:
+        self.cache_requests.labels(layer, status.value).inc()
+
+    def prometheus_text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per-layer counts and hit rates since start, and upstream calls made."""
+        layers: dict[str, dict[str, float]] = {}
+        for layer in LAYERS:
+            counts = {
+                s.value: self._sample("rag_cache_requests_total", layer=layer, result=s.value)
+                for s in CacheStatus
+                if s is not CacheStatus.SEMANTIC or layer == "llm"
+            }
+            looked_up = counts["hit"] + counts["miss"] + counts.get("semantic", 0)
+            hits = counts["hit"] + counts.get("semantic", 0)
+            layers[layer] = {**counts, "hit_rate": round(hits / looked_up, 4) if looked_up else 0.0}
+        return {
+            "layers": layers,
+            "upstream_calls": {
+                "llm": self._sample("rag_llm_calls_total"),
+                "embedding": self._sample("rag_embedding_calls_total"),
+                "search": self._sample("rag_search_calls_total"),
+            },
+            "tokens_saved": self._sample("rag_tokens_saved_total"),
+        }
+
+    def _sample(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0

@@ -1,0 +1,94 @@
+"""Value types passed between the stages, the caches and the service."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class CacheMode(str, enum.Enum):
+    """Per-request cache control (the ``cache.mode`` field of ``/ask``)."""
+
+    DEFAULT = "default"  # read and write
+    NO_CACHE = "no-cache"  # do not read, do write
+    NO_STORE = "no-store"  # read, do not write
+    REFRESH = "refresh"  # recompute and overwrite
+
+    @property
+    def reads(self) -> bool:
+        return self in (CacheMode.DEFAULT, CacheMode.NO_STORE)
+
+    @property
+    def writes(self) -> bool:
+        return self is not CacheMode.NO_STORE
+
+
+class CacheStatus(str, enum.Enum):
+    """What one cache layer did for one request."""
+
+    HIT = "hit"
+    MISS = "miss"
+    SEMANTIC = "semantic"  # llm layer only: served from a similar earlier question
+    BYPASS = "bypass"  # not read: the request said so, or the cache store is unreachable
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a document as stored in the vector DB."""
+
+    doc_id: str
+    chunk_id: str
+    text: str
+    source: str
+    content_hash: str  # sha256 of text: answers built on this chunk are keyed on it
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A chunk returned by a search, with its cosine similarity to the query."""
+
+    chunk: Chunk
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A finished LLM answer. ``pieces`` are the text deltas as the model produced them, so a
+    cached answer replays as the same sequence of stream events."""
+
+    text: str
+    pieces: tuple[str, ...]
+    usage: Usage
+    finish_reason: str
+    model: str
+
+
+@dataclass(slots=True)
+class LayerStatuses:
+    embedding: CacheStatus = CacheStatus.MISS
+    search: CacheStatus = CacheStatus.MISS
+    llm: CacheStatus = CacheStatus.MISS
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "embedding": self.embedding.value,
+            "search": self.search.value,
+            "llm": self.llm.value,
+        }
+
+
+@dataclass(slots=True)
+class Answer:
+    """The result of ``RagPipeline.answer``."""
+
+    text: str
+    sources: list[ScoredChunk]
+    cache: LayerStatuses
+    usage: Usage
+    timings_ms: dict[str, float] = field(default_factory=dict)

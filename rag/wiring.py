@@ -1,0 +1,203 @@
+"""One function that builds everything from settings, starting embedded parts where nothing is
+configured, and closes it all again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import redis.asyncio as aioredis
+from qdrant_client import AsyncQdrantClient
+
+from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.store import RedisStore
+from rag.embedding import SentenceTransformerEmbedder, default_model_path
+from rag.generation import OpenAIGenerator
+from rag.ingest import Ingestor, TokenChunker, collect_documents
+from rag.local import embedded_valkey, local_llm_server
+from rag.metrics import Metrics
+from rag.pipeline import RagPipeline
+from rag.prompt import prompt_version
+from rag.retrieval import QdrantRetriever
+from rag.settings import Settings
+from rag.tokens import get_encoding
+
+log = logging.getLogger(__name__)
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Corpus:
+    """The cache store, the embedder and the vector DB: enough to ingest documents."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    store: RedisStore
+    embedder: SentenceTransformerEmbedder
+    retriever: QdrantRetriever
+    corpus_version: CorpusVersion
+    ingestor: Ingestor
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    """The corpus plus the question-answering pipeline; what the app uses."""
+
+    corpus: Corpus
+    pipeline: RagPipeline
+
+
+@asynccontextmanager
+async def open_corpus(
+    settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None
+) -> AsyncIterator[Corpus]:
+    """Connect (or start) the cache store and the vector DB and load the embedder.
+    ``embedder`` lets a test process share one loaded model between apps."""
+    async with AsyncExitStack() as stack:
+        data_dir = settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+        redis_url = settings.redis_url or stack.enter_context(embedded_valkey())
+        redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        stack.push_async_callback(redis.aclose)
+        store = RedisStore(client=redis, timeout_s=settings.redis_timeout_s)
+
+        if embedder is None:
+            embedder = SentenceTransformerEmbedder(
+                model_path=settings.embedding_model_path or default_model_path(),
+                model_id=settings.embedding_model_id,
+                batch_size=settings.embedding_batch_size,
+            )
+            stack.callback(embedder.close)
+
+        if settings.qdrant_url:
+            qdrant = AsyncQdrantClient(
+                url=settings.qdrant_url, api_key=settings.qdrant_api_key.get_secret_value() or None
+            )
+        else:
+            qdrant = _open_local_qdrant(data_dir / "qdrant")
+        stack.push_async_callback(qdrant.close)
+        retriever = QdrantRetriever(
+            client=qdrant, collection=settings.collection, dimension=embedder.dimension
+        )
+        await retriever.ensure_collection()
+
+        corpus_version = CorpusVersion(
+            store=store,
+            namespace=settings.namespace,
+            collection=settings.collection,
+            ttl_s=settings.corpus_version_ttl_s,
+        )
+        chunker = TokenChunker(
+            encoding=get_encoding(settings.tokenizer_encoding, data_dir / "tiktoken"),
+            size=settings.chunk_tokens,
+            overlap=settings.chunk_overlap_tokens,
+        )
+        yield Corpus(
+            settings=settings,
+            redis=redis,
+            store=store,
+            embedder=embedder,
+            retriever=retriever,
+            corpus_version=corpus_version,
+            ingestor=Ingestor(
+                embedder=embedder,
+                retriever=retriever,
+                chunker=chunker,
+                corpus_version=corpus_version,
+                batch_size=settings.embedding_batch_size,
+            ),
+        )
+
+
+def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
+    try:
+        return AsyncQdrantClient(path=str(path))
+    except RuntimeError as exc:  # qdrant local mode locks its folder to one process
+        raise RuntimeError(
+            f"the vector DB folder {path} is in use by another process (a running `rag serve`?). "
+            "Stop it, or use a Qdrant server (RAG_QDRANT_URL) to share the corpus."
+        ) from exc
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    embedder: SentenceTransformerEmbedder | None = None,
+    llm_http_client: httpx.AsyncClient | None = None,
+) -> AsyncIterator[Services]:
+    """Everything the service needs. Starts the local LLM when ``llm_base_url`` is empty.
+    ``llm_http_client`` lets a test script the LLM's HTTP transport."""
+    async with AsyncExitStack() as stack:
+        corpus = await stack.enter_async_context(open_corpus(settings, embedder=embedder))
+
+        if settings.llm_base_url:
+            base_url, extra_body = settings.llm_base_url, None
+        else:
+            base_url = stack.enter_context(local_llm_server(threads=settings.llm_threads))
+            # llama.cpp reuses KV state between prompts unless told not to; answers must not
+            # depend on which request came before.
+            extra_body = {"cache_prompt": False}
+        llm = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=settings.llm_api_key.get_secret_value() or "not-needed",
+            timeout=settings.llm_timeout_s,
+            http_client=llm_http_client,
+        )
+        stack.push_async_callback(llm.close)
+        generator = OpenAIGenerator(
+            client=llm,
+            model_id=settings.llm_model,
+            max_tokens=settings.llm_max_tokens,
+            temperature=settings.llm_temperature,
+            extra_body=extra_body,
+        )
+
+        ns, store, embedder_ = settings.namespace, corpus.store, corpus.embedder
+        pipeline = RagPipeline(
+            embedder=embedder_,
+            retriever=corpus.retriever,
+            generator=generator,
+            store=store,
+            embedding_cache=EmbeddingCache(
+                store=store,
+                namespace=ns,
+                model_id=embedder_.model_id,
+                dimension=embedder_.dimension,
+                ttl_s=settings.embedding_ttl_s,
+            ),
+            search_cache=SearchResultCache(
+                store=store,
+                namespace=ns,
+                embedding_model_id=embedder_.model_id,
+                collection=settings.collection,
+                ttl_s=settings.search_ttl_s,
+            ),
+            answer_cache=AnswerCache(
+                store=store,
+                namespace=ns,
+                llm_model=settings.llm_model,
+                prompt_version=prompt_version(),
+                sampling=generator.sampling,
+                ttl_s=settings.llm_ttl_s,
+            ),
+            corpus_version=corpus.corpus_version,
+            metrics=Metrics(),
+            max_top_k=settings.max_top_k,
+            max_query_chars=settings.max_query_chars,
+        )
+        if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
+            report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
+            log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
+        yield Services(corpus=corpus, pipeline=pipeline)

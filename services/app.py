@@ -1,0 +1,263 @@
+"""The HTTP service: ``create_app(settings)`` builds a FastAPI app whose lifespan opens (and
+closes) everything ``rag.wiring`` builds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import (
+    DocumentNotFoundError,
+    InvalidInputError,
+    LLMError,
+    LLMRateLimitError,
+    LLMTimeoutError,
+    RagError,
+    RetrievalError,
+)
+from rag.ingest import Document
+from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
+from rag.settings import Settings
+from rag.types import CacheMode
+from rag.wiring import Services, open_services
+from services.schemas import (
+    AskRequest,
+    AskResponse,
+    CacheOptions,
+    DocumentCreate,
+    DocumentDeleted,
+    DocumentPublic,
+    SourcePublic,
+)
+
+log = logging.getLogger(__name__)
+
+_ERROR_STATUS: list[tuple[type[RagError], int]] = [
+    (InvalidInputError, status.HTTP_400_BAD_REQUEST),
+    (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
+    (LLMTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
+    (LLMRateLimitError, status.HTTP_429_TOO_MANY_REQUESTS),
+    (LLMError, status.HTTP_502_BAD_GATEWAY),
+    (RetrievalError, status.HTTP_503_SERVICE_UNAVAILABLE),
+]
+
+
+def http_status_for(exc: RagError) -> int:
+    return next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+_bearer = HTTPBearer(auto_error=False)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _key_matches(given: HTTPAuthorizationCredentials | None, allowed: list[str]) -> bool:
+    return given is not None and any(
+        secrets.compare_digest(given.credentials.encode(), key.encode()) for key in allowed
+    )
+
+
+def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
+    key = services.corpus.settings.admin_api_key.get_secret_value()
+    if key and not _key_matches(credentials, [key]):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "admin endpoints need 'Authorization: Bearer <RAG_ADMIN_API_KEY>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_api_key(services: ServicesDep, credentials: BearerDep) -> None:
+    keys = [k.get_secret_value() for k in services.corpus.settings.api_keys]
+    if keys and not _key_matches(credentials, keys):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _check_cache_options(options: CacheOptions) -> None:
+    if options.semantic:
+        raise InvalidInputError("the semantic cache is not available in this version")
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+def _event_bytes(event: StreamEvent) -> bytes:
+    if isinstance(event, StreamToken):
+        return _sse("token", {"text": event.text})
+    if isinstance(event, StreamStart):
+        return _sse(
+            "meta",
+            {
+                "cache": event.cache.as_dict(),
+                "sources": [SourcePublic.of(s).model_dump() for s in event.sources],
+            },
+        )
+    assert isinstance(event, StreamEnd)
+    return _sse(
+        "done",
+        {
+            "cache": event.cache.as_dict(),
+            "usage": {
+                "prompt_tokens": event.usage.prompt_tokens,
+                "completion_tokens": event.usage.completion_tokens,
+            },
+            "timings_ms": event.timings_ms,
+        },
+    )
+
+
+async def _stream_response(services: Services, body: AskRequest) -> StreamingResponse:
+    """Errors before the first event (bad input, vector DB down) become a plain HTTP error; errors
+    after it become an ``error`` event, since the 200 status has already been sent."""
+    _check_cache_options(body.cache)
+    settings = services.corpus.settings
+    events = services.pipeline.stream(
+        body.query, top_k=body.top_k or settings.top_k, mode=body.cache.mode
+    )
+    first = await anext(events)
+
+    async def body_iter() -> AsyncIterator[bytes]:
+        try:
+            yield _event_bytes(first)
+            async for event in events:
+                yield _event_bytes(event)
+        except RagError as exc:
+            yield _sse("error", {"status": http_status_for(exc), "detail": str(exc)})
+        finally:
+            await events.aclose()  # on disconnect: stops the upstream stream, stores nothing
+
+    return StreamingResponse(
+        body_iter(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedder: SentenceTransformerEmbedder | None = None,
+    llm_http_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """The app. ``embedder`` and ``llm_http_client`` are for tests (share a loaded model; script
+    the LLM transport)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.admin_api_key.get_secret_value():
+            log.warning("RAG_ADMIN_API_KEY is not set: admin endpoints are open (development only)")
+        async with open_services(settings, embedder=embedder, llm_http_client=llm_http_client) as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="RAG service with layered caching",
+        summary="Answers questions over your documents; embedding, search and generation are cached.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RagError)
+    async def rag_error(_: Request, exc: RagError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=http_status_for(exc))
+
+    @app.post("/ask", response_model=AskResponse, dependencies=[Depends(require_api_key)])
+    async def ask(body: AskRequest, services: ServicesDep) -> AskResponse:
+        _check_cache_options(body.cache)
+        answer = await services.pipeline.answer(
+            body.query, top_k=body.top_k or settings.top_k, mode=body.cache.mode
+        )
+        return AskResponse.of(answer)
+
+    stream_doc = {"200": {"content": {"text/event-stream": {}}, "description": "SSE: meta, token…, done | error"}}
+
+    @app.post("/ask/stream", responses=stream_doc, dependencies=[Depends(require_api_key)])  # type: ignore[arg-type]
+    async def ask_stream(body: AskRequest, services: ServicesDep) -> StreamingResponse:
+        return await _stream_response(services, body)
+
+    @app.get("/ask/stream", responses=stream_doc, dependencies=[Depends(require_api_key)])  # type: ignore[arg-type]
+    async def ask_stream_get(
+        services: ServicesDep,
+        query: Annotated[str, Query(min_length=1)],
+        top_k: Annotated[int | None, Query(ge=1)] = None,
+        mode: CacheMode = CacheMode.DEFAULT,
+    ) -> StreamingResponse:
+        body = AskRequest(query=query, top_k=top_k, cache=CacheOptions(mode=mode))
+        return await _stream_response(services, body)
+
+    @app.post(
+        "/documents",
+        response_model=DocumentPublic,
+        status_code=status.HTTP_201_CREATED,
+        dependencies=[Depends(require_admin)],
+    )
+    async def add_document(body: DocumentCreate, services: ServicesDep) -> DocumentPublic:
+        if len(body.text) > settings.max_document_chars:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                f"document text is longer than {settings.max_document_chars} characters",
+            )
+        document = Document(doc_id=body.doc_id, text=body.text, source=body.source or body.doc_id)
+        report = await services.corpus.ingestor.add([document])
+        return DocumentPublic(
+            doc_id=body.doc_id,
+            chunks=report.chunks,
+            replaced_chunks=report.replaced_chunks,
+            corpus_version=report.corpus_version,
+        )
+
+    @app.delete(
+        "/documents/{doc_id:path}", response_model=DocumentDeleted, dependencies=[Depends(require_admin)]
+    )
+    async def delete_document(doc_id: str, services: ServicesDep) -> DocumentDeleted:
+        removed = await services.corpus.ingestor.delete(doc_id)
+        return DocumentDeleted(doc_id=doc_id, deleted_chunks=removed)
+
+    @app.get("/healthz")
+    async def healthz(services: ServicesDep) -> JSONResponse:
+        cache_up = await services.corpus.store.ping()
+        try:
+            documents: int | None = await services.corpus.retriever.count()
+        except RetrievalError:
+            documents = None
+        healthy = cache_up and documents is not None
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "degraded",
+                "cache": "up" if cache_up else "down",
+                "vector_db": "up" if documents is not None else "down",
+                "chunks": documents,
+            }
+        )
+
+    @app.get("/stats")
+    async def stats(services: ServicesDep) -> dict[str, Any]:
+        return services.pipeline.metrics.snapshot()
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics(services: ServicesDep) -> Response:
+        return Response(
+            services.pipeline.metrics.prometheus_text(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    return app

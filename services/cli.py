@@ -1,0 +1,174 @@
+"""The ``rag`` command (lives in ``services`` because ``serve`` runs the FastAPI app): ``serve``, ``ingest``, ``ask``, ``cache stats``.
+
+``serve`` and ``ingest`` work in-process; ``ask`` and ``cache stats`` talk to a running service
+(``--url``, default http://127.0.0.1:8000), since a local-mode vector DB serves one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _fail(message: str) -> int:
+    print(f"rag: error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from rag.settings import Settings
+    from services.app import create_app
+
+    base = f"http://{args.host}:{args.port}"
+    print(
+        "Starting the RAG service (first start loads the models and ingests the sample corpus).\n"
+        "When uvicorn reports 'Application startup complete', try:\n"
+        f"  curl -s {base}/ask -H 'content-type: application/json' "
+        """-d '{"query": "How long are LLM answers cached?"}'\n"""
+        f"  curl -sN '{base}/ask/stream?query=What+happens+when+a+client+disconnects'\n"
+        f"  curl -s {base}/stats\n"
+        f"  open {base}/docs for the OpenAPI page\n",
+        flush=True,
+    )
+    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rag.errors import RagError
+    from rag.ingest import collect_documents
+    from rag.settings import Settings
+    from rag.wiring import open_corpus
+
+    async def run() -> int:
+        documents = collect_documents([Path(p) for p in args.paths])
+        if not documents:
+            return _fail("no .txt, .md or .html files found in the given paths")
+        async with open_corpus(Settings()) as corpus:
+            chunks = sum(len(corpus.ingestor.chunk(d)) for d in documents)
+            with tqdm(total=chunks, unit="chunk", desc=f"ingesting {len(documents)} documents") as bar:
+                report = await corpus.ingestor.add(documents, progress=bar)
+        print(
+            f"ingested {report.documents} documents as {report.chunks} chunks "
+            f"(replaced {report.replaced_chunks}); corpus version {report.corpus_version}"
+        )
+        return 0
+
+    try:
+        return asyncio.run(run())
+    except (RagError, RuntimeError) as exc:
+        return _fail(str(exc))
+
+
+def _headers() -> dict[str, str]:
+    key = os.environ.get("RAG_CLIENT_API_KEY", "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        response = httpx.request(method, url, headers=_headers(), timeout=120, **kwargs)
+    except httpx.TransportError as exc:
+        raise SystemExit(_fail(f"cannot reach the service at {url} ({exc}); is `rag serve` running?"))
+    if response.status_code >= 400:
+        raise SystemExit(_fail(f"{response.status_code}: {response.text}"))
+    return response
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    body = {"query": args.query, "cache": {"mode": args.mode}}
+    if args.top_k:
+        body["top_k"] = args.top_k
+    if not args.stream:
+        answer = _request("POST", f"{args.url}/ask", json=body).json()
+        print(answer["answer"])
+        print(f"\ncache: {answer['cache']}  timings_ms: {answer['timings_ms']}", file=sys.stderr)
+        return 0
+    try:
+        with httpx.stream("POST", f"{args.url}/ask/stream", json=body, headers=_headers(), timeout=120) as r:
+            if r.status_code >= 400:
+                return _fail(f"{r.status_code}: {r.read().decode()}")
+            event = ""
+            for line in r.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if event == "token":
+                        print(data["text"], end="", flush=True)
+                    elif event == "meta":
+                        print(f"cache: {data['cache']}", file=sys.stderr)
+                    elif event == "done":
+                        print(f"\n\ntimings_ms: {data['timings_ms']}", file=sys.stderr)
+                    elif event == "error":
+                        print()
+                        return _fail(data["detail"])
+    except httpx.TransportError as exc:
+        return _fail(f"cannot reach the service at {args.url} ({exc}); is `rag serve` running?")
+    return 0
+
+
+def cmd_cache_stats(args: argparse.Namespace) -> int:
+    stats = _request("GET", f"{args.url}/stats").json()
+    print(f"{'layer':<10} {'hit':>8} {'miss':>8} {'semantic':>9} {'bypass':>8} {'hit rate':>9}")
+    for layer, row in stats["layers"].items():
+        print(
+            f"{layer:<10} {row['hit']:>8.0f} {row['miss']:>8.0f} {row.get('semantic', 0):>9.0f} "
+            f"{row['bypass']:>8.0f} {row['hit_rate']:>9.1%}"
+        )
+    calls = stats["upstream_calls"]
+    print(f"\nupstream calls: llm {calls['llm']:.0f}, embedding {calls['embedding']:.0f}, search {calls['search']:.0f}")
+    print(f"tokens saved: {stats['tokens_saved']:.0f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rag", description="RAG service with layered caching.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    ingest = sub.add_parser("ingest", help="add or replace documents (.txt, .md, .html, folders)")
+    ingest.add_argument("paths", nargs="+")
+    ingest.set_defaults(func=cmd_ingest)
+
+    ask = sub.add_parser("ask", help="ask a running service a question")
+    ask.add_argument("query")
+    ask.add_argument("--stream", action="store_true", help="print tokens as they arrive")
+    ask.add_argument("--top-k", type=int)
+    ask.add_argument("--mode", default="default", choices=["default", "no-cache", "no-store", "refresh"])
+    ask.add_argument("--url", default=DEFAULT_URL)
+    ask.set_defaults(func=cmd_ask)
+
+    cache = sub.add_parser("cache", help="cache statistics")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    stats = cache_sub.add_parser("stats", help="hits, misses and hit rates per layer")
+    stats.add_argument("--url", default=DEFAULT_URL)
+    stats.set_defaults(func=cmd_cache_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

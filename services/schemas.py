@@ -1,0 +1,90 @@
+"""Request and response bodies, as DESIGN.md fixes them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rag.types import Answer, CacheMode, ScoredChunk
+
+
+class CacheOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: CacheMode = CacheMode.DEFAULT
+    semantic: bool | None = Field(
+        default=None, description="Use the semantic cache (not available in this version)."
+    )
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, description="The question.")
+    top_k: int | None = Field(default=None, ge=1, description="How many chunks to retrieve.")
+    cache: CacheOptions = Field(default_factory=CacheOptions)
+
+
+class SourcePublic(BaseModel):
+    doc_id: str
+    chunk_id: str
+    score: float
+    text: str
+
+    @classmethod
+    def of(cls, hit: ScoredChunk) -> SourcePublic:
+        return cls(
+            doc_id=hit.chunk.doc_id, chunk_id=hit.chunk.chunk_id, score=hit.score, text=hit.chunk.text
+        )
+
+
+class CacheStatusesPublic(BaseModel):
+    embedding: str
+    search: str
+    llm: str
+
+
+class UsagePublic(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AskResponse(BaseModel):
+    answer: str
+    sources: list[SourcePublic]
+    cache: CacheStatusesPublic
+    usage: UsagePublic = Field(description="Tokens spent by this request (0 when served from cache).")
+    timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, answer: Answer) -> AskResponse:
+        return cls(
+            answer=answer.text,
+            sources=[SourcePublic.of(s) for s in answer.sources],
+            cache=CacheStatusesPublic(**answer.cache.as_dict()),
+            usage=UsagePublic(
+                prompt_tokens=answer.usage.prompt_tokens,
+                completion_tokens=answer.usage.completion_tokens,
+            ),
+            timings_ms=answer.timings_ms,
+        )
+
+
+class DocumentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    doc_id: str = Field(min_length=1, max_length=200)
+    text: str = Field(min_length=1)
+    source: str | None = None
+
+
+class DocumentPublic(BaseModel):
+    doc_id: str
+    chunks: int
+    replaced_chunks: int
+    corpus_version: str
+
+
+class DocumentDeleted(BaseModel):
+    doc_id: str
+    deleted_chunks: int
