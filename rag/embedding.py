@@ -32,7 +32,11 @@ class SentenceTransformerEmbedder:
         torch.set_num_threads(1)  # the box is shared with the LLM and the web server
         self._model = SentenceTransformer(str(model_path), device="cpu")
         self.model_id = model_id
-        dimension = self._model.get_sentence_embedding_dimension()
+        # Renamed in sentence-transformers 6 (the old name warns); accept both.
+        get_dimension = getattr(self._model, "get_embedding_dimension", None) or getattr(
+            self._model, "get_sentence_embedding_dimension"
+        )
+        dimension = get_dimension()
         if dimension is None:
             raise ValueError(f"cannot tell the embedding dimension of {model_path}")
         self.dimension = int(dimension)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import openai
 
 from rag.errors import LLMError, LLMRateLimitError, LLMTimeoutError
@@ -26,6 +27,8 @@ def _provider_errors() -> Iterator[None]:
         raise LLMError(f"the LLM returned HTTP {exc.status_code}: {exc.message}") from exc
     except openai.APIError as exc:
         raise LLMError(f"the LLM call failed: {exc}") from exc
+    except httpx.HTTPError as exc:  # raised as-is while a stream is being read
+        raise LLMError(f"the LLM connection failed mid-answer: {exc!r}") from exc
 
 
 class OpenAIGenerator:

@@ -4,6 +4,7 @@ same client API serves both, so the code path is the same."""
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,9 +39,13 @@ class QdrantRetriever:
                         size=self._dimension, distance=models.Distance.COSINE
                     ),
                 )
-                await self._client.create_payload_index(
-                    self._collection, "doc_id", models.PayloadSchemaType.KEYWORD
-                )
+                with warnings.catch_warnings():
+                    # Local mode has no payload indexes and warns so; a server uses this one for
+                    # deleting a document's chunks by doc_id.
+                    warnings.simplefilter("ignore", UserWarning)
+                    await self._client.create_payload_index(
+                        self._collection, "doc_id", models.PayloadSchemaType.KEYWORD
+                    )
         except Exception as exc:  # the client raises many unrelated types; all mean "unusable"
             raise RetrievalError(f"cannot prepare collection {self._collection!r}: {exc}") from exc
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 import tiktoken
@@ -21,13 +21,21 @@ def seed_tiktoken_cache(cache_dir: Path) -> None:
     Respects a ``TIKTOKEN_CACHE_DIR`` that is already set and holds the files."""
     cache_dir = Path(os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir)))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    data = resources.files("bpe_openai") / "data"
+    data = _shipped_data_dir()
     for name in SHIPPED_ENCODINGS:
         target = cache_dir / hashlib.sha1(_URL.format(name=name).encode()).hexdigest()
         if not target.exists():
             tmp = target.with_suffix(".tmp")
             tmp.write_bytes(gzip.decompress((data / f"{name}.tiktoken.gz").read_bytes()))
             tmp.replace(target)
+
+
+def _shipped_data_dir() -> Path:
+    # Located, not imported: importing bpe_openai builds its own tokenizers (slow, noisy).
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the bpe-openai package (offline tiktoken encodings) is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
 def get_encoding(name: str, cache_dir: Path) -> tiktoken.Encoding:

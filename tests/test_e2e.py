@@ -1,0 +1,259 @@
+"""End to end through HTTP on the real parts: embedded Valkey, Qdrant local mode, MiniLM and
+SmolLM2 on llama.cpp. Model text is checked loosely, cache behaviour exactly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from rag.embedding import SentenceTransformerEmbedder
+from rag.settings import Settings
+from services.app import create_app
+from tests.conftest import keys_of, serve
+from tests.sse import iter_events, parse
+
+DOCS = {
+    "redis-facts": (
+        "Redis is an in-memory key-value store. It keeps data in RAM and can expire keys after a "
+        "time to live. The EXPIRE command sets a time to live in seconds."
+    ),
+    "qdrant-facts": (
+        "Qdrant is a vector database. It stores embeddings and finds the nearest vectors to a "
+        "query vector using cosine similarity."
+    ),
+}
+
+
+@dataclass
+class Running:
+    url: str
+    settings: Settings
+    llm_requests: list[str]
+    redis: redis.Redis
+
+    def ask(self, query: str, **body: object) -> httpx.Response:
+        return httpx.post(f"{self.url}/ask", json={"query": query, **body}, timeout=120)
+
+    def stream(self, query: str, **body: object) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+        r = httpx.post(f"{self.url}/ask/stream", json={"query": query, **body}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return parse(r.text)
+
+    def keys(self, layer: str) -> list[str]:
+        return [k for k in keys_of(self.settings.redis_url, self.settings.namespace) if f":{layer}:" in k]
+
+
+@pytest.fixture(scope="module")
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+    embedder: SentenceTransformerEmbedder,
+    llm_base_url: str,
+    valkey_url: str,
+) -> Iterator[Running]:
+    requests: list[str] = []
+
+    async def count(request: httpx.Request) -> None:
+        requests.append(request.url.path)
+
+    settings = Settings(
+        namespace=f"e2e-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("e2e"),
+        redis_url=valkey_url,
+        llm_base_url=llm_base_url,
+        seed_sample_corpus=False,
+        llm_max_tokens=48,
+    )
+    app = create_app(settings, embedder=embedder, llm_http_client=httpx.AsyncClient(event_hooks={"request": [count]}))
+    with serve(app) as url:
+        for doc_id, text in DOCS.items():
+            r = httpx.post(f"{url}/documents", json={"doc_id": doc_id, "text": text}, timeout=60)
+            assert r.status_code == 201, r.text
+        yield Running(url=url, settings=settings, llm_requests=requests, redis=redis.Redis.from_url(valkey_url))
+
+
+def test_ask_misses_then_hits_with_identical_answer_and_no_llm_call(running: Running) -> None:
+    first = running.ask("What does the EXPIRE command do in Redis?")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["cache"] == {"embedding": "miss", "search": "miss", "llm": "miss"}
+    assert body["answer"].strip()
+    assert body["sources"] and body["sources"][0]["doc_id"] == "redis-facts"
+    assert set(body["sources"][0]) == {"doc_id", "chunk_id", "score", "text"}
+    assert body["usage"]["completion_tokens"] > 0
+    calls = len(running.llm_requests)
+
+    second = running.ask("What does the EXPIRE command do in Redis?").json()
+    assert second["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}
+    assert second["answer"] == body["answer"]
+    assert second["sources"] == body["sources"]
+    assert second["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert len(running.llm_requests) == calls
+
+
+def test_stream_then_replay_gives_the_same_tokens(running: Running) -> None:
+    question = "How does Qdrant find the nearest vectors?"
+    live = running.stream(question)
+    names = [name for name, _ in live]
+    assert names[0] == "meta" and names[-1] == "done"
+    assert live[0][1]["cache"]["llm"] == "miss"
+    tokens = [data["text"] for name, data in live if name == "token"]
+    assert len(tokens) >= 2
+    assert live[-1][1]["usage"]["completion_tokens"] > 0
+    calls = len(running.llm_requests)
+
+    replay = running.stream(question)
+    assert replay[0][1]["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}
+    assert [data["text"] for name, data in replay if name == "token"] == tokens
+    assert replay[-1][0] == "done"
+    assert len(running.llm_requests) == calls
+
+    via_get = httpx.get(f"{running.url}/ask/stream", params={"query": question}, timeout=60)
+    assert [d["text"] for n, d in parse(via_get.text) if n == "token"] == tokens
+    assert running.ask(question).json()["answer"] == "".join(tokens)
+
+
+def test_answer_cached_by_ask_replays_as_several_token_events(running: Running) -> None:
+    question = "What is Redis?"
+    answer = running.ask(question).json()["answer"]
+    tokens = [d["text"] for n, d in running.stream(question) if n == "token"]
+    assert len(tokens) >= 2
+    assert "".join(tokens) == answer
+
+
+def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running) -> None:
+    running.ask("Where does Redis keep its data?")
+    s = running.settings
+    limits = {"emb": s.embedding_ttl_s, "search": s.search_ttl_s, "llm": s.llm_ttl_s, "corpus": s.corpus_version_ttl_s}
+    seen = set()
+    for key in keys_of(s.redis_url, s.namespace):
+        layer = key.split(":")[2]
+        ttl = running.redis.ttl(key)
+        assert 0 < ttl <= limits[layer], (key, ttl)
+        seen.add(layer)
+        if layer in ("emb", "search"):
+            assert f":{s.embedding_model_id}:" in key
+        if layer == "llm":
+            assert f":{s.llm_model}:" in key
+    assert seen == set(limits)
+
+
+def test_modes_control_reads_and_writes(running: Running) -> None:
+    question = "Is Redis an in-memory store?"
+    r = running.ask(question, cache={"mode": "no-store"}).json()
+    assert r["cache"]["llm"] == "miss"
+    assert running.ask(question, cache={"mode": "no-store"}).json()["cache"]["llm"] == "miss"  # nothing stored
+
+    calls = len(running.llm_requests)
+    r = running.ask(question, cache={"mode": "no-cache"}).json()
+    assert r["cache"] == {"embedding": "bypass", "search": "bypass", "llm": "bypass"}
+    assert len(running.llm_requests) == calls + 1
+    assert running.ask(question).json()["cache"]["llm"] == "hit"  # no-cache still wrote
+
+    r = running.ask(question, cache={"mode": "refresh"}).json()
+    assert r["cache"]["llm"] == "bypass"
+    assert len(running.llm_requests) == calls + 2
+    assert running.ask(question, cache={"mode": "no-store"}).json()["cache"]["llm"] == "hit"
+
+
+def test_replacing_a_document_changes_search_results_and_answers(running: Running) -> None:
+    question = "What colour is the office door?"
+    httpx.post(f"{running.url}/documents", json={"doc_id": "door", "text": "The office door is painted red."}, timeout=60)
+    first = running.ask(question).json()
+    assert "red" in " ".join(s["text"] for s in first["sources"])
+    assert running.ask(question).json()["cache"]["llm"] == "hit"
+
+    r = httpx.post(f"{running.url}/documents", json={"doc_id": "door", "text": "The office door is painted blue."}, timeout=60)
+    assert r.status_code == 201 and r.json()["replaced_chunks"] == 1
+    after = running.ask(question).json()
+    assert after["cache"]["search"] == "miss" and after["cache"]["llm"] == "miss"
+    texts = " ".join(s["text"] for s in after["sources"])
+    assert "blue" in texts and "red" not in texts
+
+    assert httpx.delete(f"{running.url}/documents/door", timeout=60).json() == {"doc_id": "door", "deleted_chunks": 1}
+    gone = running.ask(question).json()
+    assert "door" not in {s["doc_id"] for s in gone["sources"]}
+    assert httpx.delete(f"{running.url}/documents/door", timeout=60).status_code == 404
+
+
+def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
+    question = "What is a time to live?"
+    before = set(keys_of(running.settings.redis_url, running.settings.namespace))
+    first = running.ask(question).json()
+    new_keys = set(keys_of(running.settings.redis_url, running.settings.namespace)) - before
+    assert {k.split(":")[2] for k in new_keys} == {"emb", "search", "llm"}
+    for key in new_keys:
+        running.redis.set(key, b"\x00garbage", ex=60)
+
+    r = running.ask(question)
+    assert r.status_code == 200, r.text
+    assert r.json()["cache"] == {"embedding": "miss", "search": "miss", "llm": "miss"}
+    assert r.json()["answer"] == first["answer"]  # temperature 0
+    for key in new_keys:
+        assert running.redis.get(key) != b"\x00garbage"
+    assert running.ask(question).json()["cache"]["llm"] == "hit"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"query": ""}, 422, "query"),
+        ({"query": "   "}, 400, "query must not be empty"),
+        ({"query": "x", "top_k": 0}, 422, "top_k"),
+        ({"query": "x", "top_k": 500}, 400, "top_k must be between 1 and 20"),
+        ({"query": "x" * 3000}, 400, "longer than 2000"),
+        ({"query": "x", "cache": {"mode": "sometimes"}}, 422, "mode"),
+        ({"query": "x", "cache": {"semantic": True}}, 400, "semantic cache is not available"),
+        ({"query": "x", "unknown": 1}, 422, "unknown"),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(running: Running, body: dict, status: int, message: str) -> None:  # type: ignore[type-arg]
+    for path in ("/ask", "/ask/stream"):
+        r = httpx.post(f"{running.url}{path}", json=body, timeout=30)
+        assert r.status_code == status, (path, r.text)
+        assert message in r.text
+
+
+def test_bad_documents_get_a_clear_4xx(running: Running) -> None:
+    r = httpx.post(f"{running.url}/documents", json={"doc_id": "../etc", "text": "x"}, timeout=30)
+    assert r.status_code == 400 and "doc_id" in r.text
+    r = httpx.post(f"{running.url}/documents", json={"doc_id": "ok", "text": ""}, timeout=30)
+    assert r.status_code == 422
+
+
+def test_health_stats_and_metrics(running: Running) -> None:
+    health = httpx.get(f"{running.url}/healthz").json()
+    assert health["status"] == "ok" and health["chunks"] >= 2
+    stats = httpx.get(f"{running.url}/stats").json()
+    assert stats["layers"]["llm"]["hit"] >= 1 and stats["layers"]["llm"]["miss"] >= 1
+    assert stats["upstream_calls"]["llm"] >= 1
+    metrics = httpx.get(f"{running.url}/metrics").text
+    assert 'rag_cache_requests_total{layer="llm",result="hit"}' in metrics
+    assert "rag_llm_calls_total" in metrics and "rag_stage_seconds_bucket" in metrics
+
+
+def test_unreachable_redis_still_answers_with_bypass(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, llm_base_url: str
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        redis_url="redis://127.0.0.1:1",
+        llm_base_url=llm_base_url,
+        seed_sample_corpus=True,
+        llm_max_tokens=24,
+    )
+    with serve(create_app(settings, embedder=embedder)) as url:
+        r = httpx.post(f"{url}/ask", json={"query": "How long are answers cached?"}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["cache"] == {"embedding": "bypass", "search": "bypass", "llm": "bypass"}
+        assert r.json()["sources"], "the sample corpus was ingested on first start"
+        with httpx.stream("GET", f"{url}/ask/stream", params={"query": "What is the no-store mode?"}, timeout=120) as s:
+            events = list(iter_events(s.iter_lines()))
+        assert events[0][1]["cache"]["llm"] == "bypass" and events[-1][0] == "done"
+        assert httpx.get(f"{url}/healthz").json()["status"] == "degraded"
