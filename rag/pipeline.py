@@ -1,7 +1,8 @@
 """The question-answering pipeline: embed → search → generate, each stage behind its cache.
 
-Round trips to the cache store for an exact repeat: one pipelined fetch of (corpus version,
-embedding, search result under the last known corpus version), then one fetch of the answer.
+Round trips to the cache store for an exact repeat: one pipelined fetch of the corpus version,
+the embedding, the search result and the answer (keys guessed from earlier requests, then
+verified).
 A stream is cached only after the model finished normally; a consumer that stops early (client
 disconnect) or an upstream error stores nothing."""
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
+_MAX_HINTS = 10_000  # answer-key hints kept in memory (two short strings each)
 
 
 @dataclass(slots=True)
@@ -74,6 +77,19 @@ class _Timer:
         return self.timings_ms
 
 
+@dataclass(slots=True, kw_only=True)
+class _Plan:
+    """A request after retrieval and the answer-cache lookup."""
+
+    query: str
+    mode: CacheMode
+    timer: _Timer
+    statuses: LayerStatuses
+    sources: list[ScoredChunk]
+    key: str
+    cached: Completion | None
+
+
 class RagPipeline:
     def __init__(
         self,
@@ -101,69 +117,122 @@ class RagPipeline:
         self.metrics = metrics
         self._max_top_k = max_top_k
         self._max_query_chars = max_query_chars
-        # Last corpus version seen: lets the search entry be fetched in the first round trip.
-        # Always checked against the version fetched in that same round trip.
+        # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
+        # version last seen, and which answer key a search key led to. A guess only chooses what
+        # to prefetch; every key used is recomputed from what was fetched, and a wrong guess
+        # costs one more round trip, never a wrong entry.
         self._last_version: str | None = None
+        self._answer_key_hints: OrderedDict[str, str] = OrderedDict()
 
     async def answer(self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT) -> Answer:
-        """The whole answer at once (drains ``stream``, so both paths cache identically)."""
-        pieces: list[str] = []
-        sources: list[ScoredChunk] = []
-        async for event in self.stream(query, top_k=top_k, mode=mode):
-            if isinstance(event, StreamStart):
-                sources = event.sources
-            elif isinstance(event, StreamToken):
-                pieces.append(event.text)
-            else:
-                return Answer(
-                    text="".join(pieces),
-                    sources=sources,
-                    cache=event.cache,
-                    usage=event.usage,
-                    timings_ms=event.timings_ms,
-                )
-        raise LLMError("the answer stream ended without a result")  # pragma: no cover
+        """The whole answer at once. Generated through the same streaming path as ``stream``, so
+        an answer cached here replays as the model's original pieces."""
+        plan = await self._plan(query, top_k, mode)
+        usage = Usage()  # tokens spent by this request: none when the answer is cached
+        if plan.cached is not None:
+            text = plan.cached.text
+        else:
+            pieces: list[str] = []
+            async for item in self._generate(plan):
+                if isinstance(item, StreamToken):
+                    pieces.append(item.text)
+                else:
+                    usage = item.usage
+            text = "".join(pieces)
+        return Answer(
+            text=text,
+            sources=plan.sources,
+            cache=plan.statuses,
+            usage=usage,
+            timings_ms=plan.timer.finish(),
+        )
 
     async def stream(
         self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT
     ) -> AsyncIterator[StreamEvent]:
-        self._validate(query, top_k)
+        """``StreamStart``, then ``StreamToken``s (live, or the cached answer's original pieces),
+        then ``StreamEnd``. Raises ``RagError`` subclasses; after ``StreamStart`` only
+        ``UpstreamError``s."""
+        plan = await self._plan(query, top_k, mode)
+        yield StreamStart(cache=plan.statuses, sources=plan.sources)
+        if plan.cached is not None:
+            for piece in plan.cached.pieces:
+                yield StreamToken(piece)
+            yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
+            return
+        async for item in self._generate(plan):
+            yield item
+
+    async def _plan(self, query: str, top_k: int, mode: CacheMode) -> _Plan:
+        """Validate, retrieve (through the embedding and search caches) and look up the answer."""
+        self.validate(query, top_k)
         timer = _Timer(self.metrics)
         statuses = LayerStatuses()
-        sources = await self._retrieve(query, top_k, mode, statuses, timer)
-
-        messages = build_messages(query, sources)
+        started = time.perf_counter()
+        fetched = await self._prefetch(query, top_k, mode)
+        timer.record("cache_lookup", started)
+        sources, search_key = await self._retrieve(query, top_k, mode, statuses, timer, fetched)
         key = self._answer_cache.key(query, sources)
-        cached = await self._cached_answer(key, mode, statuses)
+        if search_key is not None:
+            self._remember_answer_key(search_key, key)
+        cached = await self._cached_answer(key, mode, statuses, fetched)
         self.metrics.record_cache("llm", statuses.llm)
         if cached is not None:
             self.metrics.tokens_saved.inc(cached.usage.prompt_tokens + cached.usage.completion_tokens)
-            yield StreamStart(cache=statuses, sources=sources)
-            for piece in cached.pieces:
-                yield StreamToken(piece)
-            yield StreamEnd(cache=statuses, usage=Usage(), timings_ms=timer.finish())
-            return
+        return _Plan(
+            query=query, mode=mode, timer=timer, statuses=statuses, sources=sources, key=key, cached=cached
+        )
 
-        yield StreamStart(cache=statuses, sources=sources)
+    async def _prefetch(self, query: str, k: int, mode: CacheMode) -> dict[str, bytes | None]:
+        """One round trip for the corpus version and, when reading, the entries this request
+        will probably need."""
+        keys = [self._corpus_version.key]
+        if mode.reads:
+            keys.append(self._embedding_cache.key(query))
+            if self._last_version is not None:
+                search_key = self._search_cache.key(query, corpus_version=self._last_version, k=k)
+                keys.append(search_key)
+                if (answer_key := self._answer_key_hints.get(search_key)) is not None:
+                    keys.append(answer_key)
+        return dict(zip(keys, await self._store.get_many(keys), strict=True))
+
+    async def _lookup(self, key: str, fetched: dict[str, bytes | None]) -> bytes | None:
+        if key in fetched:
+            return fetched[key]
+        (raw,) = await self._store.get_many([key])
+        return raw
+
+    def _remember_answer_key(self, search_key: str, answer_key: str) -> None:
+        self._answer_key_hints[search_key] = answer_key
+        self._answer_key_hints.move_to_end(search_key)
+        if len(self._answer_key_hints) > _MAX_HINTS:
+            self._answer_key_hints.popitem(last=False)
+
+    async def _generate(self, plan: _Plan) -> AsyncIterator[StreamToken | StreamEnd]:
+        """Stream a fresh answer; store it only once the model finished and every piece was
+        handed on (a consumer that stops early never reaches the write)."""
         started = time.perf_counter()
         self.metrics.llm_calls.inc()
         completion: Completion | None = None
-        async for item in self._generator.stream(messages):
+        async for item in self._generator.stream(build_messages(plan.query, plan.sources)):
             if isinstance(item, Completion):
                 completion = item
             else:
                 yield StreamToken(item)
-        timer.record("llm", started)
+        plan.timer.record("llm", started)
         if completion is None:  # pragma: no cover - Generator contract
             raise LLMError("the LLM stream ended without finishing")
         if not completion.text.strip():
             raise LLMError("the LLM returned an empty answer")
-        # Only reached when the model finished and every token was handed to the consumer.
-        if mode.writes and self._store.available and completion.finish_reason in _CACHEABLE_FINISH:
-            await self._answer_cache.put(key, completion)
-        yield StreamEnd(cache=statuses, usage=completion.usage, timings_ms=timer.finish())
+        if (
+            plan.mode.writes
+            and self._store.available
+            and completion.finish_reason in _CACHEABLE_FINISH
+        ):
+            await self._answer_cache.put(plan.key, completion)
+        yield StreamEnd(cache=plan.statuses, usage=completion.usage, timings_ms=plan.timer.finish())
 
-    def _validate(self, query: str, top_k: int) -> None:
+    def validate(self, query: str, top_k: int) -> None:
         if not query.strip():
             raise InvalidInputError("query must not be empty")
         if len(query) > self._max_query_chars:
@@ -172,22 +241,18 @@ class RagPipeline:
             raise InvalidInputError(f"top_k must be between 1 and {self._max_top_k}")
 
     async def _retrieve(
-        self, query: str, k: int, mode: CacheMode, statuses: LayerStatuses, timer: _Timer
-    ) -> list[ScoredChunk]:
-        started = time.perf_counter()
-        keys = [self._corpus_version.key]
-        prefetched_search_key = None
-        if mode.reads:
-            keys.append(self._embedding_cache.key(query))
-            if self._last_version is not None:
-                prefetched_search_key = self._search_cache.key(
-                    query, corpus_version=self._last_version, k=k
-                )
-                keys.append(prefetched_search_key)
-        raw = await self._store.get_many(keys)
+        self,
+        query: str,
+        k: int,
+        mode: CacheMode,
+        statuses: LayerStatuses,
+        timer: _Timer,
+        fetched: dict[str, bytes | None],
+    ) -> tuple[list[ScoredChunk], str | None]:
+        """The top-k chunks and the search key (``None`` when the cache store is down)."""
         search_key: str | None = None
         if self._store.available:
-            version = await self._corpus_version.resolve(raw[0])
+            version = await self._corpus_version.resolve(fetched[self._corpus_version.key])
             self._last_version = version
             search_key = self._search_cache.key(query, corpus_version=version, k=k)
 
@@ -196,15 +261,14 @@ class RagPipeline:
         if search_key is None or not mode.reads:
             statuses.search = statuses.embedding = CacheStatus.BYPASS
         else:
-            if search_key == prefetched_search_key:
-                search_raw = raw[2]
-            else:  # first request, or the corpus changed since the last one
-                (search_raw,) = await self._store.get_many([search_key])
-            hits = await self._decode(search_raw, search_key, self._search_cache.decode)
-            vector = await self._decode(raw[1], keys[1], self._embedding_cache.decode)
+            started = time.perf_counter()
+            raw = await self._lookup(search_key, fetched)
+            hits = await self._decode(raw, search_key, self._search_cache.decode)
+            embedding_key = self._embedding_cache.key(query)
+            vector = await self._decode(fetched[embedding_key], embedding_key, self._embedding_cache.decode)
             statuses.search = CacheStatus.HIT if hits is not None else CacheStatus.MISS
             statuses.embedding = CacheStatus.HIT if vector is not None else CacheStatus.MISS
-        timer.record("cache_lookup", started)
+            timer.record("cache_lookup", started)
 
         if hits is None:
             writes = mode.writes and search_key is not None
@@ -219,7 +283,7 @@ class RagPipeline:
 
         self.metrics.record_cache("embedding", statuses.embedding)
         self.metrics.record_cache("search", statuses.search)
-        return hits
+        return hits, search_key
 
     async def _embed(self, query: str, *, write: bool, timer: _Timer) -> Vector:
         started = time.perf_counter()
@@ -231,12 +295,12 @@ class RagPipeline:
         return vector
 
     async def _cached_answer(
-        self, key: str, mode: CacheMode, statuses: LayerStatuses
+        self, key: str, mode: CacheMode, statuses: LayerStatuses, fetched: dict[str, bytes | None]
     ) -> Completion | None:
         if not (mode.reads and self._store.available):
             statuses.llm = CacheStatus.BYPASS
             return None
-        (raw,) = await self._store.get_many([key])
+        raw = await self._lookup(key, fetched)
         cached = await self._decode(raw, key, self._answer_cache.decode)
         if not self._store.available:
             statuses.llm = CacheStatus.BYPASS

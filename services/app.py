@@ -56,7 +56,7 @@ def http_status_for(exc: RagError) -> int:
     return next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
@@ -71,7 +71,7 @@ def _key_matches(given: HTTPAuthorizationCredentials | None, allowed: list[str])
     )
 
 
-def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
+async def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
     key = services.corpus.settings.admin_api_key.get_secret_value()
     if key and not _key_matches(credentials, [key]):
         raise HTTPException(
@@ -81,9 +81,9 @@ def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
         )
 
 
-def require_api_key(services: ServicesDep, credentials: BearerDep) -> None:
+async def require_api_key(services: ServicesDep, credentials: BearerDep) -> None:
     keys = [k.get_secret_value() for k in services.corpus.settings.api_keys]
-    if keys and not _key_matches(credentials, keys):
+    if not _key_matches(credentials, keys):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)",
@@ -180,21 +180,26 @@ def create_app(
     async def rag_error(_: Request, exc: RagError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=http_status_for(exc))
 
-    @app.post("/ask", response_model=AskResponse, dependencies=[Depends(require_api_key)])
-    async def ask(body: AskRequest, services: ServicesDep) -> AskResponse:
+    # /ask is open unless RAG_API_KEYS is set; the check is only wired in when it can matter,
+    # since every dependency costs time on the cached path.
+    ask_guard = [Depends(require_api_key)] if settings.api_keys else []
+
+    @app.post("/ask", response_model=AskResponse, dependencies=ask_guard)
+    async def ask(body: AskRequest, services: ServicesDep) -> Response:
         _check_cache_options(body.cache)
         answer = await services.pipeline.answer(
             body.query, top_k=body.top_k or settings.top_k, mode=body.cache.mode
         )
-        return AskResponse.of(answer)
+        # Serialized once here; returning the model would make FastAPI validate it again.
+        return Response(AskResponse.of(answer).model_dump_json(), media_type="application/json")
 
     stream_doc = {"200": {"content": {"text/event-stream": {}}, "description": "SSE: meta, token…, done | error"}}
 
-    @app.post("/ask/stream", responses=stream_doc, dependencies=[Depends(require_api_key)])  # type: ignore[arg-type]
+    @app.post("/ask/stream", responses=stream_doc, dependencies=ask_guard)  # type: ignore[arg-type]
     async def ask_stream(body: AskRequest, services: ServicesDep) -> StreamingResponse:
         return await _stream_response(services, body)
 
-    @app.get("/ask/stream", responses=stream_doc, dependencies=[Depends(require_api_key)])  # type: ignore[arg-type]
+    @app.get("/ask/stream", responses=stream_doc, dependencies=ask_guard)  # type: ignore[arg-type]
     async def ask_stream_get(
         services: ServicesDep,
         query: Annotated[str, Query(min_length=1)],
