@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import openai
 
 from rag.errors import LLMError, LLMRateLimitError, LLMTimeoutError
@@ -27,8 +26,10 @@ def _provider_errors() -> Iterator[None]:
         raise LLMError(f"the LLM returned HTTP {exc.status_code}: {exc.message}") from exc
     except openai.APIError as exc:
         raise LLMError(f"the LLM call failed: {exc}") from exc
-    except httpx.HTTPError as exc:  # raised as-is while a stream is being read
-        raise LLMError(f"the LLM connection failed mid-answer: {exc!r}") from exc
+    except Exception as exc:
+        # Transport errors while a stream is read come through unwrapped, as exceptions of
+        # whichever HTTP library the client uses; to the caller they all mean the same.
+        raise LLMError(f"the LLM connection failed: {exc!r}") from exc
 
 
 class OpenAIGenerator:
@@ -84,9 +85,9 @@ class OpenAIGenerator:
         finish_reason = ""
         usage = Usage()
         with _provider_errors():
-            stream = await self._client.chat.completions.create(
+            stream = await self._client.chat.completions.create(  # type: ignore[call-overload]
                 model=self.model_id,
-                messages=messages,  # type: ignore[arg-type]
+                messages=messages,
                 max_tokens=self._max_tokens,
                 temperature=self._temperature,
                 stream=True,

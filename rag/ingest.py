@@ -22,10 +22,15 @@ from rag.types import Chunk
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES = {".txt": "text", ".md": "text", ".markdown": "text", ".html": "html", ".htm": "html"}
+SUPPORTED_SUFFIXES = {
+    ".txt": "text",
+    ".md": "text",
+    ".markdown": "text",
+    ".html": "html",
+    ".htm": "html",
+}
 _DOC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
-
 
 
 class Progress(Protocol):
@@ -71,7 +76,8 @@ def read_document(path: Path, root: Path | None = None) -> Document:
     kind = SUPPORTED_SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise InvalidInputError(
-            f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(SUPPORTED_SUFFIXES)}"
+            f"{path}: unsupported file type {path.suffix!r}; "
+            f"use one of {sorted(SUPPORTED_SUFFIXES)}"
         )
     try:
         raw = path.read_text(encoding="utf-8")
@@ -191,9 +197,17 @@ class Ingestor:
             # old version must not be served.
             version = await self._corpus_version.bump()
             progress.close()
-        log.info("ingested %d documents, %d chunks (corpus version %s)", len(documents), len(chunks), version)
+        log.info(
+            "ingested %d documents, %d chunks (corpus version %s)",
+            len(documents),
+            len(chunks),
+            version,
+        )
         return IngestReport(
-            documents=len(documents), chunks=len(chunks), replaced_chunks=replaced, corpus_version=version
+            documents=len(documents),
+            chunks=len(chunks),
+            replaced_chunks=replaced,
+            corpus_version=version,
         )
 
     async def delete(self, doc_id: str) -> int:

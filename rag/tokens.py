@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import importlib.util
+import os
 from pathlib import Path
 
 import tiktoken
@@ -35,11 +35,13 @@ def _shipped_data_dir() -> Path:
     spec = importlib.util.find_spec("bpe_openai")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the bpe-openai package (offline tiktoken encodings) is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def get_encoding(name: str, cache_dir: Path) -> tiktoken.Encoding:
     if name not in SHIPPED_ENCODINGS:
-        raise ValueError(f"tokenizer encoding {name!r} is not available offline; use one of {SHIPPED_ENCODINGS}")
+        raise ValueError(
+            f"tokenizer encoding {name!r} is not available offline; use one of {SHIPPED_ENCODINGS}"
+        )
     seed_tiktoken_cache(cache_dir)
     return tiktoken.get_encoding(name)

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
@@ -135,7 +135,7 @@ async def open_services(
     settings: Settings,
     *,
     embedder: SentenceTransformerEmbedder | None = None,
-    llm_http_client: httpx.AsyncClient | None = None,
+    llm_http_client: httpx2.AsyncClient | None = None,
 ) -> AsyncIterator[Services]:
     """Everything the service needs. Starts the local LLM when ``llm_base_url`` is empty.
     ``llm_http_client`` lets a test script the LLM's HTTP transport."""

@@ -24,9 +24,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.settings import Settings  # noqa: E402
-from rag.wiring import Services  # noqa: E402
-from services.app import create_app  # noqa: E402
+from rag.settings import Settings
+from rag.wiring import Services
+from services.app import create_app
 
 QUESTIONS = [
     "How long are LLM answers cached?",
@@ -76,7 +76,9 @@ async def main(repeats: int, questions: int) -> None:
                 assert body["cache"]["llm"] == "miss", body["cache"]
                 cold.append(ms)
                 ms, body = await ask(q)
-                assert body["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}, body["cache"]
+                assert body["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}, body[
+                    "cache"
+                ]
                 warm.append(ms)
 
             trips_before = store.round_trips
@@ -99,19 +101,23 @@ async def main(repeats: int, questions: int) -> None:
     p50_ask, p50_bare = statistics.median(ask_ms), statistics.median(bare_ms)
     print(f"exact repeat /ask: {trips:.2f} Redis round trips per request (goal <= 2)")
     print(
-        f"server-side p50: /ask hit {p50_ask:.2f} ms, bare route with one Redis GET {p50_bare:.2f} ms "
+        f"server-side p50: /ask hit {p50_ask:.2f} ms, "
+        f"bare route with one Redis GET {p50_bare:.2f} ms "
         f"-> ratio {p50_ask / p50_bare:.2f}x (goal <= 1.5x); p99 {pct(ask_ms, 0.99):.2f} vs "
         f"{pct(bare_ms, 0.99):.2f} ms; n={repeats}"
     )
     print(
         f"cold vs warm /ask with the local LLM: p50 {statistics.median(cold):.0f} ms vs "
-        f"{statistics.median(warm):.2f} ms -> {statistics.median(cold) / statistics.median(warm):.0f}x "
+        f"{statistics.median(warm):.2f} ms -> "
+        f"{statistics.median(cold) / statistics.median(warm):.0f}x "
         f"faster warm; n={len(cold)} questions"
     )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--questions", type=int, default=8)
     args = parser.parse_args()

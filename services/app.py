@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import httpx
+import httpx2
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -156,7 +156,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     embedder: SentenceTransformerEmbedder | None = None,
-    llm_http_client: httpx.AsyncClient | None = None,
+    llm_http_client: httpx2.AsyncClient | None = None,
 ) -> FastAPI:
     """The app. ``embedder`` and ``llm_http_client`` are for tests (share a loaded model; script
     the LLM transport)."""
@@ -166,13 +166,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.admin_api_key.get_secret_value():
             log.warning("RAG_ADMIN_API_KEY is not set: admin endpoints are open (development only)")
-        async with open_services(settings, embedder=embedder, llm_http_client=llm_http_client) as services:
+        async with open_services(
+            settings, embedder=embedder, llm_http_client=llm_http_client
+        ) as services:
             app.state.services = services
             yield
 
     app = FastAPI(
         title="RAG service with layered caching",
-        summary="Answers questions over your documents; embedding, search and generation are cached.",
+        summary="Answers questions over your documents; every expensive stage is cached.",
         lifespan=lifespan,
     )
 
@@ -193,7 +195,12 @@ def create_app(
         # Serialized once here; returning the model would make FastAPI validate it again.
         return Response(AskResponse.of(answer).model_dump_json(), media_type="application/json")
 
-    stream_doc = {"200": {"content": {"text/event-stream": {}}, "description": "SSE: meta, token…, done | error"}}
+    stream_doc = {
+        "200": {
+            "content": {"text/event-stream": {}},
+            "description": "SSE: meta, token…, done | error",
+        }
+    }
 
     @app.post("/ask/stream", responses=stream_doc, dependencies=ask_guard)  # type: ignore[arg-type]
     async def ask_stream(body: AskRequest, services: ServicesDep) -> StreamingResponse:
@@ -231,7 +238,9 @@ def create_app(
         )
 
     @app.delete(
-        "/documents/{doc_id:path}", response_model=DocumentDeleted, dependencies=[Depends(require_admin)]
+        "/documents/{doc_id:path}",
+        response_model=DocumentDeleted,
+        dependencies=[Depends(require_admin)],
     )
     async def delete_document(doc_id: str, services: ServicesDep) -> DocumentDeleted:
         removed = await services.corpus.ingestor.delete(doc_id)

@@ -1,4 +1,5 @@
-"""The ``rag`` command (lives in ``services`` because ``serve`` runs the FastAPI app): ``serve``, ``ingest``, ``ask``, ``cache stats``.
+"""The ``rag`` command: ``serve``, ``ingest``, ``ask``, ``cache stats``. It lives in ``services``
+because ``serve`` runs the FastAPI app.
 
 ``serve`` and ``ingest`` work in-process; ``ask`` and ``cache stats`` talk to a running service
 (``--url``, default http://127.0.0.1:8000), since a local-mode vector DB serves one process."""
@@ -59,7 +60,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return _fail("no .txt, .md or .html files found in the given paths")
         async with open_corpus(Settings()) as corpus:
             chunks = sum(len(corpus.ingestor.chunk(d)) for d in documents)
-            with tqdm(total=chunks, unit="chunk", desc=f"ingesting {len(documents)} documents") as bar:
+            with tqdm(
+                total=chunks, unit="chunk", desc=f"ingesting {len(documents)} documents"
+            ) as bar:
                 report = await corpus.ingestor.add(documents, progress=bar)
         print(
             f"ingested {report.documents} documents as {report.chunks} chunks "
@@ -82,7 +85,9 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         response = httpx.request(method, url, headers=_headers(), timeout=120, **kwargs)
     except httpx.TransportError as exc:
-        raise SystemExit(_fail(f"cannot reach the service at {url} ({exc}); is `rag serve` running?"))
+        raise SystemExit(
+            _fail(f"cannot reach the service at {url} ({exc}); is `rag serve` running?")
+        ) from exc
     if response.status_code >= 400:
         raise SystemExit(_fail(f"{response.status_code}: {response.text}"))
     return response
@@ -98,7 +103,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"\ncache: {answer['cache']}  timings_ms: {answer['timings_ms']}", file=sys.stderr)
         return 0
     try:
-        with httpx.stream("POST", f"{args.url}/ask/stream", json=body, headers=_headers(), timeout=120) as r:
+        with httpx.stream(
+            "POST", f"{args.url}/ask/stream", json=body, headers=_headers(), timeout=120
+        ) as r:
             if r.status_code >= 400:
                 return _fail(f"{r.status_code}: {r.read().decode()}")
             event = ""
@@ -130,7 +137,10 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
             f"{row['bypass']:>8.0f} {row['hit_rate']:>9.1%}"
         )
     calls = stats["upstream_calls"]
-    print(f"\nupstream calls: llm {calls['llm']:.0f}, embedding {calls['embedding']:.0f}, search {calls['search']:.0f}")
+    print(
+        f"\nupstream calls: llm {calls['llm']:.0f}, embedding {calls['embedding']:.0f}, "
+        f"search {calls['search']:.0f}"
+    )
     print(f"tokens saved: {stats['tokens_saved']:.0f}")
     return 0
 
@@ -152,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("query")
     ask.add_argument("--stream", action="store_true", help="print tokens as they arrive")
     ask.add_argument("--top-k", type=int)
-    ask.add_argument("--mode", default="default", choices=["default", "no-cache", "no-store", "refresh"])
+    ask.add_argument(
+        "--mode", default="default", choices=["default", "no-cache", "no-store", "refresh"]
+    )
     ask.add_argument("--url", default=DEFAULT_URL)
     ask.set_defaults(func=cmd_ask)
 

@@ -34,7 +34,10 @@ class SourcePublic(BaseModel):
     @classmethod
     def of(cls, hit: ScoredChunk) -> SourcePublic:
         return cls(
-            doc_id=hit.chunk.doc_id, chunk_id=hit.chunk.chunk_id, score=hit.score, text=hit.chunk.text
+            doc_id=hit.chunk.doc_id,
+            chunk_id=hit.chunk.chunk_id,
+            score=hit.score,
+            text=hit.chunk.text,
         )
 
 
@@ -53,7 +56,9 @@ class AskResponse(BaseModel):
     answer: str
     sources: list[SourcePublic]
     cache: CacheStatusesPublic
-    usage: UsagePublic = Field(description="Tokens spent by this request (0 when served from cache).")
+    usage: UsagePublic = Field(
+        description="Tokens spent by this request (0 when served from cache)."
+    )
     timings_ms: dict[str, float]
 
     @classmethod

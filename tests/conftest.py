@@ -15,9 +15,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+import httpx2
 import pytest
 import redis
 import uvicorn
@@ -26,6 +29,8 @@ from fastapi import FastAPI
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey, local_llm_server
 from rag.settings import Settings
+from services.app import create_app
+from tests.sse import parse
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -80,7 +85,9 @@ def drop_namespace(url: str, namespace: str) -> None:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, namespace: str, valkey_url: str, llm_base_url: str) -> Callable[..., Settings]:
+def make_settings(
+    tmp_path: Path, namespace: str, valkey_url: str, llm_base_url: str
+) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "namespace": namespace,
@@ -119,3 +126,81 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+DOCS = {
+    "redis-facts": (
+        "Redis is an in-memory key-value store. It keeps data in RAM and can expire keys after a "
+        "time to live. The EXPIRE command sets a time to live in seconds."
+    ),
+    "qdrant-facts": (
+        "Qdrant is a vector database. It stores embeddings and finds the nearest vectors to a "
+        "query vector using cosine similarity."
+    ),
+}
+
+
+@dataclass
+class Running:
+    """An app on the real parts (local LLM, embedded Valkey, Qdrant local mode) with DOCS
+    ingested; ``llm_requests`` counts the requests that reached the LLM."""
+
+    url: str
+    app: FastAPI
+    settings: Settings
+    llm_requests: list[str]
+    redis: redis.Redis
+
+    def ask(self, query: str, **body: object) -> httpx.Response:
+        return httpx.post(f"{self.url}/ask", json={"query": query, **body}, timeout=120)
+
+    def stream(self, query: str, **body: object) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
+        r = httpx.post(f"{self.url}/ask/stream", json={"query": query, **body}, timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/event-stream")
+        return parse(r.text)
+
+    def keys(self, layer: str) -> list[str]:
+        return [
+            k
+            for k in keys_of(self.settings.redis_url, self.settings.namespace)
+            if f":{layer}:" in k
+        ]
+
+
+@pytest.fixture(scope="module")
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+    embedder: SentenceTransformerEmbedder,
+    llm_base_url: str,
+    valkey_url: str,
+) -> Iterator[Running]:
+    requests: list[str] = []
+
+    async def count(request: httpx2.Request) -> None:
+        requests.append(request.url.path)
+
+    settings = Settings(
+        namespace=f"e2e-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("e2e"),
+        redis_url=valkey_url,
+        llm_base_url=llm_base_url,
+        seed_sample_corpus=False,
+        llm_max_tokens=48,
+    )
+    app = create_app(
+        settings,
+        embedder=embedder,
+        llm_http_client=httpx2.AsyncClient(event_hooks={"request": [count]}),
+    )
+    with serve(app) as url:
+        for doc_id, text in DOCS.items():
+            r = httpx.post(f"{url}/documents", json={"doc_id": doc_id, "text": text}, timeout=60)
+            assert r.status_code == 201, r.text
+        yield Running(
+            url=url,
+            app=app,
+            settings=settings,
+            llm_requests=requests,
+            redis=redis.Redis.from_url(valkey_url),
+        )

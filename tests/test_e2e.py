@@ -3,79 +3,16 @@ SmolLM2 on llama.cpp. Model text is checked loosely, cache behaviour exactly."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
-from tests.conftest import keys_of, serve
+from tests.conftest import Running, keys_of, serve
 from tests.sse import iter_events, parse
-
-DOCS = {
-    "redis-facts": (
-        "Redis is an in-memory key-value store. It keeps data in RAM and can expire keys after a "
-        "time to live. The EXPIRE command sets a time to live in seconds."
-    ),
-    "qdrant-facts": (
-        "Qdrant is a vector database. It stores embeddings and finds the nearest vectors to a "
-        "query vector using cosine similarity."
-    ),
-}
-
-
-@dataclass
-class Running:
-    url: str
-    settings: Settings
-    llm_requests: list[str]
-    redis: redis.Redis
-
-    def ask(self, query: str, **body: object) -> httpx.Response:
-        return httpx.post(f"{self.url}/ask", json={"query": query, **body}, timeout=120)
-
-    def stream(self, query: str, **body: object) -> list[tuple[str, dict]]:  # type: ignore[type-arg]
-        r = httpx.post(f"{self.url}/ask/stream", json={"query": query, **body}, timeout=120)
-        assert r.status_code == 200, r.text
-        assert r.headers["content-type"].startswith("text/event-stream")
-        return parse(r.text)
-
-    def keys(self, layer: str) -> list[str]:
-        return [k for k in keys_of(self.settings.redis_url, self.settings.namespace) if f":{layer}:" in k]
-
-
-@pytest.fixture(scope="module")
-def running(
-    tmp_path_factory: pytest.TempPathFactory,
-    embedder: SentenceTransformerEmbedder,
-    llm_base_url: str,
-    valkey_url: str,
-) -> Iterator[Running]:
-    requests: list[str] = []
-
-    async def count(request: httpx.Request) -> None:
-        requests.append(request.url.path)
-
-    settings = Settings(
-        namespace=f"e2e-{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path_factory.mktemp("e2e"),
-        redis_url=valkey_url,
-        llm_base_url=llm_base_url,
-        seed_sample_corpus=False,
-        llm_max_tokens=48,
-    )
-    app = create_app(settings, embedder=embedder, llm_http_client=httpx.AsyncClient(event_hooks={"request": [count]}))
-    with serve(app) as url:
-        for doc_id, text in DOCS.items():
-            r = httpx.post(f"{url}/documents", json={"doc_id": doc_id, "text": text}, timeout=60)
-            assert r.status_code == 201, r.text
-        yield Running(url=url, settings=settings, llm_requests=requests, redis=redis.Redis.from_url(valkey_url))
 
 
 def test_ask_misses_then_hits_with_identical_answer_and_no_llm_call(running: Running) -> None:
@@ -95,6 +32,16 @@ def test_ask_misses_then_hits_with_identical_answer_and_no_llm_call(running: Run
     assert second["sources"] == body["sources"]
     assert second["usage"] == {"prompt_tokens": 0, "completion_tokens": 0}
     assert len(running.llm_requests) == calls
+
+
+def test_exact_repeat_costs_one_cache_round_trip(running: Running) -> None:
+    question = "Which command sets a time to live?"
+    running.ask(question)
+    running.ask(question)  # the first repeat learns which keys to prefetch
+    store = running.app.state.services.corpus.store
+    before = store.round_trips
+    assert running.ask(question).json()["cache"]["llm"] == "hit"
+    assert store.round_trips - before == 1
 
 
 def test_stream_then_replay_gives_the_same_tokens(running: Running) -> None:
@@ -130,7 +77,12 @@ def test_answer_cached_by_ask_replays_as_several_token_events(running: Running) 
 def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running) -> None:
     running.ask("Where does Redis keep its data?")
     s = running.settings
-    limits = {"emb": s.embedding_ttl_s, "search": s.search_ttl_s, "llm": s.llm_ttl_s, "corpus": s.corpus_version_ttl_s}
+    limits = {
+        "emb": s.embedding_ttl_s,
+        "search": s.search_ttl_s,
+        "llm": s.llm_ttl_s,
+        "corpus": s.corpus_version_ttl_s,
+    }
     seen = set()
     for key in keys_of(s.redis_url, s.namespace):
         layer = key.split(":")[2]
@@ -148,7 +100,9 @@ def test_modes_control_reads_and_writes(running: Running) -> None:
     question = "Is Redis an in-memory store?"
     r = running.ask(question, cache={"mode": "no-store"}).json()
     assert r["cache"]["llm"] == "miss"
-    assert running.ask(question, cache={"mode": "no-store"}).json()["cache"]["llm"] == "miss"  # nothing stored
+    assert (
+        running.ask(question, cache={"mode": "no-store"}).json()["cache"]["llm"] == "miss"
+    )  # nothing stored
 
     calls = len(running.llm_requests)
     r = running.ask(question, cache={"mode": "no-cache"}).json()
@@ -164,19 +118,30 @@ def test_modes_control_reads_and_writes(running: Running) -> None:
 
 def test_replacing_a_document_changes_search_results_and_answers(running: Running) -> None:
     question = "What colour is the office door?"
-    httpx.post(f"{running.url}/documents", json={"doc_id": "door", "text": "The office door is painted red."}, timeout=60)
+    httpx.post(
+        f"{running.url}/documents",
+        json={"doc_id": "door", "text": "The office door is painted red."},
+        timeout=60,
+    )
     first = running.ask(question).json()
     assert "red" in " ".join(s["text"] for s in first["sources"])
     assert running.ask(question).json()["cache"]["llm"] == "hit"
 
-    r = httpx.post(f"{running.url}/documents", json={"doc_id": "door", "text": "The office door is painted blue."}, timeout=60)
+    r = httpx.post(
+        f"{running.url}/documents",
+        json={"doc_id": "door", "text": "The office door is painted blue."},
+        timeout=60,
+    )
     assert r.status_code == 201 and r.json()["replaced_chunks"] == 1
     after = running.ask(question).json()
     assert after["cache"]["search"] == "miss" and after["cache"]["llm"] == "miss"
     texts = " ".join(s["text"] for s in after["sources"])
     assert "blue" in texts and "red" not in texts
 
-    assert httpx.delete(f"{running.url}/documents/door", timeout=60).json() == {"doc_id": "door", "deleted_chunks": 1}
+    assert httpx.delete(f"{running.url}/documents/door", timeout=60).json() == {
+        "doc_id": "door",
+        "deleted_chunks": 1,
+    }
     gone = running.ask(question).json()
     assert "door" not in {s["doc_id"] for s in gone["sources"]}
     assert httpx.delete(f"{running.url}/documents/door", timeout=60).status_code == 404
@@ -213,7 +178,9 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
         ({"query": "x", "unknown": 1}, 422, "unknown"),
     ],
 )
-def test_bad_requests_get_a_clear_4xx(running: Running, body: dict, status: int, message: str) -> None:  # type: ignore[type-arg]
+def test_bad_requests_get_a_clear_4xx(
+    running: Running, body: dict, status: int, message: str
+) -> None:  # type: ignore[type-arg]
     for path in ("/ask", "/ask/stream"):
         r = httpx.post(f"{running.url}{path}", json=body, timeout=30)
         assert r.status_code == status, (path, r.text)
@@ -253,7 +220,9 @@ def test_unreachable_redis_still_answers_with_bypass(
         assert r.status_code == 200, r.text
         assert r.json()["cache"] == {"embedding": "bypass", "search": "bypass", "llm": "bypass"}
         assert r.json()["sources"], "the sample corpus was ingested on first start"
-        with httpx.stream("GET", f"{url}/ask/stream", params={"query": "What is the no-store mode?"}, timeout=120) as s:
+        with httpx.stream(
+            "GET", f"{url}/ask/stream", params={"query": "What is the no-store mode?"}, timeout=120
+        ) as s:
             events = list(iter_events(s.iter_lines()))
         assert events[0][1]["cache"]["llm"] == "bypass" and events[-1][0] == "done"
         assert httpx.get(f"{url}/healthz").json()["status"] == "degraded"

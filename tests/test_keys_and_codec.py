@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.cache.codec import CorruptEntryError, decode_json, decode_vector, encode_json, encode_vector
+from rag.cache.codec import (
+    CorruptEntryError,
+    decode_json,
+    decode_vector,
+    encode_json,
+    encode_vector,
+)
 from rag.cache.keys import build_key, normalize_text
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
 from rag.types import Chunk, Completion, ScoredChunk, Usage
@@ -33,9 +39,13 @@ class RecordingStore:
         return sum(self.writes.pop(k, None) is not None for k in keys)
 
 
-def hit(chunk_id: str = "doc#0", text: str = "Redis caches answers.", score: float = 0.8) -> ScoredChunk:
+def hit(
+    chunk_id: str = "doc#0", text: str = "Redis caches answers.", score: float = 0.8
+) -> ScoredChunk:
     return ScoredChunk(
-        chunk=Chunk(doc_id="doc", chunk_id=chunk_id, text=text, source="doc.md", content_hash=f"h-{text}"),
+        chunk=Chunk(
+            doc_id="doc", chunk_id=chunk_id, text=text, source="doc.md", content_hash=f"h-{text}"
+        ),
         score=score,
     )
 
@@ -45,7 +55,9 @@ def emb_cache(store: RecordingStore, model: str = "all-MiniLM-L6-v2") -> Embeddi
 
 
 def search_cache(store: RecordingStore, model: str = "all-MiniLM-L6-v2") -> SearchResultCache:
-    return SearchResultCache(store=store, namespace="ns", embedding_model_id=model, collection="docs", ttl_s=3600)
+    return SearchResultCache(
+        store=store, namespace="ns", embedding_model_id=model, collection="docs", ttl_s=3600
+    )
 
 
 def answer_cache(
@@ -101,7 +113,9 @@ def test_answer_key_follows_llm_model_prompt_sampling_and_chunks() -> None:
     assert base != answer_cache(store, model="gpt-4o-mini").key("q", chunks)
     assert base != answer_cache(store, prompt="v2-abc").key("q", chunks)
     assert base != answer_cache(store, temperature=0.7).key("q", chunks)
-    assert base != answer_cache(store).key("q", [hit(text="Redis caches vectors.")])  # content changed
+    assert base != answer_cache(store).key(
+        "q", [hit(text="Redis caches vectors.")]
+    )  # content changed
     assert base != answer_cache(store).key("q", [hit(chunk_id="doc#1")])
     assert base.startswith("rag:ns:llm:smol:v1-abc:")
 
@@ -114,14 +128,17 @@ def test_vector_round_trip_is_exact_and_compact() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"garbage", encode_vector(np.zeros(3, dtype=np.float32)), b"\x02\x04\x00" + b"\x00" * 16]
+    "raw",
+    [b"", b"garbage", encode_vector(np.zeros(3, dtype=np.float32)), b"\x02\x04\x00" + b"\x00" * 16],
 )
 def test_bad_vector_entries_are_rejected(raw: bytes) -> None:
     with pytest.raises(CorruptEntryError):
         decode_vector(raw, 4)
 
 
-@pytest.mark.parametrize("raw", [b"\xff\xfe", b"[]", b'{"schema": 99, "kind": "llm"}', encode_json("search", {})])
+@pytest.mark.parametrize(
+    "raw", [b"\xff\xfe", b"[]", b'{"schema": 99, "kind": "llm"}', encode_json("search", {})]
+)
 def test_bad_json_entries_are_rejected(raw: bytes) -> None:
     with pytest.raises(CorruptEntryError):
         decode_json(raw, "llm")

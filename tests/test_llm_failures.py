@@ -9,9 +9,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
+import httpx2
 import pytest
 
 from rag.embedding import SentenceTransformerEmbedder
@@ -42,29 +42,38 @@ class ScriptedLLM:
     calls: int = 0
     words_sent: list[int] = field(default_factory=list)
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.calls += 1
         prompt = json.loads(request.content)["messages"][-1]["content"]
         question = prompt.rsplit("Question:", 1)[1]  # not the context: it may say "fail" too
         if "fail" in question:
-            return httpx.Response(500, json={"error": {"message": "scripted failure"}})
+            return httpx2.Response(500, json={"error": {"message": "scripted failure"}})
         if "throttle" in question:
-            return httpx.Response(429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0"})
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=self._stream(question))
+            return httpx2.Response(
+                429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0"}
+            )
+        return httpx2.Response(
+            200, headers={"content-type": "text/event-stream"}, content=self._stream(question)
+        )
 
     async def _stream(self, question: str) -> AsyncIterator[bytes]:
         words = WORDS * 6 if "slow" in question else WORDS
         self.words_sent.append(0)
         for i, word in enumerate(words):
             if "break" in question and i == 3:
-                raise httpx.ReadError("connection reset by scripted peer")
+                raise httpx2.ReadError("connection reset by scripted peer")
             if "slow" in question:
                 await asyncio.sleep(0.1)
             self.words_sent[-1] += 1
             yield _chunk({"content": word})
         yield _chunk({}, finish="stop")
-        usage = {"prompt_tokens": 20, "completion_tokens": len(words), "total_tokens": 20 + len(words)}
-        yield f"data: {json.dumps({'id': 'c1', 'object': 'chat.completion.chunk', 'created': 0, 'model': 'scripted', 'choices': [], 'usage': usage})}\n\n".encode()
+        usage = {
+            "prompt_tokens": 20,
+            "completion_tokens": len(words),
+            "total_tokens": 20 + len(words),
+        }
+        last = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "scripted"}
+        yield f"data: {json.dumps({**last, 'choices': [], 'usage': usage})}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
 
@@ -75,7 +84,9 @@ class Scripted:
     llm: ScriptedLLM
 
     def llm_keys(self) -> list[str]:
-        return [k for k in keys_of(self.settings.redis_url, self.settings.namespace) if ":llm:" in k]
+        return [
+            k for k in keys_of(self.settings.redis_url, self.settings.namespace) if ":llm:" in k
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -90,21 +101,27 @@ def scripted(
         llm_base_url="http://scripted.invalid/v1",
         seed_sample_corpus=True,
     )
-    client = httpx.AsyncClient(transport=httpx.MockTransport(llm.handle))
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(llm.handle))
     with serve(create_app(settings, embedder=embedder, llm_http_client=client)) as url:
         yield Scripted(url=url, settings=settings, llm=llm)
 
 
 def test_scripted_answer_is_cached_as_its_original_pieces(scripted: Scripted) -> None:
-    events = parse(httpx.post(f"{scripted.url}/ask/stream", json={"query": "How long?"}, timeout=30).text)
+    events = parse(
+        httpx.post(f"{scripted.url}/ask/stream", json={"query": "How long?"}, timeout=30).text
+    )
     assert [d["text"] for n, d in events if n == "token"] == WORDS
-    replay = parse(httpx.post(f"{scripted.url}/ask/stream", json={"query": "How long?"}, timeout=30).text)
+    replay = parse(
+        httpx.post(f"{scripted.url}/ask/stream", json={"query": "How long?"}, timeout=30).text
+    )
     assert replay[0][1]["cache"]["llm"] == "hit"
     assert [d["text"] for n, d in replay if n == "token"] == WORDS
 
 
 @pytest.mark.parametrize(("question", "status"), [("please fail", 502), ("please throttle", 429)])
-def test_llm_error_is_a_clear_status_and_caches_nothing(scripted: Scripted, question: str, status: int) -> None:
+def test_llm_error_is_a_clear_status_and_caches_nothing(
+    scripted: Scripted, question: str, status: int
+) -> None:
     before, keys = scripted.llm.calls, scripted.llm_keys()
     r = httpx.post(f"{scripted.url}/ask", json={"query": question}, timeout=60)
     assert r.status_code == status, r.text
@@ -118,17 +135,24 @@ def test_llm_error_is_a_clear_status_and_caches_nothing(scripted: Scripted, ques
 
 def test_upstream_error_mid_stream_sends_error_event_and_caches_nothing(scripted: Scripted) -> None:
     keys = scripted.llm_keys()
-    events = parse(httpx.post(f"{scripted.url}/ask/stream", json={"query": "break please"}, timeout=30).text)
+    events = parse(
+        httpx.post(f"{scripted.url}/ask/stream", json={"query": "break please"}, timeout=30).text
+    )
     names = [n for n, _ in events]
     assert names == ["meta", "token", "token", "token", "error"]
     assert events[-1][1]["status"] == 502
     assert scripted.llm_keys() == keys
-    assert httpx.post(f"{scripted.url}/ask", json={"query": "break please"}, timeout=30).status_code == 502
+    assert (
+        httpx.post(f"{scripted.url}/ask", json={"query": "break please"}, timeout=30).status_code
+        == 502
+    )
 
 
 def test_client_disconnect_mid_stream_caches_nothing_and_stops_upstream(scripted: Scripted) -> None:
     keys = scripted.llm_keys()
-    with httpx.stream("POST", f"{scripted.url}/ask/stream", json={"query": "slow please"}, timeout=30) as r:
+    with httpx.stream(
+        "POST", f"{scripted.url}/ask/stream", json={"query": "slow please"}, timeout=30
+    ) as r:
         tokens = 0
         for name, _ in iter_events(r.iter_lines()):
             tokens += name == "token"
@@ -138,6 +162,8 @@ def test_client_disconnect_mid_stream_caches_nothing_and_stops_upstream(scripted
     assert scripted.llm.words_sent[-1] < len(WORDS) * 6, "the upstream stream was not stopped"
     assert scripted.llm_keys() == keys
     # and the same question later streams in full and is cached then
-    full = parse(httpx.post(f"{scripted.url}/ask/stream", json={"query": "slow please"}, timeout=30).text)
+    full = parse(
+        httpx.post(f"{scripted.url}/ask/stream", json={"query": "slow please"}, timeout=30).text
+    )
     assert sum(n == "token" for n, _ in full) == len(WORDS) * 6
     assert len(scripted.llm_keys()) == len(keys) + 1

@@ -28,7 +28,11 @@ async def test_set_then_get_many_keeps_order_and_misses(store_and_client) -> Non
     store, _, prefix = store_and_client
     await store.set(prefix + "a", b"1", 60)
     await store.set(prefix + "b", b"\x00\xff", 60)
-    assert await store.get_many([prefix + "b", prefix + "missing", prefix + "a"]) == [b"\x00\xff", None, b"1"]
+    assert await store.get_many([prefix + "b", prefix + "missing", prefix + "a"]) == [
+        b"\x00\xff",
+        None,
+        b"1",
+    ]
     assert await store.get_many([prefix + "a"]) == [b"1"]
     assert await store.get_many([]) == []
     assert store.available
@@ -47,7 +51,9 @@ async def test_every_write_carries_its_ttl(store_and_client) -> None:  # type: i
 
 async def test_set_if_absent_returns_the_value_that_won(store_and_client) -> None:  # type: ignore[no-untyped-def]
     store, _, prefix = store_and_client
-    results = await asyncio.gather(*(store.set_if_absent(prefix + "v", str(i).encode(), 60) for i in range(10)))
+    results = await asyncio.gather(
+        *(store.set_if_absent(prefix + "v", str(i).encode(), 60) for i in range(10))
+    )
     assert len(set(results)) == 1
     assert await store.get_many([prefix + "v"]) == [results[0]]
 

@@ -28,7 +28,9 @@ def encode_vector(vector: Vector) -> bytes:
 
 def decode_vector(raw: bytes, dimension: int) -> Vector:
     if len(raw) != _VECTOR_HEADER.size + 4 * dimension:
-        raise CorruptEntryError(f"vector entry has {len(raw)} bytes, expected dimension {dimension}")
+        raise CorruptEntryError(
+            f"vector entry has {len(raw)} bytes, expected dimension {dimension}"
+        )
     schema, dim = _VECTOR_HEADER.unpack_from(raw)
     if schema != SCHEMA_VERSION or dim != dimension:
         raise CorruptEntryError(f"vector entry schema {schema} dimension {dim}")

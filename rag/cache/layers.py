@@ -8,7 +8,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rag.cache.codec import CorruptEntryError, decode_json, decode_vector, encode_json, encode_vector
+from rag.cache.codec import (
+    CorruptEntryError,
+    decode_json,
+    decode_vector,
+    encode_json,
+    encode_vector,
+)
 from rag.cache.keys import build_key, digest, normalize_text
 from rag.protocols import KVStore, Vector
 from rag.types import Chunk, Completion, ScoredChunk, Usage
@@ -165,7 +171,9 @@ class CorpusVersion:
         """The version from a fetched value, creating one if the key was missing."""
         if raw is not None:
             return raw.decode()
-        current = await self.store.set_if_absent(self.key, secrets.token_hex(8).encode(), self.ttl_s)
+        current = await self.store.set_if_absent(
+            self.key, secrets.token_hex(8).encode(), self.ttl_s
+        )
         return current.decode() if current is not None else "unversioned"
 
     async def bump(self) -> str:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -63,7 +63,8 @@ class RedisStore:
 
         async def op() -> list[bytes | None]:
             if len(keys) == 1:
-                return [await self._client.get(keys[0])]
+                value = cast(bytes | None, await self._client.get(keys[0]))
+                return [value]
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.get(key)
