@@ -20,6 +20,10 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
+class CliError(Exception):
+    """Ends the command with its message and exit status 2."""
+
+
 def _fail(message: str) -> int:
     print(f"rag: error: {message}", file=sys.stderr)
     return 2
@@ -85,11 +89,11 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
     try:
         response = httpx.request(method, url, headers=_headers(), timeout=120, **kwargs)
     except httpx.TransportError as exc:
-        raise SystemExit(
-            _fail(f"cannot reach the service at {url} ({exc}); is `rag serve` running?")
+        raise CliError(
+            f"cannot reach the service at {url} ({exc}); is `rag serve` running?"
         ) from exc
     if response.status_code >= 400:
-        raise SystemExit(_fail(f"{response.status_code}: {response.text}"))
+        raise CliError(f"{response.status_code}: {response.text}")
     return response
 
 
@@ -179,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        return _fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover
