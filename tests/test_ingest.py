@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ def test_chunks_respect_size_and_overlap_and_cover_the_text(encoding: tiktoken.E
     chunks = chunker.split(text)
     assert len(chunks) > 10
     assert all(chunker.count(c) <= 50 for c in chunks)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.split()[-1] in after  # consecutive windows share their boundary
     assert "word0" in chunks[0] and "word999" in chunks[-1]
 
