@@ -1,0 +1,50 @@
+"""Settings: defaults from config/settings.toml, RAG_* overrides, and clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_come_from_the_config_file() -> None:
+    s = Settings()
+    assert (s.embedding_ttl_s, s.search_ttl_s, s.llm_ttl_s) == (7 * 86400, 3600, 3600)
+    assert s.redis_url == "" and s.qdrant_url == "" and s.llm_base_url == ""  # embedded parts
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_LLM_TTL_S", "120")
+    monkeypatch.setenv("RAG_API_KEYS", '["k1", "k2"]')
+    s = Settings()
+    assert s.llm_ttl_s == 120
+    assert [k.get_secret_value() for k in s.api_keys] == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"llm_ttl_s": 0}, "greater than or equal to 1"),
+        ({"chunk_overlap_tokens": 500}, "chunk_overlap_tokens must be smaller"),
+        ({"top_k": 50}, "top_k must be between"),
+        ({"namespace": "a:b"}, "namespace"),
+        ({"no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_reason(override: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**override)  # type: ignore[arg-type]
+
+
+def test_compose_file_only_sets_settings_that_exist() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(compose["services"]) == {"redis", "qdrant", "app"}
+    names = {n for n in compose["services"]["app"]["environment"] if n.startswith("RAG_")}
+    assert names and all(n.removeprefix("RAG_").lower() in Settings.model_fields for n in names)
+    assert "allkeys-lru" in compose["services"]["redis"]["command"]
