@@ -37,7 +37,9 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
         ({"no_such_setting": 1}, "no_such_setting"),
     ],
 )
-def test_bad_settings_are_refused_with_the_reason(override: dict[str, object], message: str) -> None:
+def test_bad_settings_are_refused_with_the_reason(
+    override: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**override)  # type: ignore[arg-type]
 
