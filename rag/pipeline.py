@@ -21,13 +21,16 @@ from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prompt import build_messages
 from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
+from rag.semantic.cache import SemanticCache
 from rag.types import (
     Answer,
+    AskOptions,
     CacheMode,
     CacheStatus,
     Completion,
     LayerStatuses,
     ScoredChunk,
+    SemanticInfo,
     Usage,
 )
 
@@ -44,6 +47,7 @@ class StreamStart:
 
     cache: LayerStatuses
     sources: list[ScoredChunk]
+    semantic: SemanticInfo | None = None
 
 
 @dataclass(slots=True)
@@ -82,12 +86,15 @@ class _Plan:
     """A request after retrieval and the answer-cache lookup."""
 
     query: str
-    mode: CacheMode
+    options: AskOptions
     timer: _Timer
     statuses: LayerStatuses
     sources: list[ScoredChunk]
     key: str
     cached: Completion | None
+    vector: Vector | None  # the query's, when it was needed (the semantic layer needs it)
+    semantic_scope: str | None  # set when the semantic layer is on for this request
+    semantic: SemanticInfo | None = None  # set on a semantic hit
 
 
 class RagPipeline:
@@ -105,6 +112,8 @@ class RagPipeline:
         metrics: Metrics,
         max_top_k: int,
         max_query_chars: int,
+        semantic: SemanticCache | None = None,
+        semantic_by_default: bool = False,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -117,6 +126,8 @@ class RagPipeline:
         self.metrics = metrics
         self._max_top_k = max_top_k
         self._max_query_chars = max_query_chars
+        self.semantic = semantic
+        self._semantic_by_default = semantic_by_default
         # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
         # version last seen, and which answer key a search key led to. A guess only chooses what
         # to prefetch; every key used is recomputed from what was fetched, and a wrong guess
@@ -124,12 +135,10 @@ class RagPipeline:
         self._last_version: str | None = None
         self._answer_key_hints: OrderedDict[str, str] = OrderedDict()
 
-    async def answer(
-        self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT
-    ) -> Answer:
+    async def answer(self, query: str, options: AskOptions) -> Answer:
         """The whole answer at once. Generated through the same streaming path as ``stream``, so
         an answer cached here replays as the model's original pieces."""
-        plan = await self._plan(query, top_k, mode)
+        plan = await self._plan(query, options)
         usage = Usage()  # tokens spent by this request: none when the answer is cached
         if plan.cached is not None:
             text = plan.cached.text
@@ -147,16 +156,15 @@ class RagPipeline:
             cache=plan.statuses,
             usage=usage,
             timings_ms=plan.timer.finish(),
+            semantic=plan.semantic,
         )
 
-    async def stream(
-        self, query: str, *, top_k: int, mode: CacheMode = CacheMode.DEFAULT
-    ) -> AsyncGenerator[StreamEvent, None]:
+    async def stream(self, query: str, options: AskOptions) -> AsyncGenerator[StreamEvent, None]:
         """``StreamStart``, then ``StreamToken``s (live, or the cached answer's original pieces),
         then ``StreamEnd``. Raises ``RagError`` subclasses; after ``StreamStart`` only
         ``UpstreamError``s."""
-        plan = await self._plan(query, top_k, mode)
-        yield StreamStart(cache=plan.statuses, sources=plan.sources)
+        plan = await self._plan(query, options)
+        yield StreamStart(cache=plan.statuses, sources=plan.sources, semantic=plan.semantic)
         if plan.cached is not None:
             for piece in plan.cached.pieces:
                 yield StreamToken(piece)
@@ -165,33 +173,66 @@ class RagPipeline:
         async for item in self._generate(plan):
             yield item
 
-    async def _plan(self, query: str, top_k: int, mode: CacheMode) -> _Plan:
-        """Validate, retrieve (through the embedding and search caches) and look up the answer."""
-        self.validate(query, top_k)
+    async def _plan(self, query: str, options: AskOptions) -> _Plan:
+        """Validate, retrieve (through the embedding and search caches), look up the answer in
+        the exact cache and then, on a miss, in the semantic cache."""
+        self.validate(query, options)
+        mode = options.mode
         timer = _Timer(self.metrics)
         statuses = LayerStatuses()
         started = time.perf_counter()
-        fetched = await self._prefetch(query, top_k, mode)
+        fetched = await self._prefetch(query, options.top_k, mode)
         timer.record("cache_lookup", started)
-        sources, search_key = await self._retrieve(query, top_k, mode, statuses, timer, fetched)
+        sources, search_key, vector, version = await self._retrieve(
+            query, options.top_k, mode, statuses, timer, fetched
+        )
         key = self._answer_cache.key(query, sources)
         if search_key is not None:
             self._remember_answer_key(search_key, key)
         cached = await self._cached_answer(key, mode, statuses, fetched)
-        self.metrics.record_cache("llm", statuses.llm)
-        if cached is not None:
-            self.metrics.tokens_saved.inc(
-                cached.usage.prompt_tokens + cached.usage.completion_tokens
-            )
-        return _Plan(
+        plan = _Plan(
             query=query,
-            mode=mode,
+            options=options,
             timer=timer,
             statuses=statuses,
             sources=sources,
             key=key,
             cached=cached,
+            vector=vector,
+            semantic_scope=None,
         )
+        use_semantic = self._semantic_by_default if options.semantic is None else options.semantic
+        if self.semantic is not None and use_semantic and version is not None:
+            plan.semantic_scope = self.semantic.scope(version)
+            if cached is None and mode.reads:
+                await self._semantic_lookup(plan)
+        self.metrics.record_cache("llm", statuses.llm)
+        if plan.cached is not None:
+            usage = plan.cached.usage
+            self.metrics.tokens_saved.inc(usage.prompt_tokens + usage.completion_tokens)
+        return plan
+
+    async def _semantic_lookup(self, plan: _Plan) -> None:
+        assert self.semantic is not None and plan.semantic_scope is not None
+        if plan.vector is None:
+            plan.vector = await self._embed(
+                plan.query, write=plan.options.mode.writes, timer=plan.timer
+            )
+        started = time.perf_counter()
+        match = await self.semantic.lookup(
+            scope=plan.semantic_scope,
+            query=plan.query,
+            vector=plan.vector,
+            threshold=plan.options.threshold,
+        )
+        plan.timer.record("semantic_lookup", started)
+        if match is not None:
+            plan.cached = match.completion
+            plan.sources = match.sources
+            plan.statuses.llm = CacheStatus.SEMANTIC
+            plan.semantic = SemanticInfo(
+                similarity=round(match.similarity, 4), matched_query=match.matched_query
+            )
 
     async def _prefetch(self, query: str, k: int, mode: CacheMode) -> dict[str, bytes | None]:
         """One round trip for the corpus version and, when reading, the entries this request
@@ -235,18 +276,31 @@ class RagPipeline:
         if not completion.text.strip():
             raise LLMError("the LLM returned an empty answer")
         if (
-            plan.mode.writes
+            plan.options.mode.writes
             and self._store.available
             and completion.finish_reason in _CACHEABLE_FINISH
         ):
             await self._answer_cache.put(plan.key, completion)
+            if self.semantic is not None and plan.semantic_scope is not None:
+                if plan.vector is None:
+                    plan.vector = await self._embed(plan.query, write=True, timer=plan.timer)
+                await self.semantic.add(
+                    scope=plan.semantic_scope,
+                    query=plan.query,
+                    vector=plan.vector,
+                    answer_key=plan.key,
+                    sources=plan.sources,
+                )
         yield StreamEnd(cache=plan.statuses, usage=completion.usage, timings_ms=plan.timer.finish())
 
-    def validate(self, query: str, top_k: int) -> None:
+    def validate(self, query: str, options: AskOptions) -> None:
         if not query.strip():
             raise InvalidInputError("query must not be empty")
         if len(query) > self._max_query_chars:
             raise InvalidInputError(f"query is longer than {self._max_query_chars} characters")
+        if options.semantic and self.semantic is None:
+            raise InvalidInputError("the semantic cache is not configured in this service")
+        top_k = options.top_k
         if not 1 <= top_k <= self._max_top_k:
             raise InvalidInputError(f"top_k must be between 1 and {self._max_top_k}")
 
@@ -258,9 +312,11 @@ class RagPipeline:
         statuses: LayerStatuses,
         timer: _Timer,
         fetched: dict[str, bytes | None],
-    ) -> tuple[list[ScoredChunk], str | None]:
-        """The top-k chunks and the search key (``None`` when the cache store is down)."""
+    ) -> tuple[list[ScoredChunk], str | None, Vector | None, str | None]:
+        """The top-k chunks, the search key and corpus version (``None`` when the cache store is
+        down), and the query vector when it was at hand."""
         search_key: str | None = None
+        version: str | None = None
         if self._store.available:
             version = await self._corpus_version.resolve(fetched[self._corpus_version.key])
             self._last_version = version
@@ -295,7 +351,7 @@ class RagPipeline:
 
         self.metrics.record_cache("embedding", statuses.embedding)
         self.metrics.record_cache("search", statuses.search)
-        return hits, search_key
+        return hits, search_key, vector, version
 
     async def _embed(self, query: str, *, write: bool, timer: _Timer) -> Vector:
         started = time.perf_counter()

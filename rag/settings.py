@@ -14,6 +14,7 @@ from pydantic_settings import (
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
+DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
 
 
 class Settings(BaseSettings):
@@ -55,6 +56,12 @@ class Settings(BaseSettings):
     llm_ttl_s: int = Field(ge=1)
     corpus_version_ttl_s: int = Field(ge=1)
 
+    semantic_enabled: bool
+    semantic_threshold: float = Field(ge=0, le=1)
+    semantic_min_score: float = Field(ge=0, le=1)
+    semantic_verifier_path: str
+    semantic_max_entries: int = Field(ge=1)
+
     top_k: int = Field(ge=1)
     max_top_k: int = Field(ge=1)
     max_query_chars: int = Field(ge=1)
@@ -65,6 +72,12 @@ class Settings(BaseSettings):
 
     admin_api_key: SecretStr
     api_keys: list[SecretStr]
+
+    @property
+    def verifier_path(self) -> Path:
+        return (
+            Path(self.semantic_verifier_path) if self.semantic_verifier_path else DEFAULT_VERIFIER
+        )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

@@ -83,6 +83,24 @@ class LayerStatuses:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AskOptions:
+    """What a request asks for besides the query."""
+
+    top_k: int
+    mode: CacheMode = CacheMode.DEFAULT
+    semantic: bool | None = None  # None: the service's default
+    threshold: float | None = None  # cosine threshold of the semantic layer for this request
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticInfo:
+    """How a semantic hit matched: the similarity and the earlier question it matched."""
+
+    similarity: float
+    matched_query: str
+
+
 @dataclass(slots=True)
 class Answer:
     """The result of ``RagPipeline.answer``."""
@@ -92,3 +110,4 @@ class Answer:
     cache: LayerStatuses
     usage: Usage
     timings_ms: dict[str, float] = field(default_factory=dict)
+    semantic: SemanticInfo | None = None

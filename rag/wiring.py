@@ -3,6 +3,8 @@ configured, and closes it all again."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -24,6 +26,9 @@ from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
 from rag.prompt import prompt_version
 from rag.retrieval import QdrantRetriever
+from rag.semantic.cache import SemanticCache
+from rag.semantic.index import SemanticIndex
+from rag.semantic.rule import SemanticRule
 from rag.settings import Settings
 from rag.tokens import get_encoding
 
@@ -120,6 +125,12 @@ async def open_corpus(
         )
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
     try:
         return AsyncQdrantClient(path=str(path))
@@ -165,6 +176,38 @@ async def open_services(
         )
 
         ns, store, embedder_ = settings.namespace, corpus.store, corpus.embedder
+        answer_cache = AnswerCache(
+            store=store,
+            namespace=ns,
+            llm_model=settings.llm_model,
+            prompt_version=prompt_version(),
+            sampling=generator.sampling,
+            ttl_s=settings.llm_ttl_s,
+        )
+        semantic = SemanticCache(
+            redis=corpus.redis,
+            store=store,
+            namespace=ns,
+            rule=SemanticRule.load(
+                threshold=settings.semantic_threshold,
+                min_score=settings.semantic_min_score,
+                verifier_path=settings.verifier_path,
+            ),
+            index=SemanticIndex(
+                dimension=embedder_.dimension, max_entries=settings.semantic_max_entries
+            ),
+            answer_cache=answer_cache,
+            scope_parts={
+                "embedding": embedder_.model_id,
+                "llm": settings.llm_model,
+                "prompt": prompt_version(),
+                "sampling": generator.sampling,
+            },
+            dimension=embedder_.dimension,
+            ttl_s=settings.llm_ttl_s,
+        )
+        sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
+        stack.push_async_callback(_cancel, sync)
         pipeline = RagPipeline(
             embedder=embedder_,
             retriever=corpus.retriever,
@@ -184,18 +227,13 @@ async def open_services(
                 collection=settings.collection,
                 ttl_s=settings.search_ttl_s,
             ),
-            answer_cache=AnswerCache(
-                store=store,
-                namespace=ns,
-                llm_model=settings.llm_model,
-                prompt_version=prompt_version(),
-                sampling=generator.sampling,
-                ttl_s=settings.llm_ttl_s,
-            ),
+            answer_cache=answer_cache,
             corpus_version=corpus.corpus_version,
             metrics=Metrics(),
             max_top_k=settings.max_top_k,
             max_query_chars=settings.max_query_chars,
+            semantic=semantic,
+            semantic_by_default=settings.semantic_enabled,
         )
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))

@@ -28,7 +28,7 @@ from rag.errors import (
 from rag.ingest import Document
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
 from rag.settings import Settings
-from rag.types import CacheMode
+from rag.types import AskOptions, CacheMode
 from rag.wiring import Services, open_services
 from services.schemas import (
     AskRequest,
@@ -37,6 +37,7 @@ from services.schemas import (
     DocumentCreate,
     DocumentDeleted,
     DocumentPublic,
+    SemanticPublic,
     SourcePublic,
 )
 
@@ -91,9 +92,13 @@ async def require_api_key(services: ServicesDep, credentials: BearerDep) -> None
         )
 
 
-def _check_cache_options(options: CacheOptions) -> None:
-    if options.semantic:
-        raise InvalidInputError("the semantic cache is not available in this version")
+def _options(body: AskRequest, settings: Settings) -> AskOptions:
+    return AskOptions(
+        top_k=body.top_k or settings.top_k,
+        mode=body.cache.mode,
+        semantic=body.cache.semantic,
+        threshold=body.cache.threshold,
+    )
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -104,13 +109,13 @@ def _event_bytes(event: StreamEvent) -> bytes:
     if isinstance(event, StreamToken):
         return _sse("token", {"text": event.text})
     if isinstance(event, StreamStart):
-        return _sse(
-            "meta",
-            {
-                "cache": event.cache.as_dict(),
-                "sources": [SourcePublic.of(s).model_dump() for s in event.sources],
-            },
-        )
+        meta: dict[str, Any] = {
+            "cache": event.cache.as_dict(),
+            "sources": [SourcePublic.of(s).model_dump() for s in event.sources],
+        }
+        if event.semantic is not None:
+            meta["semantic"] = SemanticPublic.of(event.semantic).model_dump()
+        return _sse("meta", meta)
     assert isinstance(event, StreamEnd)
     return _sse(
         "done",
@@ -128,11 +133,7 @@ def _event_bytes(event: StreamEvent) -> bytes:
 async def _stream_response(services: Services, body: AskRequest) -> StreamingResponse:
     """Errors before the first event (bad input, vector DB down) become a plain HTTP error; errors
     after it become an ``error`` event, since the 200 status has already been sent."""
-    _check_cache_options(body.cache)
-    settings = services.corpus.settings
-    events = services.pipeline.stream(
-        body.query, top_k=body.top_k or settings.top_k, mode=body.cache.mode
-    )
+    events = services.pipeline.stream(body.query, _options(body, services.corpus.settings))
     first = await anext(events)
 
     async def body_iter() -> AsyncIterator[bytes]:
@@ -188,10 +189,7 @@ def create_app(
 
     @app.post("/ask", response_model=AskResponse, dependencies=ask_guard)
     async def ask(body: AskRequest, services: ServicesDep) -> Response:
-        _check_cache_options(body.cache)
-        answer = await services.pipeline.answer(
-            body.query, top_k=body.top_k or settings.top_k, mode=body.cache.mode
-        )
+        answer = await services.pipeline.answer(body.query, _options(body, settings))
         # Serialized once here; returning the model would make FastAPI validate it again.
         return Response(AskResponse.of(answer).model_dump_json(), media_type="application/json")
 
@@ -212,8 +210,14 @@ def create_app(
         query: Annotated[str, Query(min_length=1)],
         top_k: Annotated[int | None, Query(ge=1)] = None,
         mode: CacheMode = CacheMode.DEFAULT,
+        semantic: bool | None = None,
+        threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     ) -> StreamingResponse:
-        body = AskRequest(query=query, top_k=top_k, cache=CacheOptions(mode=mode))
+        body = AskRequest(
+            query=query,
+            top_k=top_k,
+            cache=CacheOptions(mode=mode, semantic=semantic, threshold=threshold),
+        )
         return await _stream_response(services, body)
 
     @app.post(
@@ -265,7 +269,10 @@ def create_app(
 
     @app.get("/stats")
     async def stats(services: ServicesDep) -> dict[str, Any]:
-        return services.pipeline.metrics.snapshot()
+        snapshot = services.pipeline.metrics.snapshot()
+        if services.pipeline.semantic is not None:
+            snapshot["semantic"] = services.pipeline.semantic.stats()
+        return snapshot
 
     @app.get("/metrics", response_class=Response)
     async def metrics(services: ServicesDep) -> Response:

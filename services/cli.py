@@ -149,6 +149,86 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _embedded_pairs(path: str) -> tuple[Any, Any]:
+    from tqdm import tqdm
+
+    from rag.embedding import SentenceTransformerEmbedder, default_model_path
+    from rag.semantic.calibration import embed_pairs, read_pairs
+    from rag.settings import Settings
+
+    settings = Settings()
+    lines = read_pairs(Path(path))
+    embedder = SentenceTransformerEmbedder(
+        model_path=settings.embedding_model_path or default_model_path(),
+        model_id=settings.embedding_model_id,
+        batch_size=settings.embedding_batch_size,
+    )
+    try:
+        with tqdm(total=2 * len(lines), unit="question", desc="embedding") as bar:
+            return settings, await embed_pairs(lines, embedder, progress=bar)
+    finally:
+        embedder.close()
+
+
+def cmd_semantic_eval(args: argparse.Namespace) -> int:
+    """Decide each pair with exactly the live semantic cache's rule."""
+    from rag.errors import RagError
+    from rag.semantic.calibration import decide_all, summarize
+    from rag.semantic.rule import SemanticRule
+
+    try:
+        settings, pairs = asyncio.run(_embedded_pairs(args.pairs))
+    except (RagError, OSError) as exc:
+        return _fail(str(exc))
+    rule = SemanticRule.load(
+        threshold=settings.semantic_threshold,
+        min_score=settings.semantic_min_score,
+        verifier_path=settings.verifier_path,
+    )
+    decisions = decide_all(rule, pairs)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as out:
+            for line, decision in zip(pairs.lines, decisions, strict=True):
+                echoed = {**line, "hit": decision.hit, "similarity": round(decision.similarity, 6)}
+                out.write(json.dumps(echoed, ensure_ascii=False) + "\n")
+    print(json.dumps(summarize(rule, pairs, decisions), indent=2))
+    return 0
+
+
+def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
+    """Train the verifier and choose threshold and min score for a target precision."""
+    from rag.errors import RagError
+    from rag.semantic.calibration import calibrate, plot
+
+    if not 0 < args.target_precision < 1:
+        return _fail("--target-precision must be between 0 and 1")
+    try:
+        _, pairs = asyncio.run(_embedded_pairs(args.pairs))
+        result = calibrate(pairs, target_precision=args.target_precision, seed=args.seed)
+    except (RagError, OSError) as exc:
+        return _fail(str(exc))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verifier_path, png_path = out_dir / "semantic_verifier.npz", out_dir / "calibration.png"
+    result.verifier.save(verifier_path)
+    plot(result, args.target_precision, png_path)
+    print(f"precision/recall on the held-out 20 % at precision >= {args.target_precision}:")
+    print(f"{'threshold':>10} {'min_score':>10} {'precision':>10} {'recall':>8}")
+    for row in result.table:
+        print(
+            f"{row['threshold']:>10.2f} {row['min_score']:>10.2f} "
+            f"{row['precision']:>10.3f} {row['recall']:>8.3f}"
+        )
+    print(
+        f"\nchosen: threshold {result.threshold}, min_score {result.min_score} "
+        f"(precision {result.precision:.3f}, recall {result.recall:.3f})\n"
+        f"wrote {verifier_path} and {png_path}; to use them set\n"
+        f"  RAG_SEMANTIC_THRESHOLD={result.threshold} RAG_SEMANTIC_MIN_SCORE={result.min_score} "
+        f"RAG_SEMANTIC_VERIFIER_PATH={verifier_path}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="RAG service with layered caching.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     stats = cache_sub.add_parser("stats", help="hits, misses and hit rates per layer")
     stats.add_argument("--url", default=DEFAULT_URL)
     stats.set_defaults(func=cmd_cache_stats)
+
+    semantic = sub.add_parser("semantic", help="evaluate and calibrate the semantic cache")
+    semantic_sub = semantic.add_subparsers(dest="semantic_command", required=True)
+    evaluate = semantic_sub.add_parser("eval", help="decide labelled pairs with the live rule")
+    evaluate.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
+    evaluate.add_argument("--out", help="echo each line with hit and similarity added")
+    evaluate.set_defaults(func=cmd_semantic_eval)
+    calib = semantic_sub.add_parser("calibrate", help="choose the rule's parameters")
+    calib.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
+    calib.add_argument("--target-precision", type=float, required=True)
+    calib.add_argument("--out-dir", default=".data/semantic")
+    calib.add_argument("--seed", type=int, default=0)
+    calib.set_defaults(func=cmd_semantic_calibrate)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag.types import Answer, CacheMode, ScoredChunk
+from rag.types import Answer, CacheMode, ScoredChunk, SemanticInfo
 
 
 class CacheOptions(BaseModel):
@@ -12,9 +12,13 @@ class CacheOptions(BaseModel):
 
     mode: CacheMode = CacheMode.DEFAULT
     semantic: bool | None = Field(
-        default=None, description="Use the semantic cache (not available in this version)."
+        default=None,
+        description="Consult the semantic cache after an exact miss "
+        "(default: RAG_SEMANTIC_ENABLED).",
     )
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Cosine threshold of the semantic cache."
+    )
 
 
 class AskRequest(BaseModel):
@@ -41,6 +45,15 @@ class SourcePublic(BaseModel):
         )
 
 
+class SemanticPublic(BaseModel):
+    similarity: float
+    matched_query: str
+
+    @classmethod
+    def of(cls, info: SemanticInfo) -> SemanticPublic:
+        return cls(similarity=info.similarity, matched_query=info.matched_query)
+
+
 class CacheStatusesPublic(BaseModel):
     embedding: str
     search: str
@@ -60,6 +73,9 @@ class AskResponse(BaseModel):
         description="Tokens spent by this request (0 when served from cache)."
     )
     timings_ms: dict[str, float]
+    semantic: SemanticPublic | None = Field(
+        default=None, description="On a semantic hit: the similarity and the question matched."
+    )
 
     @classmethod
     def of(cls, answer: Answer) -> AskResponse:
@@ -72,6 +88,7 @@ class AskResponse(BaseModel):
                 completion_tokens=answer.usage.completion_tokens,
             ),
             timings_ms=answer.timings_ms,
+            semantic=SemanticPublic.of(answer.semantic) if answer.semantic else None,
         )
 
 

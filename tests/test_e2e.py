@@ -174,7 +174,7 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
         ({"query": "x", "top_k": 500}, 400, "top_k must be between 1 and 20"),
         ({"query": "x" * 3000}, 400, "longer than 2000"),
         ({"query": "x", "cache": {"mode": "sometimes"}}, 422, "mode"),
-        ({"query": "x", "cache": {"semantic": True}}, 400, "semantic cache is not available"),
+        ({"query": "x", "cache": {"threshold": 1.5}}, 422, "threshold"),
         ({"query": "x", "unknown": 1}, 422, "unknown"),
     ],
 )

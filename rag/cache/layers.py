@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rag.cache.codec import (
     CorruptEntryError,
@@ -65,7 +66,10 @@ class SearchResultCache:
         )
 
     def decode(self, raw: bytes) -> list[ScoredChunk]:
-        entry = decode_json(raw, "search")
+        return self.decode_hits(decode_json(raw, "search")["hits"])
+
+    @staticmethod
+    def decode_hits(hits: list[dict[str, Any]]) -> list[ScoredChunk]:
         return [
             ScoredChunk(
                 chunk=Chunk(
@@ -77,24 +81,27 @@ class SearchResultCache:
                 ),
                 score=float(h["score"]),
             )
-            for h in entry["hits"]
+            for h in hits
+        ]
+
+    @staticmethod
+    def encode_hits(hits: Sequence[ScoredChunk]) -> list[dict[str, Any]]:
+        return [
+            {
+                "doc_id": h.chunk.doc_id,
+                "chunk_id": h.chunk.chunk_id,
+                "text": h.chunk.text,
+                "source": h.chunk.source,
+                "hash": h.chunk.content_hash,
+                "score": h.score,
+            }
+            for h in hits
         ]
 
     async def put(self, key: str, hits: Sequence[ScoredChunk]) -> None:
-        body = {
-            "hits": [
-                {
-                    "doc_id": h.chunk.doc_id,
-                    "chunk_id": h.chunk.chunk_id,
-                    "text": h.chunk.text,
-                    "source": h.chunk.source,
-                    "hash": h.chunk.content_hash,
-                    "score": h.score,
-                }
-                for h in hits
-            ]
-        }
-        await self.store.set(key, encode_json("search", body), self.ttl_s)
+        await self.store.set(
+            key, encode_json("search", {"hits": self.encode_hits(hits)}), self.ttl_s
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

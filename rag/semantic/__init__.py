@@ -1,0 +1,1 @@
+"""The semantic cache: guards, verifier, decision rule, index and Redis-backed cache."""

@@ -1,0 +1,247 @@
+"""The semantic cache: serves the answer of an earlier *similar* question, never a wrong one.
+
+Redis is the source of truth: one entry per (scope, normalized query) holding the query, its
+vector, the sources and the key of its answer in the exact answer cache, with the answer layer's
+TTL. Lookups use an in-process ``SemanticIndex``, kept in sync across app processes by pub/sub:
+each process publishes what it adds or deletes; a process (re)subscribing clears its copy and
+reloads it from Redis, since messages missed while disconnected are lost. Expired entries leave
+the index by their recorded expiry time; a candidate whose Redis entry or answer is gone is a
+miss and is dropped.
+
+A scope is everything an answer depends on besides the question: embedding model, LLM model,
+prompt-template version, sampling parameters and corpus version (the namespace is in the key
+prefix). Entries are only ever compared within one scope."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from rag.cache.codec import CorruptEntryError, decode_json, encode_json
+from rag.cache.keys import digest, normalize_text
+from rag.cache.layers import AnswerCache, SearchResultCache
+from rag.protocols import KVStore, Vector
+from rag.semantic.index import IndexEntry, SemanticIndex
+from rag.semantic.rule import SemanticRule
+from rag.types import Completion, ScoredChunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticMatch:
+    completion: Completion
+    sources: list[ScoredChunk]
+    similarity: float
+    matched_query: str
+
+
+def _b64(vector: Vector) -> str:
+    return base64.b64encode(np.ascontiguousarray(vector, "<f4").tobytes()).decode()
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        store: KVStore,
+        namespace: str,
+        rule: SemanticRule,
+        index: SemanticIndex,
+        answer_cache: AnswerCache,
+        scope_parts: dict[str, Any],
+        dimension: int,
+        ttl_s: int,
+    ) -> None:
+        self._redis = redis
+        self._store = store
+        self._namespace = namespace
+        self.rule = rule
+        self.index = index
+        self._answer_cache = answer_cache
+        self._scope_parts = scope_parts
+        self._dimension = dimension
+        self._ttl_s = ttl_s
+        self.channel = f"rag:{namespace}:sem-events"
+        self.synced = False
+
+    def scope(self, corpus_version: str) -> str:
+        return digest(self._scope_parts, corpus_version)[:16]
+
+    def _key(self, scope: str, query: str) -> str:
+        return f"rag:{self._namespace}:sem:{scope}:{digest(normalize_text(query))}"
+
+    # -- lookups -------------------------------------------------------------------------
+
+    async def lookup(
+        self, *, scope: str, query: str, vector: Vector, threshold: float | None = None
+    ) -> SemanticMatch | None:
+        cutoff = self.rule.threshold if threshold is None else threshold
+        for entry, _ in self.index.candidates(scope, vector, cutoff):
+            decision = self.rule.decide(
+                query, vector, entry.query, self.index.vector(entry), threshold=cutoff
+            )
+            if not decision.hit:
+                continue
+            raw_entry, raw_answer = await self._store.get_many([entry.key, entry.answer_key])
+            if raw_entry is None or raw_answer is None:  # expired, invalidated or evicted
+                self.index.remove(entry.key)
+                if raw_entry is not None:
+                    await self._store.delete(entry.key)
+                continue
+            try:
+                body = decode_json(raw_entry, "sem")
+                sources = SearchResultCache.decode_hits(body["sources"])
+                completion = self._answer_cache.decode(raw_answer)
+            except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
+                log.warning("dropping corrupt semantic entry %s: %s", entry.key, exc)
+                self.index.remove(entry.key)
+                await self._store.delete(entry.key)
+                continue
+            return SemanticMatch(
+                completion=completion,
+                sources=sources,
+                similarity=decision.similarity,
+                matched_query=entry.query,
+            )
+        return None
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def add(
+        self,
+        *,
+        scope: str,
+        query: str,
+        vector: Vector,
+        answer_key: str,
+        sources: list[ScoredChunk],
+    ) -> None:
+        key = self._key(scope, query)
+        entry = IndexEntry(
+            key=key,
+            scope=scope,
+            query=query,
+            answer_key=answer_key,
+            expires_at=time.time() + self._ttl_s,
+        )
+        body = {
+            "scope": scope,
+            "query": query,
+            "vector": _b64(vector),
+            "answer_key": answer_key,
+            "expires_at": entry.expires_at,
+            "sources": SearchResultCache.encode_hits(sources),
+        }
+        await self._store.set(key, encode_json("sem", body), self._ttl_s)
+        if not self._store.available:
+            return
+        self.index.add(entry, vector)
+        event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
+        try:
+            await self._redis.publish(self.channel, json.dumps({"op": "add", "key": key, **event}))
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("could not announce semantic entry %s: %r", key, exc)
+
+    async def forget(self, key: str) -> None:
+        """Delete one entry everywhere (Redis, this index, other processes' indexes)."""
+        self.index.remove(key)
+        await self._store.delete(key)
+        try:
+            await self._redis.publish(self.channel, json.dumps({"op": "del", "key": key}))
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("could not announce semantic delete %s: %r", key, exc)
+
+    # -- keeping the index in sync -------------------------------------------------------
+
+    def _apply(self, key: str, body: dict[str, Any]) -> None:
+        vector = np.frombuffer(base64.b64decode(body["vector"]), dtype="<f4").astype(np.float32)
+        if vector.shape != (self._dimension,):
+            raise CorruptEntryError(f"semantic entry vector has shape {vector.shape}")
+        entry = IndexEntry(
+            key=key,
+            scope=str(body["scope"]),
+            query=str(body["query"]),
+            answer_key=str(body["answer_key"]),
+            expires_at=float(body["expires_at"]),
+        )
+        if entry.expires_at > time.time():
+            self.index.add(entry, vector)
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+            if event["op"] == "add":
+                self._apply(event["key"], event)
+            elif event["op"] == "del":
+                self.index.remove(event["key"])
+        except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring malformed semantic event: %s", exc)
+
+    async def reload(self) -> int:
+        """Replace the index with what Redis holds now."""
+        self.index.clear()
+        loaded = 0
+        keys: list[bytes] = []  # the client returns bytes (no decode_responses)
+        async for key in self._redis.scan_iter(match=f"rag:{self._namespace}:sem:*", count=1000):
+            keys.append(key)
+        for start in range(0, len(keys), 500):
+            batch = keys[start : start + 500]
+            values = cast(list[bytes | None], await self._redis.mget(batch))
+            for key, raw in zip(batch, values, strict=True):
+                if raw is None:
+                    continue
+                try:
+                    self._apply(key.decode(), decode_json(raw, "sem"))
+                    loaded += 1
+                except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
+                    log.warning("skipping corrupt semantic entry %r: %s", key, exc)
+        return loaded
+
+    async def run_sync(self, *, retry_s: float = 1.0, sweep_s: float = 5.0) -> None:
+        """Follow other processes' changes until cancelled; survives Redis outages."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                loaded = await self.reload()  # after subscribing: nothing falls in between
+                self.synced = True
+                log.info("semantic index synced: %d entries", loaded)
+                next_sweep = time.monotonic() + sweep_s
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._on_message(message["data"])
+                    if time.monotonic() >= next_sweep:
+                        self.index.drop_expired()
+                        next_sweep = time.monotonic() + sweep_s
+            except (TimeoutError, RedisError, OSError) as exc:
+                if self.synced:
+                    log.warning("semantic index lost its subscription (%r); clearing it", exc)
+                self.synced = False
+                self.index.clear()
+                await asyncio.sleep(retry_s)
+            finally:
+                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "entries": len(self.index),
+            "max_entries": self.index.max_entries,
+            "evictions": self.index.evictions,
+            "synced": self.synced,
+            "threshold": self.rule.threshold,
+            "min_score": self.rule.min_score,
+        }
