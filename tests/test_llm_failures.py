@@ -3,78 +3,20 @@ real cache store, vector DB and embedder: nothing partial or failed is ever cach
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
-import httpx2
 import pytest
 
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
 from tests.conftest import keys_of, serve
+from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import iter_events, parse
-
-WORDS = ["Caches", " keep", " answers", " for", " one", " hour", "."]
-
-
-def _chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
-    body = {
-        "id": "c1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "scripted",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
-
-
-@dataclass
-class ScriptedLLM:
-    """Behaves by the question: 'slow' streams 40 words 0.1 s apart, 'break' drops the connection
-    after three words, 'fail' answers HTTP 500, 'throttle' 429, anything else streams WORDS."""
-
-    calls: int = 0
-    words_sent: list[int] = field(default_factory=list)
-
-    async def handle(self, request: httpx2.Request) -> httpx2.Response:
-        self.calls += 1
-        prompt = json.loads(request.content)["messages"][-1]["content"]
-        question = prompt.rsplit("Question:", 1)[1]  # not the context: it may say "fail" too
-        if "fail" in question:
-            return httpx2.Response(500, json={"error": {"message": "scripted failure"}})
-        if "throttle" in question:
-            return httpx2.Response(
-                429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0"}
-            )
-        return httpx2.Response(
-            200, headers={"content-type": "text/event-stream"}, content=self._stream(question)
-        )
-
-    async def _stream(self, question: str) -> AsyncIterator[bytes]:
-        words = WORDS * 6 if "slow" in question else WORDS
-        self.words_sent.append(0)
-        for i, word in enumerate(words):
-            if "break" in question and i == 3:
-                raise httpx2.ReadError("connection reset by scripted peer")
-            if "slow" in question:
-                await asyncio.sleep(0.1)
-            self.words_sent[-1] += 1
-            yield _chunk({"content": word})
-        yield _chunk({}, finish="stop")
-        usage = {
-            "prompt_tokens": 20,
-            "completion_tokens": len(words),
-            "total_tokens": 20 + len(words),
-        }
-        last = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "scripted"}
-        yield f"data: {json.dumps({**last, 'choices': [], 'usage': usage})}\n\n".encode()
-        yield b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -101,8 +43,7 @@ def scripted(
         llm_base_url="http://scripted.invalid/v1",
         seed_sample_corpus=True,
     )
-    client = httpx2.AsyncClient(transport=httpx2.MockTransport(llm.handle))
-    with serve(create_app(settings, embedder=embedder, llm_http_client=client)) as url:
+    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
         yield Scripted(url=url, settings=settings, llm=llm)
 
 

@@ -249,7 +249,12 @@ def facts(text: str) -> QueryFacts:
     negated = any(w in _NEGATIONS for w in words)
     return QueryFacts(
         words=frozenset(words),
-        content=frozenset(_stem(w) for w in words if w not in _STOPWORDS and not w[0].isdigit()),
+        # numbers are compared on their own (above), not as content words
+        content=frozenset(
+            _stem(w)
+            for w in words
+            if w not in _STOPWORDS and not w[0].isdigit() and w not in _NUMBER_WORDS
+        ),
         numbers=frozenset(numbers),
         negated=negated,
         entities=tuple(dict.fromkeys(entities)),

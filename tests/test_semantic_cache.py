@@ -1,0 +1,415 @@
+"""The semantic cache on real parts: embedded Valkey, the real MiniLM vectors and the shipped
+rule. Library-level tests for scope, threshold, expiry and cross-process sync; HTTP tests with a
+scripted LLM; the trap set and the CLI commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from rag.cache.layers import AnswerCache
+from rag.cache.store import RedisStore
+from rag.embedding import SentenceTransformerEmbedder
+from rag.semantic.cache import SemanticCache
+from rag.semantic.calibration import decide_all, embed_pairs, read_pairs, summarize
+from rag.semantic.index import SemanticIndex
+from rag.semantic.rule import SemanticRule
+from rag.settings import Settings
+from rag.types import Completion, Usage
+from services.app import create_app
+from services.cli import main
+from tests.conftest import serve
+from tests.scripted_llm import ScriptedLLM
+from tests.sse import parse
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAPS = ROOT / "tests" / "data" / "semantic_traps.jsonl"
+SCOPE = {"embedding": "all-MiniLM-L6-v2", "llm": "m", "prompt": "p1", "sampling": {"t": 0}}
+QUESTION, PARAPHRASE, TRAP = (
+    "How do I reset my password?",
+    "How can I reset my password?",
+    "How do I not reset my password?",
+)
+
+
+def live_rule() -> SemanticRule:
+    s = Settings()
+    return SemanticRule.load(
+        threshold=s.semantic_threshold,
+        min_score=s.semantic_min_score,
+        verifier_path=s.verifier_path,
+    )
+
+
+@pytest.fixture
+async def client(valkey_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(valkey_url)
+    yield redis
+    await redis.aclose()
+
+
+SemanticFactory = Callable[..., tuple[SemanticCache, AnswerCache]]
+
+
+@pytest.fixture
+def make_semantic(client: aioredis.Redis, namespace: str) -> SemanticFactory:
+    def make(
+        *, ns: str = namespace, ttl_s: int = 60, **scope: Any
+    ) -> tuple[SemanticCache, AnswerCache]:
+        store = RedisStore(client=client, timeout_s=1.0)
+        answers = AnswerCache(
+            store=store, namespace=ns, llm_model="m", prompt_version="p1", sampling={}, ttl_s=ttl_s
+        )
+        cache = SemanticCache(
+            redis=client,
+            store=store,
+            namespace=ns,
+            rule=live_rule(),
+            index=SemanticIndex(dimension=384, max_entries=1000),
+            answer_cache=answers,
+            scope_parts={**SCOPE, **scope},
+            dimension=384,
+            ttl_s=ttl_s,
+        )
+        return cache, answers
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def vectors(embedder: SentenceTransformerEmbedder) -> dict[str, np.ndarray]:
+    texts = [QUESTION, PARAPHRASE, TRAP]
+    return dict(zip(texts, embedder.embed_sync(texts), strict=True))
+
+
+async def remember(
+    cache: SemanticCache, answers: AnswerCache, scope: str, vector: np.ndarray
+) -> str:
+    answer_key = answers.key(QUESTION, [])
+    completion = Completion(
+        text="Use the reset link.",
+        pieces=("Use", " the reset link."),
+        usage=Usage(5, 3),
+        finish_reason="stop",
+        model="m",
+    )
+    await answers.put(answer_key, completion)
+    await cache.add(scope=scope, query=QUESTION, vector=vector, answer_key=answer_key, sources=[])
+    return answer_key
+
+
+async def test_paraphrase_hits_and_trap_misses(
+    make_semantic: SemanticFactory, vectors: dict
+) -> None:  # type: ignore[type-arg]
+    cache, answers = make_semantic()
+    scope = cache.scope("v1")
+    await remember(cache, answers, scope, vectors[QUESTION])
+    match = await cache.lookup(scope=scope, query=PARAPHRASE, vector=vectors[PARAPHRASE])
+    assert match is not None
+    assert match.matched_query == QUESTION and match.completion.text == "Use the reset link."
+    assert match.similarity >= cache.rule.threshold
+    assert await cache.lookup(scope=scope, query=TRAP, vector=vectors[TRAP]) is None
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"ns": "another-tenant"},
+        {"embedding": "bge-small"},
+        {"llm": "gpt-4o-mini"},
+        {"prompt": "p2"},
+        {"sampling": {"t": 0.7}},
+        {"corpus_version": "v2"},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+async def test_no_hit_across_scopes(
+    make_semantic: SemanticFactory,
+    vectors: dict,
+    namespace: str,
+    changed: dict[str, Any],  # type: ignore[type-arg]
+) -> None:
+    writer, answers = make_semantic()
+    await remember(writer, answers, writer.scope("v1"), vectors[QUESTION])
+    changed = dict(changed)
+    version = changed.pop("corpus_version", "v1")
+    ns = changed.pop("ns", namespace)
+    reader, _ = make_semantic(ns=ns, **changed)
+    assert await reader.reload() == (0 if ns != namespace else 1)
+    assert (
+        await reader.lookup(scope=reader.scope(version), query=QUESTION, vector=vectors[QUESTION])
+        is None
+    )
+    # the same reader with nothing changed would hit:
+    same, _ = make_semantic()
+    await same.reload()
+    assert await same.lookup(scope=same.scope("v1"), query=QUESTION, vector=vectors[QUESTION])
+
+
+async def test_per_request_threshold(make_semantic: SemanticFactory, vectors: dict) -> None:  # type: ignore[type-arg]
+    cache, answers = make_semantic()
+    scope = cache.scope("v1")
+    await remember(cache, answers, scope, vectors[QUESTION])
+    similarity = float(vectors[QUESTION] @ vectors[PARAPHRASE])
+    strict = await cache.lookup(
+        scope=scope, query=PARAPHRASE, vector=vectors[PARAPHRASE], threshold=similarity + 0.001
+    )
+    assert strict is None
+    assert await cache.lookup(
+        scope=scope, query=PARAPHRASE, vector=vectors[PARAPHRASE], threshold=similarity
+    )
+
+
+async def test_expired_entries_leave_the_index(
+    make_semantic: SemanticFactory, vectors: dict, client: aioredis.Redis
+) -> None:  # type: ignore[type-arg]
+    cache, answers = make_semantic(ttl_s=1)
+    scope = cache.scope("v1")
+    await remember(cache, answers, scope, vectors[QUESTION])
+    assert len(cache.index) == 1
+    await asyncio.sleep(1.2)
+    assert await cache.lookup(scope=scope, query=QUESTION, vector=vectors[QUESTION]) is None
+    assert len(cache.index) == 0
+    assert await cache.reload() == 0  # and Redis expired it too
+
+
+async def test_a_vanished_answer_is_a_miss_and_drops_the_entry(
+    make_semantic: SemanticFactory,
+    vectors: dict,
+    client: aioredis.Redis,  # type: ignore[type-arg]
+) -> None:
+    cache, answers = make_semantic()
+    scope = cache.scope("v1")
+    answer_key = await remember(cache, answers, scope, vectors[QUESTION])
+    await client.delete(answer_key)
+    assert await cache.lookup(scope=scope, query=PARAPHRASE, vector=vectors[PARAPHRASE]) is None
+    assert len(cache.index) == 0 and await cache.reload() == 0
+
+
+async def test_a_second_process_sees_a_new_entry(
+    make_semantic: SemanticFactory,
+    vectors: dict,
+    valkey_url: str,
+    namespace: str,
+    tmp_path: Path,  # type: ignore[type-arg]
+) -> None:
+    reader, _ = make_semantic()
+    sync = asyncio.create_task(reader.run_sync(sweep_s=0.2))
+    try:
+        for _ in range(50):
+            if reader.synced:
+                break
+            await asyncio.sleep(0.05)
+        vector_file = tmp_path / "v.npy"
+        np.save(vector_file, vectors[QUESTION])
+        script = textwrap.dedent(
+            f"""
+            import asyncio, numpy as np, redis.asyncio as aioredis, sys
+            sys.path.insert(0, {str(ROOT)!r})
+            from tests.test_semantic_cache import SCOPE, live_rule, remember
+            from rag.cache.layers import AnswerCache
+            from rag.cache.store import RedisStore
+            from rag.semantic.cache import SemanticCache
+            from rag.semantic.index import SemanticIndex
+
+            async def main():
+                client = aioredis.Redis.from_url({valkey_url!r})
+                store = RedisStore(client=client, timeout_s=1.0)
+                answers = AnswerCache(store=store, namespace={namespace!r}, llm_model="m",
+                                      prompt_version="p1", sampling={{}}, ttl_s=60)
+                cache = SemanticCache(redis=client, store=store, namespace={namespace!r},
+                    rule=live_rule(), index=SemanticIndex(dimension=384, max_entries=10),
+                    answer_cache=answers, scope_parts=SCOPE, dimension=384, ttl_s=60)
+                vector = np.load({str(vector_file)!r})
+                await remember(cache, answers, cache.scope("v1"), vector)
+                await client.aclose()
+
+            asyncio.run(main())
+            """
+        )
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+        deadline = time.monotonic() + 2
+        while len(reader.index) == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(reader.index) == 1, "the other process's entry did not arrive within 2 s"
+        match = await reader.lookup(
+            scope=reader.scope("v1"), query=PARAPHRASE, vector=vectors[PARAPHRASE]
+        )
+        assert match is not None and match.matched_query == QUESTION
+    finally:
+        sync.cancel()
+        await asyncio.gather(sync, return_exceptions=True)
+
+
+# -- through HTTP -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_url(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[tuple[str, Any, ScriptedLLM]]:
+    llm = ScriptedLLM()
+    settings = Settings(
+        namespace=f"sem-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("sem"),
+        redis_url=valkey_url,
+        llm_base_url="http://scripted.invalid/v1",
+        seed_sample_corpus=True,
+    )
+    app = create_app(settings, embedder=embedder, llm_http_client=llm.client())
+    with serve(app) as url:
+        yield url, app, llm
+
+
+def ask(url: str, query: str, **cache: Any) -> dict[str, Any]:
+    r = httpx.post(f"{url}/ask", json={"query": query, "cache": cache}, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_semantic_hit_over_http(app_url: tuple[str, Any, ScriptedLLM]) -> None:
+    url, _, llm = app_url
+    first = ask(url, "How do I switch on the semantic cache?", semantic=True)
+    assert first["cache"]["llm"] == "miss" and first.get("semantic") is None
+    calls = llm.calls
+    second = ask(url, "How can I switch on the semantic cache?", semantic=True)
+    assert second["cache"]["llm"] == "semantic"
+    assert second["semantic"]["matched_query"] == "How do I switch on the semantic cache?"
+    assert second["semantic"]["similarity"] >= 0.94
+    assert second["answer"] == first["answer"] and second["sources"] == first["sources"]
+    assert llm.calls == calls
+
+    events = parse(
+        httpx.get(
+            f"{url}/ask/stream",
+            params={"query": "How can I switch on the semantic cache?", "semantic": "true"},
+            timeout=60,
+        ).text
+    )
+    assert (
+        events[0][1]["cache"]["llm"] == "semantic"
+        and events[0][1]["semantic"]["similarity"] >= 0.94
+    )
+    assert sum(name == "token" for name, _ in events) >= 2
+
+    trap = ask(url, "How do I switch off the semantic cache?", semantic=True)
+    assert trap["cache"]["llm"] == "miss" and llm.calls == calls + 1
+    stats = httpx.get(f"{url}/stats").json()
+    assert stats["layers"]["llm"]["semantic"] >= 1 and stats["semantic"]["entries"] >= 2
+
+
+def test_disabled_semantic_layer_is_never_consulted(
+    app_url: tuple[str, Any, ScriptedLLM], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, app, _ = app_url
+    semantic = app.state.services.pipeline.semantic
+    consulted: list[str] = []
+    original = semantic.lookup
+
+    async def spy(**kwargs: Any) -> Any:
+        consulted.append(kwargs["query"])
+        return await original(**kwargs)
+
+    monkeypatch.setattr(semantic, "lookup", spy)
+    ask(url, "Which port does the service listen on?", semantic=True)
+    assert (
+        ask(url, "Which port does this service listen on?")["cache"]["llm"] == "miss"
+    )  # default off
+    assert (
+        ask(url, "Which port does this service listen on??", semantic=False)["cache"]["llm"]
+        == "miss"
+    )
+    assert consulted == ["Which port does the service listen on?"]
+
+
+def test_a_corpus_change_ends_semantic_hits(app_url: tuple[str, Any, ScriptedLLM]) -> None:
+    url, _, _ = app_url
+    ask(url, "How do streamed answers get cached?", semantic=True)
+    assert ask(url, "How do streamed answers get cached ?", semantic=True)["cache"]["llm"] in (
+        "hit",
+        "semantic",
+    )
+    httpx.post(f"{url}/documents", json={"doc_id": "new", "text": "Unrelated news."}, timeout=60)
+    assert ask(url, "How do streamed answers get cached ?", semantic=True)["cache"]["llm"] == "miss"
+
+
+# -- the trap set and the commands --------------------------------------------------------
+
+
+async def test_trap_set_stays_at_its_measured_level(embedder: SentenceTransformerEmbedder) -> None:
+    pairs = await embed_pairs(read_pairs(TRAPS), embedder)
+    rule = live_rule()
+    summary = summarize(rule, pairs, decide_all(rule, pairs))
+    assert summary["pairs"] >= 200
+    assert summary["wrong_hits"] == 0  # measured: 0 of 155 traps pass (target <= 2 %)
+    assert summary["recall"] >= 0.9  # measured: 46 of 50 should-hit pairs hit (target >= 50 %)
+
+
+def test_eval_command_prints_a_summary_and_echoes_decisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "decisions.jsonl"
+    assert main(["semantic", "eval", str(TRAPS), "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"pairs", "hits", "precision", "recall", "threshold", "min_score", "rejected_by"} <= set(
+        summary
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    originals = read_pairs(TRAPS)
+    assert len(lines) == len(originals) == summary["pairs"]
+    assert all(
+        {**o, "hit": line["hit"], "similarity": line["similarity"]} == line
+        for o, line in zip(originals, lines, strict=True)
+    )
+    assert sum(line["hit"] for line in lines) == summary["hits"]
+
+
+def test_calibrate_command_writes_verifier_curve_and_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    source = ROOT.parent / "shared" / "data" / "pairs" / "qqp-train.jsonl"
+    lines = (
+        source.read_text().splitlines()[:600] if source.exists() else TRAPS.read_text().splitlines()
+    )
+    pairs.write_text("\n".join(lines) + "\n")
+    assert (
+        main(
+            [
+                "semantic",
+                "calibrate",
+                str(pairs),
+                "--target-precision",
+                "0.8",
+                "--out-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "threshold  min_score  precision   recall" in printed and "chosen: threshold" in printed
+    assert (tmp_path / "out" / "semantic_verifier.npz").stat().st_size > 0
+    assert (tmp_path / "out" / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_pairs_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": "x", "b": "y", "label": 1}\n{"a": "x"}\n')
+    assert main(["semantic", "eval", str(bad)]) == 2
+    assert "bad.jsonl:2" in capsys.readouterr().err
