@@ -88,3 +88,27 @@ def test_expired_entries_disappear() -> None:
     assert len(index) == 1
     index.add(entry("old2", ttl=-1), unit(3))
     assert index.drop_expired() == 1 and len(index) == 1
+
+
+def test_pruned_search_finds_exactly_what_a_full_scan_finds() -> None:
+    rng = np.random.default_rng(1)
+    # anisotropic like real embeddings: a few strong directions plus noise
+    base = rng.standard_normal((40, 64)).astype(np.float32)
+    vectors = (
+        rng.standard_normal((5000, 40)).astype(np.float32) @ base
+    ) + 0.3 * rng.standard_normal((5000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = SemanticIndex(dimension=64, max_entries=10_000)
+    for i, v in enumerate(vectors):
+        index.add(entry(f"k{i}"), v)
+    index.remove("k10")
+    assert index._scopes["s1"].basis is not None  # large enough to prune
+    for q_i in range(0, 200, 7):
+        query = vectors[q_i] + 0.2 * rng.standard_normal(64).astype(np.float32)
+        query /= np.linalg.norm(query)
+        for threshold in (0.5, 0.8, 0.95):
+            scores = vectors @ query
+            scores[10] = -1  # removed
+            expected = {f"k{i}" for i in np.flatnonzero(scores >= threshold)}
+            found = index.candidates("s1", query, threshold, limit=10_000)
+            assert {e.key for e, _ in found} == expected
