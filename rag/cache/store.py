@@ -39,7 +39,8 @@ class RedisStore:
             return fallback
         self.round_trips += 1
         try:
-            result = await asyncio.wait_for(op(), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):  # no extra task, unlike wait_for
+                result = await op()
         except _FAILURES as exc:
             if self.available:
                 log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
@@ -62,13 +63,9 @@ class RedisStore:
             return []
 
         async def op() -> list[bytes | None]:
-            if len(keys) == 1:
-                value = cast(bytes | None, await self._client.get(keys[0]))
-                return [value]
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(key)
-                return list(await pipe.execute())
+            # One MGET: cheaper than a pipeline of GETs. (A Redis Cluster client splits it by
+            # slot.)
+            return cast(list[bytes | None], await self._client.mget(keys))
 
         return await self._call("get", op, [None] * len(keys))
 
