@@ -6,7 +6,9 @@
     │   ├── LLMError             the LLM answered with an error (502)
     │   │   ├── LLMTimeoutError  no answer in time (504)
     │   │   └── LLMRateLimitError the LLM provider throttles us (429)
-    │   └── RetrievalError       the vector DB failed (503)
+    │   ├── RetrievalError       the vector DB failed (503)
+    │   ├── FlightFailedError    the identical request this one waited for failed (502)
+    │   └── FlightTimeoutError   waited too long for an identical request in flight (504)
     └── DocumentNotFoundError    no such document (404)
 
 Cache-store failures are not errors: the cache fails open (see ``rag.cache.store``).
@@ -43,3 +45,11 @@ class LLMRateLimitError(LLMError):
 
 class RetrievalError(UpstreamError):
     """The vector database could not be queried or written."""
+
+
+class FlightFailedError(UpstreamError):
+    """The identical request this one waited for failed; its message is passed on."""
+
+
+class FlightTimeoutError(UpstreamError):
+    """Waited too long for an identical request in flight."""

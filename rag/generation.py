@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 
+from rag.aio import finish_even_if_cancelled
 from rag.errors import LLMError, LLMRateLimitError, LLMTimeoutError
 from rag.types import Completion, Usage
 
@@ -108,7 +109,8 @@ class OpenAIGenerator:
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
             finally:
-                await stream.close()  # also on client disconnect: stop paying for tokens
+                # also on client disconnect: stop paying for tokens
+                await finish_even_if_cancelled(stream.close())
         if not finish_reason:
             raise LLMError("the LLM stream ended before the model finished")
         yield Completion(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from rag.cache.codec import CorruptEntryError
+from rag.cache.flight import SingleFlight
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.relay import AnswerRelay
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prompt import build_messages
@@ -95,6 +97,7 @@ class _Plan:
     vector: Vector | None  # the query's, when it was needed (the semantic layer needs it)
     semantic_scope: str | None  # set when the semantic layer is on for this request
     semantic: SemanticInfo | None = None  # set on a semantic hit
+    generated: bool = False  # this request ran the LLM (rather than following another's run)
 
 
 class RagPipeline:
@@ -114,6 +117,8 @@ class RagPipeline:
         max_query_chars: int,
         semantic: SemanticCache | None = None,
         semantic_by_default: bool = False,
+        flight: SingleFlight | None = None,
+        relay: AnswerRelay | None = None,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -128,6 +133,9 @@ class RagPipeline:
         self._max_query_chars = max_query_chars
         self.semantic = semantic
         self._semantic_by_default = semantic_by_default
+        # Coalescing of identical misses (embedding, search) and generations; None: none.
+        self.flight = flight
+        self.relay = relay
         # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
         # version last seen, and which answer key a search key led to. A guess only chooses what
         # to prefetch; every key used is recomputed from what was fetched, and a wrong guess
@@ -260,17 +268,36 @@ class RagPipeline:
             self._answer_key_hints.popitem(last=False)
 
     async def _generate(self, plan: _Plan) -> AsyncIterator[StreamToken | StreamEnd]:
-        """Stream a fresh answer; store it only once the model finished and every piece was
-        handed on (a consumer that stops early never reaches the write)."""
+        """A fresh answer, generated once however many identical requests want it: this request
+        either runs the LLM or follows the run of an identical one (see ``AnswerRelay``)."""
         started = time.perf_counter()
+        completion: Completion | None = None
+        if self.relay is not None and self._store.available:
+            source = self.relay.relay(plan.key, lambda: self._produce(plan))
+        else:
+            source = self._produce(plan)
+        async for item in source:
+            if isinstance(item, Completion):
+                completion = item
+            else:
+                yield StreamToken(item)
+        plan.timer.record("llm", started)
+        if completion is None:  # pragma: no cover - relay and Generator contract
+            raise LLMError("the LLM stream ended without finishing")
+        usage = completion.usage if plan.generated else Usage()
+        yield StreamEnd(cache=plan.statuses, usage=usage, timings_ms=plan.timer.finish())
+
+    async def _produce(self, plan: _Plan) -> AsyncIterator[str | Completion]:
+        """Run the LLM; store the answer only once the model finished and every piece was
+        handed on (a consumer that stops early never reaches the write)."""
+        plan.generated = True
         self.metrics.llm_calls.inc()
         completion: Completion | None = None
         async for item in self._generator.stream(build_messages(plan.query, plan.sources)):
             if isinstance(item, Completion):
                 completion = item
             else:
-                yield StreamToken(item)
-        plan.timer.record("llm", started)
+                yield item
         if completion is None:  # pragma: no cover - Generator contract
             raise LLMError("the LLM stream ended without finishing")
         if not completion.text.strip():
@@ -291,7 +318,7 @@ class RagPipeline:
                     answer_key=plan.key,
                     sources=plan.sources,
                 )
-        yield StreamEnd(cache=plan.statuses, usage=completion.usage, timings_ms=plan.timer.finish())
+        yield completion
 
     def validate(self, query: str, options: AskOptions) -> None:
         if not query.strip():
@@ -342,25 +369,53 @@ class RagPipeline:
             writes = mode.writes and search_key is not None
             if vector is None:
                 vector = await self._embed(query, write=writes, timer=timer)
-            started = time.perf_counter()
-            self.metrics.search_calls.inc()
-            hits = await self._retriever.search(vector, k)
-            timer.record("search", started)
-            if writes and search_key is not None:
-                await self._search_cache.put(search_key, hits)
+            query_vector = vector
+
+            async def compute() -> list[ScoredChunk]:
+                started = time.perf_counter()
+                self.metrics.search_calls.inc()
+                found = await self._retriever.search(query_vector, k)
+                timer.record("search", started)
+                if writes and search_key is not None:
+                    await self._search_cache.put(search_key, found)
+                return found
+
+            async def read() -> list[ScoredChunk] | None:
+                assert search_key is not None
+                (raw,) = await self._store.get_many([search_key])
+                return await self._decode(raw, search_key, self._search_cache.decode)
+
+            hits = await (self._once(search_key, read, compute) if search_key else compute())
 
         self.metrics.record_cache("embedding", statuses.embedding)
         self.metrics.record_cache("search", statuses.search)
         return hits, search_key, vector, version
 
     async def _embed(self, query: str, *, write: bool, timer: _Timer) -> Vector:
-        started = time.perf_counter()
-        self.metrics.embedding_calls.inc()
-        (vector,) = await self._embedder.embed([query])
-        timer.record("embedding", started)
-        if write:
-            await self._embedding_cache.put(query, vector)
-        return vector
+        key = self._embedding_cache.key(query)
+
+        async def compute() -> Vector:
+            started = time.perf_counter()
+            self.metrics.embedding_calls.inc()
+            (vector,) = await self._embedder.embed([query])
+            timer.record("embedding", started)
+            if write:
+                await self._embedding_cache.put(query, vector)
+            return vector
+
+        async def read() -> Vector | None:
+            (raw,) = await self._store.get_many([key])
+            return await self._decode(raw, key, self._embedding_cache.decode)
+
+        return await self._once(key, read, compute)
+
+    async def _once(
+        self, key: str, read: Callable[[], Awaitable[T | None]], compute: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``compute`` through single-flight when the cache store is there to coordinate."""
+        if self.flight is None or not self._store.available:
+            return await compute()
+        return await self.flight.run(key, read, compute)
 
     async def _cached_answer(
         self, key: str, mode: CacheMode, statuses: LayerStatuses, fetched: dict[str, bytes | None]

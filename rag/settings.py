@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     llm_ttl_s: int = Field(ge=1)
     corpus_version_ttl_s: int = Field(ge=1)
 
+    single_flight: bool
+    flight_lock_ttl_s: float = Field(gt=0)
+    flight_wait_s: float = Field(gt=0)
+
     semantic_enabled: bool
     semantic_threshold: float = Field(ge=0, le=1)
     semantic_min_score: float = Field(ge=0, le=1)

@@ -16,7 +16,9 @@ import openai
 import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
 
+from rag.cache.flight import SingleFlight
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.relay import AnswerRelay
 from rag.cache.store import RedisStore
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.generation import OpenAIGenerator
@@ -208,6 +210,22 @@ async def open_services(
         )
         sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
         stack.push_async_callback(_cancel, sync)
+        flight = relay = None
+        if settings.single_flight:
+            flight = SingleFlight(
+                redis=corpus.redis,
+                namespace=ns,
+                lock_ttl_s=settings.flight_lock_ttl_s,
+                wait_s=settings.flight_wait_s,
+            )
+            relay = AnswerRelay(
+                redis=corpus.redis,
+                namespace=ns,
+                lock_ttl_s=settings.flight_lock_ttl_s,
+                wait_s=settings.flight_wait_s,
+            )
+            listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
+            stack.push_async_callback(_cancel, listener)
         pipeline = RagPipeline(
             embedder=embedder_,
             retriever=corpus.retriever,
@@ -234,6 +252,8 @@ async def open_services(
             max_query_chars=settings.max_query_chars,
             semantic=semantic,
             semantic_by_default=settings.semantic_enabled,
+            flight=flight,
+            relay=relay,
         )
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))

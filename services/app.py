@@ -18,6 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import (
     DocumentNotFoundError,
+    FlightFailedError,
+    FlightTimeoutError,
     InvalidInputError,
     LLMError,
     LLMRateLimitError,
@@ -47,6 +49,8 @@ _ERROR_STATUS: list[tuple[type[RagError], int]] = [
     (InvalidInputError, status.HTTP_400_BAD_REQUEST),
     (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
     (LLMTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
+    (FlightTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
+    (FlightFailedError, status.HTTP_502_BAD_GATEWAY),
     (LLMRateLimitError, status.HTTP_429_TOO_MANY_REQUESTS),
     (LLMError, status.HTTP_502_BAD_GATEWAY),
     (RetrievalError, status.HTTP_503_SERVICE_UNAVAILABLE),

@@ -1,0 +1,163 @@
+"""One upstream generation per answer key, however many requests stream it, in any process.
+
+The first request (holding the key's single-flight lock) generates and appends every piece to a
+Redis Stream ``{answer key}:live`` (with a TTL); identical requests that arrive meanwhile read
+that stream from its start, so each gets the pieces produced before it joined and the rest live.
+The stream ends with an ``end`` entry (usage, finish reason) or an ``error`` entry, which every
+follower turns into the same error. A follower that has received nothing yet takes over when the
+leader dies (its lock expires) or gives up; one that already streamed part of an answer gets an
+error instead, since a second generation could differ from what it already sent."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from rag.aio import finish_even_if_cancelled
+from rag.cache.flight import REDIS_DOWN, RedisLock
+from rag.cache.keys import digest
+from rag.errors import FlightFailedError, FlightTimeoutError, RagError
+from rag.types import Completion, Usage
+
+ABANDONED = "the request generating this answer went away"
+
+
+class AnswerRelay:
+    def __init__(
+        self,
+        *,
+        redis: aioredis.Redis,
+        namespace: str,
+        lock_ttl_s: float,
+        wait_s: float,
+        stream_ttl_s: int = 60,
+        poll_s: float = 0.5,
+    ) -> None:
+        self._redis = redis
+        self._prefix = f"rag:{namespace}:flight:"
+        self._lock_ttl_s = lock_ttl_s
+        self._wait_s = wait_s
+        self._stream_ttl_s = stream_ttl_s
+        self._poll_ms = int(poll_s * 1000)
+        self.upstream_runs = 0  # generations led by this process (tests and benchmarks)
+
+    async def relay(
+        self, key: str, produce: Callable[[], AsyncIterator[str | Completion]]
+    ) -> AsyncIterator[str | Completion]:
+        """The pieces of the answer for ``key`` and then its ``Completion``; ``produce`` runs
+        only in the leader (and must store the answer itself)."""
+        base = f"{self._prefix}{digest(key)}"
+        lock, live = RedisLock(self._redis, f"{base}:lock", self._lock_ttl_s), f"{base}:live"
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            try:
+                leading = await lock.acquire()
+            except REDIS_DOWN:  # fail open: generate without coordination
+                self.upstream_runs += 1
+                async for item in produce():
+                    yield item
+                return
+            if leading:
+                async for item in self._lead(lock, live, produce):
+                    yield item
+                return
+            async for followed in self._follow(lock, live, deadline):
+                if followed is None:  # nothing received yet and the leader is gone: take over
+                    break
+                yield followed
+            else:
+                return
+
+    async def _lead(
+        self, lock: RedisLock, live: str, produce: Callable[[], AsyncIterator[str | Completion]]
+    ) -> AsyncIterator[str | Completion]:
+        self.upstream_runs += 1
+        outcome: dict[str, str] = {"error": ABANDONED}  # unless it ends otherwise
+        async with lock.held():
+            await self._safely(self._redis.delete(live))  # a dead leader's leftovers
+            try:
+                async for item in produce():
+                    if isinstance(item, Completion):
+                        outcome = {"end": json.dumps(_completion_fields(item))}
+                    else:
+                        await self._safely(self._redis.xadd(live, {"t": item}))
+                    yield item
+            except RagError as exc:
+                outcome = {"error": str(exc)}
+                raise
+            finally:
+                await finish_even_if_cancelled(self._safely(self._finish(live, outcome)))
+
+    async def _finish(self, live: str, outcome: dict[str, str]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(live, outcome)  # type: ignore[arg-type]
+            pipe.expire(live, self._stream_ttl_s)
+            await pipe.execute()
+
+    async def _follow(
+        self, lock: RedisLock, live: str, deadline: float
+    ) -> AsyncIterator[str | Completion | None]:
+        last_id: bytes | str = "0"
+        pieces: list[str] = []
+        while True:
+            try:
+                batches = cast(
+                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                    await self._redis.xread({live: last_id}, count=256, block=self._poll_ms),
+                )
+            except REDIS_DOWN as exc:
+                raise FlightFailedError(f"lost the answer being generated: {exc!r}") from exc
+            for _, entries in batches or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if b"t" in fields:
+                        piece = fields[b"t"].decode()
+                        pieces.append(piece)
+                        yield piece
+                    elif b"end" in fields:
+                        yield _completion(pieces, json.loads(fields[b"end"]))
+                        return
+                    else:
+                        error = fields.get(b"error", b"").decode()
+                        if error == ABANDONED and not pieces:
+                            yield None
+                        raise FlightFailedError(error or "the answer being generated failed")
+            if not batches:
+                if not await lock.exists():
+                    if pieces:
+                        raise FlightFailedError(ABANDONED)
+                    yield None  # the leader died (lock expired) or finished without a trace
+                if time.monotonic() >= deadline:
+                    raise FlightTimeoutError(
+                        f"waited {self._wait_s:.0f} s for an identical answer being generated"
+                    )
+
+    @staticmethod
+    async def _safely(call: Any) -> None:
+        # On failure followers notice the missing pieces and time out; the leader goes on.
+        with contextlib.suppress(*REDIS_DOWN):
+            await call
+
+
+def _completion_fields(completion: Completion) -> dict[str, Any]:
+    return {
+        "prompt_tokens": completion.usage.prompt_tokens,
+        "completion_tokens": completion.usage.completion_tokens,
+        "finish_reason": completion.finish_reason,
+        "model": completion.model,
+    }
+
+
+def _completion(pieces: list[str], fields: dict[str, Any]) -> Completion:
+    return Completion(
+        text="".join(pieces),
+        pieces=tuple(pieces),
+        usage=Usage(fields["prompt_tokens"], fields["completion_tokens"]),
+        finish_reason=fields["finish_reason"],
+        model=fields["model"],
+    )
