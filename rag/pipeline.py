@@ -152,7 +152,7 @@ class RagPipeline:
             text = plan.cached.text
         else:
             pieces: list[str] = []
-            async for item in self._generate(plan):
+            async for item in self._generate(plan, live=False):
                 if isinstance(item, StreamToken):
                     pieces.append(item.text)
                 else:
@@ -178,7 +178,7 @@ class RagPipeline:
                 yield StreamToken(piece)
             yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
             return
-        async for item in self._generate(plan):
+        async for item in self._generate(plan, live=True):
             yield item
 
     async def _plan(self, query: str, options: AskOptions) -> _Plan:
@@ -267,13 +267,13 @@ class RagPipeline:
         if len(self._answer_key_hints) > _MAX_HINTS:
             self._answer_key_hints.popitem(last=False)
 
-    async def _generate(self, plan: _Plan) -> AsyncIterator[StreamToken | StreamEnd]:
+    async def _generate(self, plan: _Plan, *, live: bool) -> AsyncIterator[StreamToken | StreamEnd]:
         """A fresh answer, generated once however many identical requests want it: this request
         either runs the LLM or follows the run of an identical one (see ``AnswerRelay``)."""
         started = time.perf_counter()
         completion: Completion | None = None
         if self.relay is not None and self._store.available:
-            source = self.relay.relay(plan.key, lambda: self._produce(plan))
+            source = self.relay.relay(plan.key, lambda: self._produce(plan), live=live)
         else:
             source = self._produce(plan)
         async for item in source:

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
 
     redis_url: str
     redis_timeout_s: float = Field(gt=0)
+    redis_max_connections: int = Field(ge=4)
 
     qdrant_url: str
     qdrant_api_key: SecretStr

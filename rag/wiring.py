@@ -71,10 +71,16 @@ async def open_corpus(
         data_dir.mkdir(parents=True, exist_ok=True)
 
         redis_url = settings.redis_url or stack.enter_context(embedded_valkey())
-        redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
+        # A blocking pool: under a burst, requests wait briefly for a connection rather than
+        # failing (followers of a generation each hold one while they wait for pieces).
+        redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                redis_url,
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_timeout_s,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
         )
         stack.push_async_callback(redis.aclose)
         store = RedisStore(client=redis, timeout_s=settings.redis_timeout_s)
@@ -221,6 +227,8 @@ async def open_services(
             relay = AnswerRelay(
                 redis=corpus.redis,
                 namespace=ns,
+                # a blocking read must end before the client's socket timeout does
+                poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
                 lock_ttl_s=settings.flight_lock_ttl_s,
                 wait_s=settings.flight_wait_s,
             )

@@ -26,8 +26,9 @@ def _chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
 
 @dataclass
 class ScriptedLLM:
-    """Behaves by the question: 'slow' streams 40 words 0.1 s apart, 'break' drops the connection
-    after three words, 'fail' answers HTTP 500, 'throttle' 429, anything else streams WORDS."""
+    """Behaves by the question: 'slow' streams 42 words 0.1 s apart, 'break' drops the connection
+    after three words (twenty when slow), 'fail' answers HTTP 500, 'throttle' 429, anything else
+    streams WORDS."""
 
     calls: int = 0
     words_sent: list[int] = field(default_factory=list)
@@ -50,7 +51,7 @@ class ScriptedLLM:
         words = WORDS * 6 if "slow" in question else WORDS
         self.words_sent.append(0)
         for i, word in enumerate(words):
-            if "break" in question and i == 3:
+            if "break" in question and i == (20 if "slow" in question else 3):
                 raise httpx2.ReadError("connection reset by scripted peer")
             if "slow" in question:
                 await asyncio.sleep(0.1)

@@ -4,9 +4,11 @@ The first request (holding the key's single-flight lock) generates and appends e
 Redis Stream ``{answer key}:live`` (with a TTL); identical requests that arrive meanwhile read
 that stream from its start, so each gets the pieces produced before it joined and the rest live.
 The stream ends with an ``end`` entry (usage, finish reason) or an ``error`` entry, which every
-follower turns into the same error. A follower that has received nothing yet takes over when the
-leader dies (its lock expires) or gives up; one that already streamed part of an answer gets an
-error instead, since a second generation could differ from what it already sent."""
+follower turns into the same error. When the leader dies (its lock expires) or its client goes
+away, a follower takes over and generates, unless it already passed part of the answer on to a
+live client (a second generation could differ from what that client saw): then it gets an
+error. Followers that are not live (``/ask``) hold the pieces back until the end, so they can
+always take over."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag.aio import finish_even_if_cancelled
 from rag.cache.flight import REDIS_DOWN, RedisLock
@@ -47,12 +50,14 @@ class AnswerRelay:
         self.upstream_runs = 0  # generations led by this process (tests and benchmarks)
 
     async def relay(
-        self, key: str, produce: Callable[[], AsyncIterator[str | Completion]]
+        self, key: str, produce: Callable[[], AsyncIterator[str | Completion]], *, live: bool
     ) -> AsyncIterator[str | Completion]:
         """The pieces of the answer for ``key`` and then its ``Completion``; ``produce`` runs
-        only in the leader (and must store the answer itself)."""
+        only in the leader (and must store the answer itself). ``live``: pass a follower's
+        pieces on as they arrive, rather than all at the end."""
         base = f"{self._prefix}{digest(key)}"
-        lock, live = RedisLock(self._redis, f"{base}:lock", self._lock_ttl_s), f"{base}:live"
+        lock = RedisLock(self._redis, f"{base}:lock", self._lock_ttl_s)
+        stream_key = f"{base}:live"
         deadline = time.monotonic() + self._wait_s
         while True:
             try:
@@ -63,13 +68,19 @@ class AnswerRelay:
                     yield item
                 return
             if leading:
-                async for item in self._lead(lock, live, produce):
+                async for item in self._lead(lock, stream_key, produce):
                     yield item
                 return
-            async for followed in self._follow(lock, live, deadline):
-                if followed is None:  # nothing received yet and the leader is gone: take over
+            held_back: list[str | Completion] = []
+            async for followed in self._follow(lock, stream_key, deadline, held_back=not live):
+                if followed is None:  # the leader is gone and nothing was passed on: take over
                     break
-                yield followed
+                if live or isinstance(followed, Completion):
+                    for item in (*held_back, followed):
+                        yield item
+                    held_back.clear()
+                else:
+                    held_back.append(followed)
             else:
                 return
 
@@ -100,8 +111,10 @@ class AnswerRelay:
             await pipe.execute()
 
     async def _follow(
-        self, lock: RedisLock, live: str, deadline: float
+        self, lock: RedisLock, live: str, deadline: float, *, held_back: bool
     ) -> AsyncIterator[str | Completion | None]:
+        """Pieces from the live stream, then a ``Completion``; ``None`` when the leader is gone
+        and this follower can take over (nothing passed on yet, or everything held back)."""
         last_id: bytes | str = "0"
         pieces: list[str] = []
         while True:
@@ -110,6 +123,8 @@ class AnswerRelay:
                     list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
                     await self._redis.xread({live: last_id}, count=256, block=self._poll_ms),
                 )
+            except (TimeoutError, RedisTimeoutError):
+                batches = []  # a busy server answered late: read again (the deadline bounds it)
             except REDIS_DOWN as exc:
                 raise FlightFailedError(f"lost the answer being generated: {exc!r}") from exc
             for _, entries in batches or []:
@@ -124,12 +139,12 @@ class AnswerRelay:
                         return
                     else:
                         error = fields.get(b"error", b"").decode()
-                        if error == ABANDONED and not pieces:
+                        if error == ABANDONED and (held_back or not pieces):
                             yield None
                         raise FlightFailedError(error or "the answer being generated failed")
             if not batches:
                 if not await lock.exists():
-                    if pieces:
+                    if pieces and not held_back:
                         raise FlightFailedError(ABANDONED)
                     yield None  # the leader died (lock expired) or finished without a trace
                 if time.monotonic() >= deadline:

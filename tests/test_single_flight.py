@@ -1,0 +1,202 @@
+"""Single-flight on real parts (embedded Valkey, Qdrant, MiniLM): identical concurrent misses
+make one embedding, one search and one LLM call, in one process and across processes; one
+upstream stream feeds every identical stream; a dead leader is taken over; a failed leader
+fails its followers and caches nothing. The LLM is scripted (deterministic timing) except in
+the two-process tests, which use the real local LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rag.embedding import SentenceTransformerEmbedder
+from rag.settings import Settings
+from services.app import create_app
+from tests.conftest import keys_of, serve
+from tests.scripted_llm import WORDS, ScriptedLLM
+from tests.sse import parse
+
+
+@pytest.fixture(scope="module")
+def scripted_app(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[tuple[str, Settings, ScriptedLLM]]:
+    llm = ScriptedLLM()
+    settings = Settings(
+        namespace=f"flight-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("flight"),
+        redis_url=valkey_url,
+        llm_base_url="http://scripted.invalid/v1",
+        seed_sample_corpus=True,
+    )
+    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
+        yield url, settings, llm
+
+
+def calls(url: str) -> dict[str, float]:
+    return httpx.get(f"{url}/stats").json()["upstream_calls"]  # type: ignore[no-any-return]
+
+
+async def _gather(n: int, make: Any) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        return await asyncio.gather(*(make(client) for _ in range(n)))
+
+
+def test_100_identical_asks_make_one_call_per_stage(
+    scripted_app: tuple[str, Settings, ScriptedLLM],
+) -> None:
+    url, _, llm = scripted_app
+    before, llm_before = calls(url), llm.calls
+    body = {"query": "How long are answers cached (single-flight)?"}
+    responses = asyncio.run(_gather(100, lambda c: c.post(f"{url}/ask", json=body)))
+    assert all(r.status_code == 200 for r in responses), {r.status_code for r in responses}
+    after = calls(url)
+    assert llm.calls - llm_before == 1
+    assert {k: after[k] - before[k] for k in after} == {"llm": 1, "embedding": 1, "search": 1}
+    assert len({r.json()["answer"] for r in responses}) == 1
+
+
+def test_20_identical_streams_share_one_generation(
+    scripted_app: tuple[str, Settings, ScriptedLLM],
+) -> None:
+    url, _, _ = scripted_app
+    llm_before = calls(url)["llm"]
+    body = {"query": "slow: what does single-flight do for streams?"}
+    responses = asyncio.run(_gather(20, lambda c: c.post(f"{url}/ask/stream", json=body)))
+    texts = set()
+    for r in responses:
+        events = parse(r.text)
+        assert events[-1][0] == "done", events[-1]
+        texts.add("".join(d["text"] for n, d in events if n == "token"))
+    assert texts == {"".join(WORDS * 6)}
+    assert calls(url)["llm"] - llm_before == 1
+
+
+def test_a_failed_leader_fails_every_follower_and_caches_nothing(
+    scripted_app: tuple[str, Settings, ScriptedLLM],
+) -> None:
+    url, settings, llm = scripted_app
+    llm_before = llm.calls
+    body = {"query": "slow break: does everybody get the error?"}
+    responses = asyncio.run(_gather(10, lambda c: c.post(f"{url}/ask/stream", json=body)))
+    for r in responses:
+        assert parse(r.text)[-1][0] == "error"
+    assert llm.calls - llm_before == 1
+    answer_keys = [k for k in keys_of(settings.redis_url, settings.namespace) if ":llm:" in k]
+    assert all("does everybody" not in k for k in answer_keys)
+    r = httpx.post(f"{url}/ask", json=body, timeout=60)
+    assert r.status_code == 502  # still failing, and tried anew: nothing was cached
+    assert llm.calls - llm_before == 2
+
+
+# -- across processes, with the real local LLM ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_app_process(env: dict[str, str], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
+        env={**os.environ, **env, "RAG_DATA_DIR": str(data_dir)},
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the second app process did not start")
+
+
+@pytest.fixture
+def two_processes(
+    tmp_path: Path, valkey_url: str, llm_base_url: str, embedder: SentenceTransformerEmbedder
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    env = {
+        "RAG_NAMESPACE": f"two-{uuid.uuid4().hex[:8]}",
+        "RAG_REDIS_URL": valkey_url,
+        "RAG_LLM_BASE_URL": llm_base_url,
+        "RAG_LLM_MAX_TOKENS": "120",
+        "RAG_FLIGHT_LOCK_TTL_S": "2",
+    }
+    other, other_url = _start_app_process(env, tmp_path / "other")
+    settings = Settings(
+        namespace=env["RAG_NAMESPACE"],
+        data_dir=tmp_path / "this",
+        redis_url=valkey_url,
+        llm_base_url=llm_base_url,
+        llm_max_tokens=120,
+        flight_lock_ttl_s=2,
+        seed_sample_corpus=True,
+    )
+    try:
+        with serve(create_app(settings, embedder=embedder)) as url:
+            yield url, other_url, other
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+
+
+def test_two_processes_on_one_redis_make_one_llm_call(two_processes: tuple[str, str, Any]) -> None:
+    url, other_url, _ = two_processes
+    question = {"query": "What happens when two processes get the same question at once?"}
+
+    async def both() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(
+                *(client.post(f"{u}/ask", json=question) for u in (url, other_url) * 5)
+            )
+
+    responses = asyncio.run(both())
+    assert all(r.status_code == 200 for r in responses), [
+        (r.status_code, r.text) for r in responses
+    ]
+    assert len({r.json()["answer"] for r in responses}) == 1
+    assert calls(url)["llm"] + calls(other_url)["llm"] == 1
+
+
+def test_a_killed_leader_is_taken_over_and_the_answer_arrives(
+    two_processes: tuple[str, str, Any],
+) -> None:
+    url, other_url, other = two_processes
+    question = {"query": "Tell me everything about how the caches, keys and TTLs work."}
+    with httpx.stream("POST", f"{other_url}/ask/stream", json=question, timeout=120) as leader:
+        lines = leader.iter_lines()
+        while not next(lines).startswith("event: token"):
+            pass  # the other process now holds the lock and is generating
+
+        async def follow() -> httpx.Response:
+            async with httpx.AsyncClient(timeout=120) as client:
+                task = asyncio.create_task(client.post(f"{url}/ask", json=question))
+                await asyncio.sleep(0.3)  # let it join as a follower
+                other.send_signal(signal.SIGKILL)
+                return await task
+
+        response = asyncio.run(follow())
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"].strip()
+    assert calls(url)["llm"] == 1  # it took over and generated itself
