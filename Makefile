@@ -25,6 +25,7 @@ test: install
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_hot_path.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_semantic_lookup.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_single_flight.py
 
 lint: install
 	$(VENV)/bin/ruff check rag services tests scripts
