@@ -23,10 +23,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.embedding import SentenceTransformerEmbedder, default_model_path  # noqa: E402
-from rag.local import embedded_valkey, local_llm_server  # noqa: E402
-from rag.settings import Settings  # noqa: E402
-from services.app import create_app  # noqa: E402
+from rag.embedding import SentenceTransformerEmbedder, default_model_path
+from rag.local import embedded_valkey, local_llm_server
+from rag.settings import Settings
+from services.app import create_app
 
 QUESTION = "What happens when many clients ask the same question at the same moment?"
 
