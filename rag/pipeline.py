@@ -8,16 +8,24 @@ disconnect) or an upstream error stores nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from rag.cache.codec import CorruptEntryError
 from rag.cache.flight import SingleFlight
-from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.layers import (
+    AnswerCache,
+    Cached,
+    CorpusVersion,
+    EmbeddingCache,
+    SearchResultCache,
+)
 from rag.cache.relay import AnswerRelay
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
@@ -40,7 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
-_MAX_HINTS = 10_000  # answer-key hints kept in memory (two short strings each)
+_MAX_HINTS = 10_000  # answer-key hints and slid keys kept in memory (short strings each)
 
 
 @dataclass(slots=True)
@@ -119,6 +127,7 @@ class RagPipeline:
         semantic_by_default: bool = False,
         flight: SingleFlight | None = None,
         relay: AnswerRelay | None = None,
+        sliding_embedding_ttl: bool = False,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -136,6 +145,10 @@ class RagPipeline:
         # Coalescing of identical misses (embedding, search) and generations; None: none.
         self.flight = flight
         self.relay = relay
+        self._sliding_embedding_ttl = sliding_embedding_ttl  # a read extends the entry's TTL
+        self._refreshing: set[str] = set()  # keys being refreshed in the background
+        self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
+        self._background: set[asyncio.Task[Any]] = set()
         # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
         # version last seen, and which answer key a search key led to. A guess only chooses what
         # to prefetch; every key used is recomputed from what was fetched, and a wrong guess
@@ -197,7 +210,8 @@ class RagPipeline:
         key = self._answer_cache.key(query, sources)
         if search_key is not None:
             self._remember_answer_key(search_key, key)
-        cached = await self._cached_answer(key, mode, statuses, fetched)
+        entry = await self._cached_answer(key, mode, statuses, fetched)
+        cached = entry.value if entry is not None else None
         plan = _Plan(
             query=query,
             options=options,
@@ -209,6 +223,8 @@ class RagPipeline:
             vector=vector,
             semantic_scope=None,
         )
+        if entry is not None and entry.stale and mode.writes:
+            self._refresh(key, lambda: self._refresh_answer(plan))
         use_semantic = self._semantic_by_default if options.semantic is None else options.semantic
         if self.semantic is not None and use_semantic and version is not None:
             plan.semantic_scope = self.semantic.scope(version)
@@ -291,6 +307,7 @@ class RagPipeline:
         """Run the LLM; store the answer only once the model finished and every piece was
         handed on (a consumer that stops early never reaches the write)."""
         plan.generated = True
+        started = time.perf_counter()
         self.metrics.llm_calls.inc()
         completion: Completion | None = None
         async for item in self._generator.stream(build_messages(plan.query, plan.sources)):
@@ -307,7 +324,9 @@ class RagPipeline:
             and self._store.available
             and completion.finish_reason in _CACHEABLE_FINISH
         ):
-            await self._answer_cache.put(plan.key, completion)
+            await self._answer_cache.put(
+                plan.key, completion, compute_s=time.perf_counter() - started
+            )
             if self.semantic is not None and plan.semantic_scope is not None:
                 if plan.vector is None:
                     plan.vector = await self._embed(plan.query, write=True, timer=plan.timer)
@@ -356,14 +375,21 @@ class RagPipeline:
         else:
             started = time.perf_counter()
             raw = await self._lookup(search_key, fetched)
-            hits = await self._decode(raw, search_key, self._search_cache.decode)
+            entry = await self._decode(raw, search_key, self._search_cache.decode)
             embedding_key = self._embedding_cache.key(query)
             vector = await self._decode(
                 fetched[embedding_key], embedding_key, self._embedding_cache.decode
             )
-            statuses.search = CacheStatus.HIT if hits is not None else CacheStatus.MISS
+            statuses.search = CacheStatus.HIT if entry is not None else CacheStatus.MISS
             statuses.embedding = CacheStatus.HIT if vector is not None else CacheStatus.MISS
             timer.record("cache_lookup", started)
+            if vector is not None and self._sliding_embedding_ttl:
+                self._slide(embedding_key, fetched[embedding_key])
+            if entry is not None:
+                hits = entry.value
+                if entry.stale and mode.writes:
+                    refresh_key = search_key
+                    self._refresh(refresh_key, lambda: self._refresh_search(query, k, refresh_key))
 
         if hits is None:
             writes = mode.writes and search_key is not None
@@ -372,24 +398,91 @@ class RagPipeline:
             query_vector = vector
 
             async def compute() -> list[ScoredChunk]:
-                started = time.perf_counter()
-                self.metrics.search_calls.inc()
-                found = await self._retriever.search(query_vector, k)
-                timer.record("search", started)
-                if writes and search_key is not None:
-                    await self._search_cache.put(search_key, found)
-                return found
+                return await self._search(query_vector, k, search_key if writes else None, timer)
 
             async def read() -> list[ScoredChunk] | None:
                 assert search_key is not None
                 (raw,) = await self._store.get_many([search_key])
-                return await self._decode(raw, search_key, self._search_cache.decode)
+                found = await self._decode(raw, search_key, self._search_cache.decode)
+                return found.value if found is not None else None
 
             hits = await (self._once(search_key, read, compute) if search_key else compute())
 
         self.metrics.record_cache("embedding", statuses.embedding)
         self.metrics.record_cache("search", statuses.search)
         return hits, search_key, vector, version
+
+    async def _search(
+        self, vector: Vector, k: int, key: str | None, timer: _Timer
+    ) -> list[ScoredChunk]:
+        """Query the vector DB; store the result under ``key`` unless it is ``None``."""
+        started = time.perf_counter()
+        self.metrics.search_calls.inc()
+        found = await self._retriever.search(vector, k)
+        timer.record("search", started)
+        if key is not None:
+            await self._search_cache.put(key, found, compute_s=time.perf_counter() - started)
+        return found
+
+    async def _refresh_search(self, query: str, k: int, key: str) -> None:
+        timer = _Timer(self.metrics)
+        vector = await self._embed(query, write=True, timer=timer)
+        await self._search(vector, k, key, timer)
+
+    async def _refresh_answer(self, plan: _Plan) -> None:
+        fresh = replace(
+            plan,
+            options=replace(plan.options, mode=CacheMode.REFRESH),
+            timer=_Timer(self.metrics),
+            cached=None,
+            generated=False,
+        )
+        async for _ in self._produce(fresh):
+            pass
+
+    def _refresh(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Stale-while-revalidate: recompute ``key`` in the background, once (in this process,
+        and across processes when single-flight is on), while the stale value is served."""
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def run() -> None:
+            try:
+                if self.flight is None:
+                    await refresh()
+                else:
+                    await self.flight.once_in_a_while(key, refresh)
+            except Exception as exc:  # a background refresh must never take the app down
+                log.warning("background refresh of %s failed: %r", key, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        self._in_background(run())
+
+    def _slide(self, key: str, raw: bytes | None) -> None:
+        """Sliding TTL: a read extends the entry to its full TTL again, in the background and at
+        most once per tenth of the TTL per key, so hot keys do not cost a write per read."""
+        now = time.monotonic()
+        ttl = self._embedding_cache.ttl_s
+        if raw is None or now - self._slid.get(key, -math.inf) < ttl / 10:
+            return
+        self._slid[key] = now
+        self._slid.move_to_end(key)
+        if len(self._slid) > _MAX_HINTS:
+            self._slid.popitem(last=False)
+        self._in_background(self._store.set(key, raw, ttl))
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Cancel background refreshes (at shutdown)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _embed(self, query: str, *, write: bool, timer: _Timer) -> Vector:
         key = self._embedding_cache.key(query)
@@ -419,7 +512,7 @@ class RagPipeline:
 
     async def _cached_answer(
         self, key: str, mode: CacheMode, statuses: LayerStatuses, fetched: dict[str, bytes | None]
-    ) -> Completion | None:
+    ) -> Cached[Completion] | None:
         if not (mode.reads and self._store.available):
             statuses.llm = CacheStatus.BYPASS
             return None

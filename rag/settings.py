@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     search_ttl_s: int = Field(ge=1)
     llm_ttl_s: int = Field(ge=1)
     corpus_version_ttl_s: int = Field(ge=1)
+    search_soft_ttl_s: int = Field(ge=1)
+    llm_soft_ttl_s: int = Field(ge=1)
+    xfetch_beta: float = Field(ge=0)
+    embedding_sliding_ttl: bool
 
     single_flight: bool
     flight_lock_ttl_s: float = Field(gt=0)

@@ -191,6 +191,8 @@ async def open_services(
             prompt_version=prompt_version(),
             sampling=generator.sampling,
             ttl_s=settings.llm_ttl_s,
+            soft_ttl_s=min(settings.llm_soft_ttl_s, settings.llm_ttl_s),
+            xfetch_beta=settings.xfetch_beta,
         )
         semantic = SemanticCache(
             redis=corpus.redis,
@@ -252,6 +254,8 @@ async def open_services(
                 embedding_model_id=embedder_.model_id,
                 collection=settings.collection,
                 ttl_s=settings.search_ttl_s,
+                soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
+                xfetch_beta=settings.xfetch_beta,
             ),
             answer_cache=answer_cache,
             corpus_version=corpus.corpus_version,
@@ -262,7 +266,9 @@ async def open_services(
             semantic_by_default=settings.semantic_enabled,
             flight=flight,
             relay=relay,
+            sliding_embedding_ttl=settings.embedding_sliding_ttl,
         )
+        stack.push_async_callback(pipeline.aclose)
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -170,8 +172,8 @@ async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> N
         version.key: 86400,
     }
     assert np.array_equal(emb.decode(store.writes[emb.key("q")][0]), vector)
-    assert search.decode(store.writes[search_key][0]) == [hit()]
-    assert answers.decode(store.writes[answer_key][0]) == completion
+    assert search.decode(store.writes[search_key][0]).value == [hit()]
+    assert answers.decode(store.writes[answer_key][0]).value == completion
 
 
 async def test_corpus_version_is_created_when_missing_and_changes_on_bump() -> None:
@@ -180,3 +182,47 @@ async def test_corpus_version_is_created_when_missing_and_changes_on_bump() -> N
     first = await version.resolve(None)
     assert await version.resolve(None) == first  # the stored one is reused, not redrawn
     assert await version.bump() != first
+
+
+async def test_entries_turn_stale_after_their_soft_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RecordingStore()
+    answers = AnswerCache(
+        store=store,
+        namespace="ns",
+        llm_model="m",
+        prompt_version="p",
+        sampling={},
+        ttl_s=3600,
+        soft_ttl_s=60,
+    )
+    completion = Completion("a", ("a",), Usage(), "stop", "m")
+    await answers.put("k", completion, compute_s=2.0)
+    raw, ttl = store.writes["k"]
+    assert ttl == 3600  # the hard TTL is what Redis enforces
+    assert not answers.decode(raw).stale
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 61)
+    assert answers.decode(raw).stale
+
+
+async def test_xfetch_refreshes_some_entries_early_and_never_too_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = RecordingStore()
+    search = SearchResultCache(
+        store=store,
+        namespace="ns",
+        embedding_model_id="m",
+        collection="c",
+        ttl_s=3600,
+        soft_ttl_s=100,
+        xfetch_beta=1.0,
+    )
+    await search.put("k", [hit()], compute_s=5.0)
+    raw = store.writes["k"][0]
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 95)  # 5 s before the soft TTL
+    early = sum(search.decode(raw).stale for _ in range(2000))
+    assert 0.3 * 2000 < early < 0.5 * 2000  # P = exp(-1) ~ 0.37 with compute 5 s, 5 s left
+    monkeypatch.setattr(time, "time", lambda: now + 10)  # far from it: practically never
+    assert sum(search.decode(raw).stale for _ in range(2000)) == 0

@@ -140,6 +140,18 @@ class SingleFlight:
         finally:
             del self._local[key]
 
+    async def once_in_a_while(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run ``refresh`` unless another process is refreshing ``key`` right now (it holds the
+        refresh lock); nobody waits for it."""
+        lock = RedisLock(self._redis, f"{self._prefix}{digest(key)}:refresh", self._lock_ttl_s)
+        try:
+            acquired = await lock.acquire()
+        except REDIS_DOWN:
+            return  # no coordination and no cache to refresh: skip
+        if acquired:
+            async with lock.held():
+                await self._compute(refresh)
+
     # -- across processes -----------------------------------------------------------------
 
     async def _across_processes(

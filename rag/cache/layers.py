@@ -4,10 +4,13 @@ keys in one round trip."""
 
 from __future__ import annotations
 
+import math
+import random
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from rag.cache.codec import (
     CorruptEntryError,
@@ -19,6 +22,31 @@ from rag.cache.codec import (
 from rag.cache.keys import build_key, digest, normalize_text
 from rag.protocols import KVStore, Vector
 from rag.types import Chunk, Completion, ScoredChunk, Usage
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Cached(Generic[T]):
+    """A decoded entry. ``stale``: past its soft TTL (or picked for early refresh): serve it,
+    and refresh it in the background (stale-while-revalidate)."""
+
+    value: T
+    stale: bool
+
+
+def _freshness(soft_ttl_s: int, compute_s: float) -> dict[str, float]:
+    return {"fresh_until": round(time.time() + soft_ttl_s, 3), "compute_s": round(compute_s, 4)}
+
+
+def _is_stale(entry: dict[str, Any], xfetch_beta: float) -> bool:
+    """Past ``fresh_until``, or picked early by XFetch: an entry that took ``compute_s`` to build
+    is refreshed a little before its soft TTL, at a random moment that is likelier the closer the
+    TTL is, so entries written together do not all expire together."""
+    now = time.time()
+    if xfetch_beta > 0:
+        now -= float(entry.get("compute_s", 0.0)) * xfetch_beta * math.log(random.random() or 1e-12)
+    return now >= float(entry.get("fresh_until", math.inf))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +81,8 @@ class SearchResultCache:
     embedding_model_id: str
     collection: str
     ttl_s: int
+    soft_ttl_s: int | None = None  # None: never stale before it expires
+    xfetch_beta: float = 0.0  # 0: no early refresh
 
     def key(self, text: str, *, corpus_version: str, k: int) -> str:
         return build_key(
@@ -65,8 +95,9 @@ class SearchResultCache:
             sha=digest(normalize_text(text), {"filters": None}),
         )
 
-    def decode(self, raw: bytes) -> list[ScoredChunk]:
-        return self.decode_hits(decode_json(raw, "search")["hits"])
+    def decode(self, raw: bytes) -> Cached[list[ScoredChunk]]:
+        entry = decode_json(raw, "search")
+        return Cached(self.decode_hits(entry["hits"]), _is_stale(entry, self.xfetch_beta))
 
     @staticmethod
     def decode_hits(hits: list[dict[str, Any]]) -> list[ScoredChunk]:
@@ -98,10 +129,12 @@ class SearchResultCache:
             for h in hits
         ]
 
-    async def put(self, key: str, hits: Sequence[ScoredChunk]) -> None:
-        await self.store.set(
-            key, encode_json("search", {"hits": self.encode_hits(hits)}), self.ttl_s
-        )
+    async def put(self, key: str, hits: Sequence[ScoredChunk], *, compute_s: float = 0.0) -> None:
+        body = {
+            "hits": self.encode_hits(hits),
+            **_freshness(self.soft_ttl_s or self.ttl_s, compute_s),
+        }
+        await self.store.set(key, encode_json("search", body), self.ttl_s)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +150,8 @@ class AnswerCache:
     prompt_version: str
     sampling: dict[str, float | int]
     ttl_s: int
+    soft_ttl_s: int | None = None  # None: never stale before it expires
+    xfetch_beta: float = 0.0  # 0: no early refresh
 
     def key(self, text: str, chunks: Sequence[ScoredChunk]) -> str:
         return build_key(
@@ -131,20 +166,21 @@ class AnswerCache:
             ),
         )
 
-    def decode(self, raw: bytes) -> Completion:
+    def decode(self, raw: bytes) -> Cached[Completion]:
         entry = decode_json(raw, "llm")
         pieces = tuple(str(p) for p in entry["pieces"])
         if not pieces or "".join(pieces) != entry["text"]:
             raise CorruptEntryError("llm entry pieces do not add up to its text")
-        return Completion(
+        completion = Completion(
             text=entry["text"],
             pieces=pieces,
             usage=Usage(**entry["usage"]),
             finish_reason=entry["finish_reason"],
             model=entry["model"],
         )
+        return Cached(completion, _is_stale(entry, self.xfetch_beta))
 
-    async def put(self, key: str, completion: Completion) -> None:
+    async def put(self, key: str, completion: Completion, *, compute_s: float = 0.0) -> None:
         body = {
             "text": completion.text,
             "pieces": list(completion.pieces),
@@ -154,6 +190,7 @@ class AnswerCache:
             },
             "finish_reason": completion.finish_reason,
             "model": completion.model,
+            **_freshness(self.soft_ttl_s or self.ttl_s, compute_s),
         }
         await self.store.set(key, encode_json("llm", body), self.ttl_s)
 

@@ -103,7 +103,7 @@ class SemanticCache:
             try:
                 body = decode_json(raw_entry, "sem")
                 sources = SearchResultCache.decode_hits(body["sources"])
-                completion = self._answer_cache.decode(raw_answer)
+                completion = self._answer_cache.decode(raw_answer).value
             except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
                 log.warning("dropping corrupt semantic entry %s: %s", entry.key, exc)
                 self.index.remove(entry.key)

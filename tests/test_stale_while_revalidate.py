@@ -1,0 +1,93 @@
+"""Stale-while-revalidate and sliding TTL through HTTP on real parts (scripted LLM): a stale
+entry is served at once and refreshed exactly once in the background; reading an embedding
+extends its TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from rag.cache.keys import build_key, digest
+from rag.embedding import SentenceTransformerEmbedder
+from rag.settings import Settings
+from services.app import create_app
+from tests.conftest import serve
+from tests.scripted_llm import ScriptedLLM
+
+
+@pytest.fixture(scope="module")
+def swr_app(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[tuple[str, Settings, ScriptedLLM]]:
+    llm = ScriptedLLM()
+    settings = Settings(
+        namespace=f"swr-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path_factory.mktemp("swr"),
+        redis_url=valkey_url,
+        llm_base_url="http://scripted.invalid/v1",
+        seed_sample_corpus=True,
+        search_soft_ttl_s=1,
+        llm_soft_ttl_s=1,
+        xfetch_beta=0.0,  # deterministic: stale exactly at the soft TTL
+    )
+    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
+        yield url, settings, llm
+
+
+def upstream(url: str) -> dict[str, float]:
+    return httpx.get(f"{url}/stats").json()["upstream_calls"]  # type: ignore[no-any-return]
+
+
+def test_stale_entries_are_served_at_once_and_refreshed_exactly_once(
+    swr_app: tuple[str, Settings, ScriptedLLM],
+) -> None:
+    url, _, llm = swr_app
+    body = {"query": "How does stale-while-revalidate work?"}
+    first = httpx.post(f"{url}/ask", json=body, timeout=60).json()
+    assert first["cache"]["llm"] == "miss"
+    before, llm_before = upstream(url), llm.calls
+    time.sleep(1.2)  # past both soft TTLs, far from the hard ones
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"{url}/ask", json=body) for _ in range(10)))
+
+    stale = asyncio.run(burst())
+    assert all(
+        r.json()["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"} for r in stale
+    )
+    assert all(r.json()["answer"] == first["answer"] for r in stale)
+
+    deadline = time.monotonic() + 10
+    while llm.calls == llm_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # time for any (wrong) second refresh to show up
+    after = upstream(url)
+    assert llm.calls - llm_before == 1, "the stale answer was not refreshed exactly once"
+    assert after["llm"] - before["llm"] == 1 and after["search"] - before["search"] == 1
+
+    fresh = httpx.post(f"{url}/ask", json=body, timeout=60).json()
+    assert fresh["cache"]["llm"] == "hit"
+    assert llm.calls - llm_before == 1  # fresh again: no further refresh
+
+
+def test_reading_an_embedding_extends_its_ttl(swr_app: tuple[str, Settings, ScriptedLLM]) -> None:
+    url, settings, _ = swr_app
+    body = {"query": "Does reading an embedding keep it alive?"}
+    httpx.post(f"{url}/ask", json=body, timeout=60)
+    key = build_key(
+        settings.namespace, "emb", settings.embedding_model_id, sha=digest(body["query"])
+    )
+    client = redis.Redis.from_url(settings.redis_url)
+    assert client.expire(key, 50)
+    assert httpx.post(f"{url}/ask", json=body, timeout=60).json()["cache"]["embedding"] == "hit"
+    deadline = time.monotonic() + 5
+    while client.ttl(key) <= 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.ttl(key) > settings.embedding_ttl_s - 60
