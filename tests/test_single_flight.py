@@ -200,3 +200,37 @@ def test_a_killed_leader_is_taken_over_and_the_answer_arrives(
     assert response.status_code == 200, response.text
     assert response.json()["answer"].strip()
     assert calls(url)["llm"] == 1  # it took over and generated itself
+
+
+def test_a_follower_that_disconnects_does_not_disturb_the_others(
+    scripted_app: tuple[str, Settings, ScriptedLLM],
+) -> None:
+    url, _, llm = scripted_app
+    llm_before = llm.calls
+    body = {"query": "slow: can one listener leave early?"}
+
+    async def run() -> list[str]:
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def full() -> str:
+                r = await client.post(f"{url}/ask/stream", json=body)
+                events = parse(r.text)
+                assert events[-1][0] == "done", events[-1]
+                return "".join(d["text"] for n, d in events if n == "token")
+
+            async def leave_early() -> None:
+                async with client.stream("POST", f"{url}/ask/stream", json=body) as r:
+                    tokens = 0
+                    async for line in r.aiter_lines():
+                        tokens += line.startswith("event: token")
+                        if tokens == 2:
+                            return  # closes this connection mid-answer
+
+            leader = asyncio.create_task(full())
+            await asyncio.sleep(0.5)  # the others join as followers
+            results = await asyncio.gather(full(), leave_early(), full(), leader)
+            return [r for r in results if r is not None]
+
+    texts = asyncio.run(run())
+    assert texts == ["".join(WORDS * 6)] * 3
+    assert llm.calls - llm_before == 1
