@@ -7,6 +7,7 @@
     │   │   ├── LLMTimeoutError  no answer in time (504)
     │   │   └── LLMRateLimitError the LLM provider throttles us (429)
     │   ├── RetrievalError       the vector DB failed (503)
+    │   ├── CacheUnavailableError an invalidation could not reach the cache store (503)
     │   ├── FlightFailedError    the identical request this one waited for failed (502)
     │   └── FlightTimeoutError   waited too long for an identical request in flight (504)
     └── DocumentNotFoundError    no such document (404)
@@ -45,6 +46,10 @@ class LLMRateLimitError(LLMError):
 
 class RetrievalError(UpstreamError):
     """The vector database could not be queried or written."""
+
+
+class CacheUnavailableError(UpstreamError):
+    """An explicit cache operation (invalidation) could not reach the cache store."""
 
 
 class FlightFailedError(UpstreamError):

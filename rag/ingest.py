@@ -16,7 +16,8 @@ import tiktoken
 from bs4 import BeautifulSoup
 
 from rag.cache.layers import CorpusVersion
-from rag.errors import DocumentNotFoundError, InvalidInputError
+from rag.cache.tags import TagIndex
+from rag.errors import CacheUnavailableError, DocumentNotFoundError, InvalidInputError
 from rag.protocols import Embedder, Retriever
 from rag.types import Chunk
 
@@ -153,12 +154,14 @@ class Ingestor:
         chunker: TokenChunker,
         corpus_version: CorpusVersion,
         batch_size: int,
+        tags: TagIndex | None = None,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
         self._chunker = chunker
         self._corpus_version = corpus_version
         self._batch_size = batch_size
+        self._tags = tags
 
     def chunk(self, document: Document) -> list[Chunk]:
         validate_doc_id(document.doc_id)
@@ -196,6 +199,8 @@ class Ingestor:
             # Also after a failure part-way: the corpus may have changed, so search entries of the
             # old version must not be served.
             version = await self._corpus_version.bump()
+            for doc_id in dict.fromkeys(d.doc_id for d in documents):
+                await self._drop_answers_of(doc_id)
             progress.close()
         log.info(
             "ingested %d documents, %d chunks (corpus version %s)",
@@ -215,4 +220,15 @@ class Ingestor:
         if not removed:
             raise DocumentNotFoundError(f"no document with doc_id {doc_id!r}")
         await self._corpus_version.bump()
+        await self._drop_answers_of(doc_id)
         return removed
+
+    async def _drop_answers_of(self, doc_id: str) -> None:
+        """Free the answers built on a changed document now. Correctness does not depend on it
+        (their keys carry the old chunks' hashes, so they can no longer be reached); memory does."""
+        if self._tags is None:
+            return
+        try:
+            await self._tags.invalidate_tag(f"doc:{doc_id}")
+        except CacheUnavailableError as exc:
+            log.warning("could not drop cached answers of %s: %s", doc_id, exc)

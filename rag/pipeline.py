@@ -27,6 +27,7 @@ from rag.cache.layers import (
     SearchResultCache,
 )
 from rag.cache.relay import AnswerRelay
+from rag.cache.tags import TagIndex
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prompt import build_messages
@@ -128,6 +129,7 @@ class RagPipeline:
         flight: SingleFlight | None = None,
         relay: AnswerRelay | None = None,
         sliding_embedding_ttl: bool = False,
+        tags: TagIndex | None = None,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -146,6 +148,7 @@ class RagPipeline:
         self.flight = flight
         self.relay = relay
         self._sliding_embedding_ttl = sliding_embedding_ttl  # a read extends the entry's TTL
+        self.tags = tags  # answers are tagged with their source documents
         self._refreshing: set[str] = set()  # keys being refreshed in the background
         self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
         self._background: set[asyncio.Task[Any]] = set()
@@ -327,16 +330,22 @@ class RagPipeline:
             await self._answer_cache.put(
                 plan.key, completion, compute_s=time.perf_counter() - started
             )
+            entries = [plan.key]
             if self.semantic is not None and plan.semantic_scope is not None:
                 if plan.vector is None:
                     plan.vector = await self._embed(plan.query, write=True, timer=plan.timer)
-                await self.semantic.add(
+                semantic_key = await self.semantic.add(
                     scope=plan.semantic_scope,
                     query=plan.query,
                     vector=plan.vector,
                     answer_key=plan.key,
                     sources=plan.sources,
                 )
+                entries.append(semantic_key)
+            if self.tags is not None:
+                doc_tags = {f"doc:{s.chunk.doc_id}" for s in plan.sources}
+                for entry_key in entries:
+                    await self.tags.tag(entry_key, doc_tags, self._answer_cache.ttl_s)
         yield completion
 
     def validate(self, query: str, options: AskOptions) -> None:

@@ -20,6 +20,7 @@ from rag.cache.flight import SingleFlight
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
 from rag.cache.relay import AnswerRelay
 from rag.cache.store import RedisStore
+from rag.cache.tags import TagIndex
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.generation import OpenAIGenerator
 from rag.ingest import Ingestor, TokenChunker, collect_documents
@@ -50,6 +51,7 @@ class Corpus:
     retriever: QdrantRetriever
     corpus_version: CorpusVersion
     ingestor: Ingestor
+    tags: TagIndex
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,8 +118,10 @@ async def open_corpus(
             size=settings.chunk_tokens,
             overlap=settings.chunk_overlap_tokens,
         )
+        tags = TagIndex(redis=redis, namespace=settings.namespace)
         yield Corpus(
             settings=settings,
+            tags=tags,
             redis=redis,
             store=store,
             embedder=embedder,
@@ -129,6 +133,7 @@ async def open_corpus(
                 chunker=chunker,
                 corpus_version=corpus_version,
                 batch_size=settings.embedding_batch_size,
+                tags=tags,
             ),
         )
 
@@ -267,6 +272,7 @@ async def open_services(
             flight=flight,
             relay=relay,
             sliding_embedding_ttl=settings.embedding_sliding_ttl,
+            tags=corpus.tags,
         )
         stack.push_async_callback(pipeline.aclose)
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:

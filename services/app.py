@@ -15,8 +15,10 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from rag.cache.tags import LAYERS
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import (
+    CacheUnavailableError,
     DocumentNotFoundError,
     FlightFailedError,
     FlightTimeoutError,
@@ -35,6 +37,8 @@ from rag.wiring import Services, open_services
 from services.schemas import (
     AskRequest,
     AskResponse,
+    CacheInvalidate,
+    CacheInvalidated,
     CacheOptions,
     DocumentCreate,
     DocumentDeleted,
@@ -54,6 +58,7 @@ _ERROR_STATUS: list[tuple[type[RagError], int]] = [
     (LLMRateLimitError, status.HTTP_429_TOO_MANY_REQUESTS),
     (LLMError, status.HTTP_502_BAD_GATEWAY),
     (RetrievalError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (CacheUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
 
 
@@ -253,6 +258,21 @@ def create_app(
     async def delete_document(doc_id: str, services: ServicesDep) -> DocumentDeleted:
         removed = await services.corpus.ingestor.delete(doc_id)
         return DocumentDeleted(doc_id=doc_id, deleted_chunks=removed)
+
+    @app.post(
+        "/cache/invalidate", response_model=CacheInvalidated, dependencies=[Depends(require_admin)]
+    )
+    async def invalidate(body: CacheInvalidate, services: ServicesDep) -> CacheInvalidated:
+        tags = services.corpus.tags
+        if body.tag is not None:
+            deleted = await tags.invalidate_tag(body.tag)
+        else:
+            layers = [body.layer] if body.layer else list(LAYERS)
+            deleted = await tags.invalidate_layers(layers)
+            semantic = services.pipeline.semantic
+            if semantic is not None and (body.all or body.layer == "semantic"):
+                semantic.index.clear()  # and every other process drops them by message
+        return CacheInvalidated(deleted=deleted)
 
     @app.get("/healthz")
     async def healthz(services: ServicesDep) -> JSONResponse:

@@ -80,14 +80,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
-def _headers() -> dict[str, str]:
-    key = os.environ.get("RAG_CLIENT_API_KEY", "")
+def _headers(*, admin: bool = False) -> dict[str, str]:
+    key = os.environ.get("RAG_ADMIN_API_KEY" if admin else "RAG_CLIENT_API_KEY", "")
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+def _request(method: str, url: str, *, admin: bool = False, **kwargs: Any) -> httpx.Response:
     try:
-        response = httpx.request(method, url, headers=_headers(), timeout=120, **kwargs)
+        response = httpx.request(method, url, headers=_headers(admin=admin), timeout=120, **kwargs)
     except httpx.TransportError as exc:
         raise CliError(
             f"cannot reach the service at {url} ({exc}); is `rag serve` running?"
@@ -229,6 +229,19 @@ def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_invalidate(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.layer:
+        body["layer"] = args.layer
+    if args.tag:
+        body["tag"] = args.tag
+    if args.all:
+        body["all"] = True
+    result = _request("POST", f"{args.url}/cache/invalidate", admin=True, json=body).json()
+    print(f"deleted {result['deleted']} keys")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rag", description="RAG service with layered caching.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -257,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     stats = cache_sub.add_parser("stats", help="hits, misses and hit rates per layer")
     stats.add_argument("--url", default=DEFAULT_URL)
     stats.set_defaults(func=cmd_cache_stats)
+    invalidate = cache_sub.add_parser(
+        "invalidate", help="delete cache entries (uses RAG_ADMIN_API_KEY from the environment)"
+    )
+    target = invalidate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--layer", choices=["embedding", "search", "llm", "semantic"])
+    target.add_argument("--tag", help="e.g. doc:<doc_id>: the answers built on that document")
+    target.add_argument("--all", action="store_true", help="every entry of every layer")
+    invalidate.add_argument("--url", default=DEFAULT_URL)
+    invalidate.set_defaults(func=cmd_cache_invalidate)
 
     semantic = sub.add_parser("semantic", help="evaluate and calibrate the semantic cache")
     semantic_sub = semantic.add_subparsers(dest="semantic_command", required=True)

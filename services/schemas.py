@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag.types import Answer, CacheMode, ScoredChunk, SemanticInfo
 
@@ -110,3 +112,31 @@ class DocumentPublic(BaseModel):
 class DocumentDeleted(BaseModel):
     doc_id: str
     deleted_chunks: int
+
+
+class CacheInvalidate(BaseModel):
+    """Exactly one of ``layer``, ``tag`` or ``all``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    layer: Literal["embedding", "search", "llm", "semantic"] | None = Field(
+        default=None, description="Delete every entry of this layer (in this namespace)."
+    )
+    tag: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=300,
+        description="Delete exactly the entries with this tag, e.g. 'doc:<doc_id>' for the "
+        "answers (exact and semantic) built on that document.",
+    )
+    all: bool = Field(default=False, description="Delete every entry of every layer.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CacheInvalidate:
+        if sum((self.layer is not None, self.tag is not None, self.all)) != 1:
+            raise ValueError("give exactly one of 'layer', 'tag' or 'all': true")
+        return self
+
+
+class CacheInvalidated(BaseModel):
+    deleted: int = Field(description="How many keys were deleted.")

@@ -83,6 +83,7 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
         "llm": s.llm_ttl_s,
         "corpus": s.corpus_version_ttl_s,
         "flight": 60,  # the live stream of a generation, kept briefly for late followers
+        "tag": s.llm_ttl_s,  # doc tags of answers expire with their longest-lived member
     }
     seen = set()
     for key in keys_of(s.redis_url, s.namespace):

@@ -34,5 +34,10 @@ def digest(*parts: object) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+def semantic_events_channel(namespace: str) -> str:
+    """Pub/sub channel on which semantic-cache entries added and deleted are announced."""
+    return f"rag:{namespace}:sem-events"
+
+
 def build_key(namespace: str, layer: str, model: str, *segments: str, sha: str) -> str:
     return ":".join(["rag", namespace, layer, segment(model), *map(segment, segments), sha])

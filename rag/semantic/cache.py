@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rag.cache.codec import CorruptEntryError, decode_json, encode_json
-from rag.cache.keys import digest, normalize_text
+from rag.cache.keys import digest, normalize_text, semantic_events_channel
 from rag.cache.layers import AnswerCache, SearchResultCache
 from rag.protocols import KVStore, Vector
 from rag.semantic.index import IndexEntry, SemanticIndex
@@ -73,7 +73,7 @@ class SemanticCache:
         self._scope_parts = scope_parts
         self._dimension = dimension
         self._ttl_s = ttl_s
-        self.channel = f"rag:{namespace}:sem-events"
+        self.channel = semantic_events_channel(namespace)
         self.synced = False
 
     def scope(self, corpus_version: str) -> str:
@@ -127,7 +127,8 @@ class SemanticCache:
         vector: Vector,
         answer_key: str,
         sources: list[ScoredChunk],
-    ) -> None:
+    ) -> str:
+        """Store the entry, index it and announce it; return its key."""
         key = self._key(scope, query)
         entry = IndexEntry(
             key=key,
@@ -146,13 +147,14 @@ class SemanticCache:
         }
         await self._store.set(key, encode_json("sem", body), self._ttl_s)
         if not self._store.available:
-            return
+            return key
         self.index.add(entry, vector)
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
         try:
             await self._redis.publish(self.channel, json.dumps({"op": "add", "key": key, **event}))
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("could not announce semantic entry %s: %r", key, exc)
+        return key
 
     async def forget(self, key: str) -> None:
         """Delete one entry everywhere (Redis, this index, other processes' indexes)."""
