@@ -26,6 +26,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_hot_path.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_semantic_lookup.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_single_flight.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/bench_invalidation.py
 
 lint: install
 	$(VENV)/bin/ruff check rag services tests scripts

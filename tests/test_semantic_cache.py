@@ -411,3 +411,57 @@ def test_bad_pairs_file_is_a_clear_error(
     bad.write_text('{"a": "x", "b": "y", "label": 1}\n{"a": "x"}\n')
     assert main(["semantic", "eval", str(bad)]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
+
+
+async def test_a_lost_subscription_clears_the_index(vectors: dict, namespace: str) -> None:  # type: ignore[type-arg]
+    """Messages missed while disconnected are lost, so the index must not be trusted: it is
+    cleared when the subscription breaks, and reloaded from Redis when it comes back."""
+    from rag.local import embedded_valkey
+
+    with embedded_valkey() as url:
+        client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        store = RedisStore(client=client, timeout_s=0.5)
+        answers = AnswerCache(
+            store=store,
+            namespace=namespace,
+            llm_model="m",
+            prompt_version="p1",
+            sampling={},
+            ttl_s=60,
+        )
+        cache = SemanticCache(
+            redis=client,
+            store=store,
+            namespace=namespace,
+            rule=live_rule(),
+            index=SemanticIndex(dimension=384, max_entries=10),
+            answer_cache=answers,
+            scope_parts=SCOPE,
+            dimension=384,
+            ttl_s=60,
+        )
+        reloads = 0
+        real_reload = cache.reload
+
+        async def counting_reload() -> int:
+            nonlocal reloads
+            reloads += 1
+            return await real_reload()
+
+        cache.reload = counting_reload  # type: ignore[method-assign]
+        sync = asyncio.create_task(cache.run_sync(retry_s=0.1))
+        try:
+            while reloads == 0:
+                await asyncio.sleep(0.01)
+            await remember(cache, answers, cache.scope("v1"), vectors[QUESTION])
+            assert len(cache.index) == 1
+            await client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            deadline = time.monotonic() + 3
+            while reloads < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert reloads == 2, "the index was not rebuilt after the subscription broke"
+            assert cache.synced and len(cache.index) == 1  # rebuilt from Redis, not kept
+        finally:
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
+            await client.aclose()
