@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from rag.cache.layers import AnswerCache
 from rag.cache.store import RedisStore
 from rag.embedding import SentenceTransformerEmbedder
+from rag.local import embedded_valkey
 from rag.semantic.cache import SemanticCache
 from rag.semantic.calibration import decide_all, embed_pairs, read_pairs, summarize
 from rag.semantic.index import SemanticIndex
@@ -67,14 +68,14 @@ SemanticFactory = Callable[..., tuple[SemanticCache, AnswerCache]]
 @pytest.fixture
 def make_semantic(client: aioredis.Redis, namespace: str) -> SemanticFactory:
     def make(
-        *, ns: str = namespace, ttl_s: int = 60, **scope: Any
+        *, ns: str = namespace, ttl_s: int = 60, redis: aioredis.Redis = client, **scope: Any
     ) -> tuple[SemanticCache, AnswerCache]:
-        store = RedisStore(client=client, timeout_s=1.0)
+        store = RedisStore(client=redis, timeout_s=1.0)
         answers = AnswerCache(
             store=store, namespace=ns, llm_model="m", prompt_version="p1", sampling={}, ttl_s=ttl_s
         )
         cache = SemanticCache(
-            redis=client,
+            redis=redis,
             store=store,
             namespace=ns,
             rule=live_rule(),
@@ -413,33 +414,14 @@ def test_bad_pairs_file_is_a_clear_error(
     assert "bad.jsonl:2" in capsys.readouterr().err
 
 
-async def test_a_lost_subscription_clears_the_index(vectors: dict, namespace: str) -> None:  # type: ignore[type-arg]
+async def test_a_lost_subscription_clears_the_index(
+    make_semantic: SemanticFactory, vectors: dict
+) -> None:  # type: ignore[type-arg]
     """Messages missed while disconnected are lost, so the index must not be trusted: it is
     cleared when the subscription breaks, and reloaded from Redis when it comes back."""
-    from rag.local import embedded_valkey
-
     with embedded_valkey() as url:
         client = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        store = RedisStore(client=client, timeout_s=0.5)
-        answers = AnswerCache(
-            store=store,
-            namespace=namespace,
-            llm_model="m",
-            prompt_version="p1",
-            sampling={},
-            ttl_s=60,
-        )
-        cache = SemanticCache(
-            redis=client,
-            store=store,
-            namespace=namespace,
-            rule=live_rule(),
-            index=SemanticIndex(dimension=384, max_entries=10),
-            answer_cache=answers,
-            scope_parts=SCOPE,
-            dimension=384,
-            ttl_s=60,
-        )
+        cache, answers = make_semantic(redis=client)
         reloads = 0
         real_reload = cache.reload
 

@@ -101,7 +101,6 @@ class SingleFlight:
         self._local: dict[str, asyncio.Future[Any]] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._failures: dict[str, str] = {}  # key -> leader's error, kept briefly for waiters
-        self.upstream_runs = 0  # computes started by this process (tests and benchmarks)
 
     # -- the public call ------------------------------------------------------------------
 
@@ -150,7 +149,7 @@ class SingleFlight:
             return  # no coordination and no cache to refresh: skip
         if acquired:
             async with lock.held():
-                await self._compute(refresh)
+                await refresh()
 
     # -- across processes -----------------------------------------------------------------
 
@@ -166,7 +165,7 @@ class SingleFlight:
             try:
                 acquired = await lock.acquire()
             except REDIS_DOWN:
-                return await self._compute(compute)  # fail open: no coordination
+                return await compute()  # fail open: no coordination
             if acquired:
                 return await self._lead(key, lock, compute)
             event = asyncio.Event()
@@ -194,15 +193,11 @@ class SingleFlight:
                 )
             # no value yet: loop and try the lock again (taking over if its holder died)
 
-    async def _compute(self, compute: Callable[[], Awaitable[T]]) -> T:
-        self.upstream_runs += 1
-        return await compute()
-
     async def _lead(self, key: str, lock: RedisLock, compute: Callable[[], Awaitable[T]]) -> T:
         error: str | None = None
         try:
             async with lock.held():
-                return await self._compute(compute)
+                return await compute()
         except RagError as exc:
             error = str(exc)
             raise

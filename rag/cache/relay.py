@@ -47,7 +47,6 @@ class AnswerRelay:
         self._wait_s = wait_s
         self._stream_ttl_s = stream_ttl_s
         self._poll_ms = int(poll_s * 1000)
-        self.upstream_runs = 0  # generations led by this process (tests and benchmarks)
 
     async def relay(
         self, key: str, produce: Callable[[], AsyncIterator[str | Completion]], *, live: bool
@@ -63,7 +62,6 @@ class AnswerRelay:
             try:
                 leading = await lock.acquire()
             except REDIS_DOWN:  # fail open: generate without coordination
-                self.upstream_runs += 1
                 async for item in produce():
                     yield item
                 return
@@ -87,7 +85,6 @@ class AnswerRelay:
     async def _lead(
         self, lock: RedisLock, live: str, produce: Callable[[], AsyncIterator[str | Completion]]
     ) -> AsyncIterator[str | Completion]:
-        self.upstream_runs += 1
         outcome: dict[str, str] = {"error": ABANDONED}  # unless it ends otherwise
         async with lock.held():
             await self._safely(self._redis.delete(live))  # a dead leader's leftovers

@@ -156,15 +156,6 @@ class SemanticCache:
             log.warning("could not announce semantic entry %s: %r", key, exc)
         return key
 
-    async def forget(self, key: str) -> None:
-        """Delete one entry everywhere (Redis, this index, other processes' indexes)."""
-        self.index.remove(key)
-        await self._store.delete(key)
-        try:
-            await self._redis.publish(self.channel, json.dumps({"op": "del", "key": key}))
-        except (TimeoutError, RedisError, OSError) as exc:
-            log.warning("could not announce semantic delete %s: %r", key, exc)
-
     # -- keeping the index in sync -------------------------------------------------------
 
     def _apply(self, key: str, body: dict[str, Any]) -> None:
