@@ -1,10 +1,14 @@
 """The question-answering pipeline: embed → search → generate, each stage behind its cache.
 
-Round trips to the cache store for an exact repeat: one pipelined fetch of the corpus version,
-the embedding, the search result and the answer (keys guessed from earlier requests, then
-verified).
-A stream is cached only after the model finished normally; a consumer that stops early (client
-disconnect) or an upstream error stores nothing."""
+- An exact repeat costs one Redis round trip: one MGET of the corpus version, the embedding, the
+  search result and the answer (keys guessed from earlier requests, then verified).
+- On an exact answer miss the semantic cache may serve a similar question's answer.
+- Identical concurrent misses share one embedding, one search and one generation
+  (``SingleFlight``, ``AnswerRelay``); stale entries are served and refreshed once in the
+  background (stale-while-revalidate).
+- An answer is cached only after the model finished normally; a consumer that stops early
+  (client disconnect) or an upstream error stores nothing.
+"""
 
 from __future__ import annotations
 
