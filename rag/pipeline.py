@@ -34,6 +34,7 @@ from rag.cache.relay import AnswerRelay
 from rag.cache.tags import TagIndex
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
+from rag.prices import ModelPrice
 from rag.prompt import build_messages
 from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
 from rag.semantic.cache import SemanticCache
@@ -134,6 +135,7 @@ class RagPipeline:
         relay: AnswerRelay | None = None,
         sliding_embedding_ttl: bool = False,
         tags: TagIndex | None = None,
+        price: ModelPrice | None = None,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
@@ -153,6 +155,7 @@ class RagPipeline:
         self.relay = relay
         self._sliding_embedding_ttl = sliding_embedding_ttl  # a read extends the entry's TTL
         self.tags = tags  # answers are tagged with their source documents
+        self._price = price or ModelPrice()  # what a cache hit saves
         self._refreshing: set[str] = set()  # keys being refreshed in the background
         self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
         self._background: set[asyncio.Task[Any]] = set()
@@ -241,6 +244,7 @@ class RagPipeline:
         if plan.cached is not None:
             usage = plan.cached.usage
             self.metrics.tokens_saved.inc(usage.prompt_tokens + usage.completion_tokens)
+            self.metrics.cost_saved.inc(self._price.cost(usage))
         return plan
 
     async def _semantic_lookup(self, plan: _Plan) -> None:

@@ -15,6 +15,7 @@ from pydantic_settings import (
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
+PRICES_FILE = CONFIG_DIR / "prices.toml"
 
 
 class Settings(BaseSettings):
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(ge=1)
     llm_temperature: float = Field(ge=0, le=2)
     llm_threads: int = Field(ge=1)
+    price_model: str
 
     embedding_ttl_s: int = Field(ge=1)
     search_ttl_s: int = Field(ge=1)

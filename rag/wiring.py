@@ -15,6 +15,7 @@ import httpx2
 import openai
 import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
+from redis.exceptions import RedisError
 
 from rag.cache.flight import SingleFlight
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
@@ -27,6 +28,7 @@ from rag.ingest import Ingestor, TokenChunker, collect_documents
 from rag.local import embedded_valkey, local_llm_server
 from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
+from rag.prices import load_price
 from rag.prompt import prompt_version
 from rag.retrieval import QdrantRetriever
 from rag.semantic.cache import SemanticCache
@@ -86,6 +88,7 @@ async def open_corpus(
         )
         stack.push_async_callback(redis.aclose)
         store = RedisStore(client=redis, timeout_s=settings.redis_timeout_s)
+        await _warn_if_unbounded(redis)
 
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
@@ -135,6 +138,25 @@ async def open_corpus(
                 batch_size=settings.embedding_batch_size,
                 tags=tags,
             ),
+        )
+
+
+async def _warn_if_unbounded(redis: aioredis.Redis) -> None:
+    """A cache that can grow without bound fills the server and then fails writes: say so."""
+    try:
+        config = await redis.config_get("maxmemory*")
+    except (RedisError, OSError, TimeoutError):
+        return  # managed services often forbid CONFIG, and a down Redis is reported elsewhere
+    values = {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in config.items()
+    }
+    if values.get("maxmemory", "0") == "0" and values.get("maxmemory-policy") == "noeviction":
+        log.warning(
+            "Redis has no maxmemory and evicts nothing (noeviction): the caches can grow without "
+            "bound. Set maxmemory and maxmemory-policy allkeys-lru (see README, sizing)."
         )
 
 
@@ -273,6 +295,7 @@ async def open_services(
             relay=relay,
             sliding_embedding_ttl=settings.embedding_sliding_ttl,
             tags=corpus.tags,
+            price=load_price(settings.price_model or settings.llm_model),
         )
         stack.push_async_callback(pipeline.aclose)
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:

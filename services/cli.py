@@ -145,7 +145,9 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
         f"\nupstream calls: llm {calls['llm']:.0f}, embedding {calls['embedding']:.0f}, "
         f"search {calls['search']:.0f}"
     )
-    print(f"tokens saved: {stats['tokens_saved']:.0f}")
+    print(
+        f"tokens saved: {stats['tokens_saved']:.0f}, dollars saved: {stats['cost_saved_usd']:.4f}"
+    )
     return 0
 
 

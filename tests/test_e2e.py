@@ -209,6 +209,9 @@ def test_health_stats_and_metrics(running: Running) -> None:
     metrics = httpx.get(f"{running.url}/metrics").text
     assert 'rag_cache_requests_total{layer="llm",result="hit"}' in metrics
     assert "rag_llm_calls_total" in metrics and "rag_stage_seconds_bucket" in metrics
+    # every hit so far was priced (the default prices savings at gpt-4o-mini's list price)
+    assert stats["tokens_saved"] > 0 and stats["cost_saved_usd"] > 0
+    assert "rag_cost_saved_usd_total" in metrics
 
 
 def test_unreachable_redis_still_answers_with_bypass(
