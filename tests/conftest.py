@@ -30,6 +30,7 @@ from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey, local_llm_server
 from rag.settings import Settings
 from services.app import create_app
+from tests.scripted_llm import ScriptedLLM
 from tests.sse import parse
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -103,7 +104,7 @@ def make_settings(
     return make
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -112,7 +113,7 @@ def _free_port() -> int:
 @contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` on uvicorn in a thread (lifespan included); yield its base URL."""
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -204,3 +205,38 @@ def running(
             llm_requests=requests,
             redis=redis.Redis.from_url(valkey_url),
         )
+
+
+@dataclass
+class ScriptedApp:
+    """An app on the real cache store, vector DB and embedder, with a scripted LLM."""
+
+    url: str
+    app: FastAPI
+    settings: Settings
+    llm: ScriptedLLM
+
+
+@contextmanager
+def serve_scripted(
+    tmp_path_factory: pytest.TempPathFactory,
+    embedder: SentenceTransformerEmbedder,
+    valkey_url: str,
+    name: str,
+    **overrides: Any,
+) -> Iterator[ScriptedApp]:
+    """Serve an app in namespace ``name-<random>`` with the sample corpus and ``ScriptedLLM``."""
+    llm = ScriptedLLM()
+    settings = Settings(
+        **{
+            "namespace": f"{name}-{uuid.uuid4().hex[:8]}",
+            "data_dir": tmp_path_factory.mktemp(name),
+            "redis_url": valkey_url,
+            "llm_base_url": "http://scripted.invalid/v1",
+            "seed_sample_corpus": True,
+            **overrides,
+        }
+    )
+    app = create_app(settings, embedder=embedder, llm_http_client=llm.client())
+    with serve(app) as url:
+        yield ScriptedApp(url=url, app=app, settings=settings, llm=llm)

@@ -4,7 +4,6 @@ real cache store, vector DB and embedder: nothing partial or failed is ever cach
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,8 +12,7 @@ import pytest
 
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
-from services.app import create_app
-from tests.conftest import keys_of, serve
+from tests.conftest import keys_of, serve_scripted
 from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import iter_events, parse
 
@@ -35,16 +33,8 @@ class Scripted:
 def scripted(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[Scripted]:
-    llm = ScriptedLLM()
-    settings = Settings(
-        namespace=f"scripted-{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path_factory.mktemp("scripted"),
-        redis_url=valkey_url,
-        llm_base_url="http://scripted.invalid/v1",
-        seed_sample_corpus=True,
-    )
-    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
-        yield Scripted(url=url, settings=settings, llm=llm)
+    with serve_scripted(tmp_path_factory, embedder, valkey_url, "scripted") as running:
+        yield Scripted(url=running.url, settings=running.settings, llm=running.llm)
 
 
 def test_scripted_answer_is_cached_as_its_original_pieces(scripted: Scripted) -> None:

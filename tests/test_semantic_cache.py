@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,8 @@ from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
 from rag.settings import Settings
 from rag.types import Completion, Usage
-from services.app import create_app
 from services.cli import main
-from tests.conftest import serve
+from tests.conftest import serve_scripted
 from tests.scripted_llm import ScriptedLLM
 from tests.sse import parse
 
@@ -262,17 +260,8 @@ async def test_a_second_process_sees_a_new_entry(
 def app_url(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[tuple[str, Any, ScriptedLLM]]:
-    llm = ScriptedLLM()
-    settings = Settings(
-        namespace=f"sem-{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path_factory.mktemp("sem"),
-        redis_url=valkey_url,
-        llm_base_url="http://scripted.invalid/v1",
-        seed_sample_corpus=True,
-    )
-    app = create_app(settings, embedder=embedder, llm_http_client=llm.client())
-    with serve(app) as url:
-        yield url, app, llm
+    with serve_scripted(tmp_path_factory, embedder, valkey_url, "sem") as running:
+        yield running.url, running.app, running.llm
 
 
 def ask(url: str, query: str, **cache: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
-from tests.conftest import keys_of, serve
+from tests.conftest import free_port, keys_of, serve, serve_scripted
 from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import parse
 
@@ -33,16 +32,8 @@ from tests.sse import parse
 def scripted_app(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[tuple[str, Settings, ScriptedLLM]]:
-    llm = ScriptedLLM()
-    settings = Settings(
-        namespace=f"flight-{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path_factory.mktemp("flight"),
-        redis_url=valkey_url,
-        llm_base_url="http://scripted.invalid/v1",
-        seed_sample_corpus=True,
-    )
-    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
-        yield url, settings, llm
+    with serve_scripted(tmp_path_factory, embedder, valkey_url, "flight") as running:
+        yield running.url, running.settings, running.llm
 
 
 def calls(url: str) -> dict[str, float]:
@@ -105,14 +96,8 @@ def test_a_failed_leader_fails_every_follower_and_caches_nothing(
 # -- across processes, with the real local LLM ---------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_app_process(env: dict[str, str], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
         env={**os.environ, **env, "RAG_DATA_DIR": str(data_dir)},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -16,8 +15,7 @@ import redis
 from rag.cache.keys import build_key, digest
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
-from services.app import create_app
-from tests.conftest import serve
+from tests.conftest import serve_scripted
 from tests.scripted_llm import ScriptedLLM
 
 
@@ -25,19 +23,16 @@ from tests.scripted_llm import ScriptedLLM
 def swr_app(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[tuple[str, Settings, ScriptedLLM]]:
-    llm = ScriptedLLM()
-    settings = Settings(
-        namespace=f"swr-{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path_factory.mktemp("swr"),
-        redis_url=valkey_url,
-        llm_base_url="http://scripted.invalid/v1",
-        seed_sample_corpus=True,
+    with serve_scripted(
+        tmp_path_factory,
+        embedder,
+        valkey_url,
+        "swr",
         search_soft_ttl_s=1,
         llm_soft_ttl_s=1,
         xfetch_beta=0.0,  # deterministic: stale exactly at the soft TTL
-    )
-    with serve(create_app(settings, embedder=embedder, llm_http_client=llm.client())) as url:
-        yield url, settings, llm
+    ) as running:
+        yield running.url, running.settings, running.llm
 
 
 def upstream(url: str) -> dict[str, float]:
