@@ -8,11 +8,12 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx2
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rag.cache.tags import LAYERS
@@ -48,6 +49,8 @@ from services.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+WEB_PAGE = Path(__file__).parent / "static" / "index.html"
 
 _ERROR_STATUS: list[tuple[type[RagError], int]] = [
     (InvalidInputError, status.HTTP_400_BAD_REQUEST),
@@ -273,6 +276,11 @@ def create_app(
             if semantic is not None and (body.all or body.layer == "semantic"):
                 semantic.index.clear()  # and every other process drops them by message
         return CacheInvalidated(deleted=deleted)
+
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        """The page to ask questions and watch answers stream with their cache badges."""
+        return FileResponse(WEB_PAGE, media_type="text/html; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz(services: ServicesDep) -> JSONResponse:
