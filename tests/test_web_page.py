@@ -59,6 +59,16 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def test_missing_chromium_skips_only_outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        chromium_path()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        chromium_path()
+
+
 def badge(page: Page, layer: str) -> str:
     return page.locator(f'#badges .badge[data-layer="{layer}"] b').inner_text()
 
