@@ -38,6 +38,11 @@ class Retriever(Protocol):
 class Generator(Protocol):
     model_id: str
 
+    @property
+    def sampling(self) -> dict[str, float | int]:
+        """Everything besides the prompt that changes the output; part of every LLM key."""
+        ...
+
     async def complete(self, messages: list[dict[str, str]]) -> Completion: ...
 
     def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Completion]:

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     semantic_verifier_path: str
     semantic_max_entries: int = Field(ge=1)
 
+    session_ttl_s: int = Field(ge=1)
+    session_history_tokens: int = Field(ge=1)
+
     top_k: int = Field(ge=1)
     max_top_k: int = Field(ge=1)
     max_query_chars: int = Field(ge=1)

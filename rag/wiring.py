@@ -34,6 +34,7 @@ from rag.retrieval import QdrantRetriever
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
+from rag.sessions import Conversations, QuestionRewriter, SessionStore
 from rag.settings import Settings
 from rag.tokens import get_encoding
 
@@ -58,10 +59,11 @@ class Corpus:
 
 @dataclass(frozen=True, kw_only=True)
 class Services:
-    """The corpus plus the question-answering pipeline; what the app uses."""
+    """The corpus, the question-answering pipeline and conversations; what the app uses."""
 
     corpus: Corpus
     pipeline: RagPipeline
+    conversations: Conversations
 
 
 @asynccontextmanager
@@ -301,4 +303,24 @@ async def open_services(
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
-        yield Services(corpus=corpus, pipeline=pipeline)
+        conversations = Conversations(
+            sessions=SessionStore(
+                redis=corpus.redis,
+                namespace=ns,
+                ttl_s=settings.session_ttl_s,
+                history_tokens=settings.session_history_tokens,
+                encoding=get_encoding(
+                    settings.tokenizer_encoding, settings.data_dir.resolve() / "tiktoken"
+                ),
+                timeout_s=settings.redis_timeout_s,
+            ),
+            rewriter=QuestionRewriter(
+                generator=generator,
+                store=store,
+                metrics=pipeline.metrics,
+                namespace=ns,
+                ttl_s=settings.llm_ttl_s,
+                max_chars=settings.max_query_chars,
+            ),
+        )
+        yield Services(corpus=corpus, pipeline=pipeline, conversations=conversations)

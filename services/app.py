@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import httpx2
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -32,6 +33,7 @@ from rag.errors import (
 )
 from rag.ingest import Document
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
+from rag.sessions import SESSION_ID, TurnPlan
 from rag.settings import Settings
 from rag.types import AskOptions, CacheMode
 from rag.wiring import Services, open_services
@@ -45,6 +47,8 @@ from services.schemas import (
     DocumentDeleted,
     DocumentPublic,
     SemanticPublic,
+    SessionDeleted,
+    SessionPublic,
     SourcePublic,
 )
 
@@ -76,6 +80,7 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False)
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID.pattern)]
 
 
 def _key_matches(given: HTTPAuthorizationCredentials | None, allowed: list[str]) -> bool:
@@ -117,7 +122,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-def _event_bytes(event: StreamEvent) -> bytes:
+def _event_bytes(event: StreamEvent, turn: TurnPlan | None = None) -> bytes:
     if isinstance(event, StreamToken):
         return _sse("token", {"text": event.text})
     if isinstance(event, StreamStart):
@@ -127,6 +132,9 @@ def _event_bytes(event: StreamEvent) -> bytes:
         }
         if event.semantic is not None:
             meta["semantic"] = SemanticPublic.of(event.semantic).model_dump()
+        if turn is not None:
+            meta["session_id"] = turn.session_id
+            meta["standalone_query"] = turn.standalone
         return _sse("meta", meta)
     assert isinstance(event, StreamEnd)
     return _sse(
@@ -142,15 +150,27 @@ def _event_bytes(event: StreamEvent) -> bytes:
     )
 
 
+async def _begin_turn(services: Services, body: AskRequest, options: AskOptions) -> TurnPlan | None:
+    """With a ``session_id``: the question made standalone from the session's history."""
+    if body.session_id is None:
+        return None
+    services.pipeline.validate(body.query, options)
+    return await services.conversations.begin(body.session_id, body.query)
+
+
 async def _stream_response(services: Services, body: AskRequest) -> StreamingResponse:
     """Errors before the first event (bad input, vector DB down) become a plain HTTP error; errors
     after it become an ``error`` event, since the 200 status has already been sent."""
-    events = services.pipeline.stream(body.query, _options(body, services.corpus.settings))
+    options = _options(body, services.corpus.settings)
+    turn = await _begin_turn(services, body, options)
+    events = services.pipeline.stream(turn.standalone if turn else body.query, options)
+    if turn is not None:
+        events = services.conversations.record(turn, events)
     first = await anext(events)
 
     async def body_iter() -> AsyncIterator[bytes]:
         try:
-            yield _event_bytes(first)
+            yield _event_bytes(first, turn)
             async for event in events:
                 yield _event_bytes(event)
         except RagError as exc:
@@ -201,9 +221,15 @@ def create_app(
 
     @app.post("/ask", response_model=AskResponse, dependencies=ask_guard)
     async def ask(body: AskRequest, services: ServicesDep) -> Response:
-        answer = await services.pipeline.answer(body.query, _options(body, settings))
+        options = _options(body, settings)
+        turn = await _begin_turn(services, body, options)
+        answer = await services.pipeline.answer(turn.standalone if turn else body.query, options)
+        if turn is not None:
+            await services.conversations.finish(turn, answer.text)
         # Serialized once here; returning the model would make FastAPI validate it again.
-        return Response(AskResponse.of(answer).model_dump_json(), media_type="application/json")
+        return Response(
+            AskResponse.of(answer, turn).model_dump_json(), media_type="application/json"
+        )
 
     stream_doc = {
         "200": {
@@ -224,13 +250,29 @@ def create_app(
         mode: CacheMode = CacheMode.DEFAULT,
         semantic: bool | None = None,
         threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+        session_id: Annotated[str | None, Query(pattern=SESSION_ID.pattern)] = None,
     ) -> StreamingResponse:
         body = AskRequest(
             query=query,
             top_k=top_k,
             cache=CacheOptions(mode=mode, semantic=semantic, threshold=threshold),
+            session_id=session_id,
         )
         return await _stream_response(services, body)
+
+    @app.get("/sessions/{session_id}", response_model=SessionPublic, dependencies=ask_guard)
+    async def get_session(session_id: SessionIdPath, services: ServicesDep) -> SessionPublic:
+        view = await services.conversations.sessions.view(session_id)
+        if view is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no session {session_id!r} (never used, or expired)"
+            )
+        return SessionPublic.of(view)
+
+    @app.delete("/sessions/{session_id}", response_model=SessionDeleted, dependencies=ask_guard)
+    async def delete_session(session_id: SessionIdPath, services: ServicesDep) -> SessionDeleted:
+        deleted = await services.conversations.sessions.delete(session_id)
+        return SessionDeleted(session_id=session_id, deleted=deleted)
 
     @app.post(
         "/documents",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rag.sessions import SESSION_ID, SessionView, TurnPlan
 from rag.types import Answer, CacheMode, ScoredChunk, SemanticInfo
+
+SessionId = Annotated[
+    str,
+    Field(
+        pattern=SESSION_ID.pattern,
+        description="A conversation: 1 to 128 letters, digits, '.', '_' or '-'.",
+    ),
+]
 
 
 class CacheOptions(BaseModel):
@@ -29,6 +38,11 @@ class AskRequest(BaseModel):
     query: str = Field(min_length=1, description="The question.")
     top_k: int | None = Field(default=None, ge=1, description="How many chunks to retrieve.")
     cache: CacheOptions = Field(default_factory=CacheOptions)
+    session_id: SessionId | None = Field(
+        default=None,
+        description="Ask within a conversation: a follow-up is rewritten into a standalone "
+        "question (using the session's history) before retrieval and caching.",
+    )
 
 
 class SourcePublic(BaseModel):
@@ -78,9 +92,14 @@ class AskResponse(BaseModel):
     semantic: SemanticPublic | None = Field(
         default=None, description="On a semantic hit: the similarity and the question matched."
     )
+    session_id: str | None = None
+    standalone_query: str | None = Field(
+        default=None,
+        description="With a session_id: the standalone question that was answered and cached.",
+    )
 
     @classmethod
-    def of(cls, answer: Answer) -> AskResponse:
+    def of(cls, answer: Answer, turn: TurnPlan | None = None) -> AskResponse:
         return cls(
             answer=answer.text,
             sources=[SourcePublic.of(s) for s in answer.sources],
@@ -91,6 +110,8 @@ class AskResponse(BaseModel):
             ),
             timings_ms=answer.timings_ms,
             semantic=SemanticPublic.of(answer.semantic) if answer.semantic else None,
+            session_id=turn.session_id if turn else None,
+            standalone_query=turn.standalone if turn else None,
         )
 
 
@@ -140,3 +161,39 @@ class CacheInvalidate(BaseModel):
 
 class CacheInvalidated(BaseModel):
     deleted: int = Field(description="How many keys were deleted.")
+
+
+class TurnPublic(BaseModel):
+    question: str
+    standalone_query: str
+    answer: str
+    tokens: int
+
+
+class SessionPublic(BaseModel):
+    session_id: str
+    turns: list[TurnPublic]
+    history_tokens: int = Field(description="Tokens of the turns kept (the history budget).")
+    ttl_s: int = Field(description="Seconds until the session expires if no turn comes.")
+
+    @classmethod
+    def of(cls, view: SessionView) -> SessionPublic:
+        return cls(
+            session_id=view.session_id,
+            turns=[
+                TurnPublic(
+                    question=t.question,
+                    standalone_query=t.standalone,
+                    answer=t.answer,
+                    tokens=t.tokens,
+                )
+                for t in view.turns
+            ],
+            history_tokens=sum(t.tokens for t in view.turns),
+            ttl_s=view.ttl_s,
+        )
+
+
+class SessionDeleted(BaseModel):
+    session_id: str
+    deleted: bool
