@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from rag.aio import finish_even_if_cancelled
 from rag.errors import LLMError, LLMRateLimitError, LLMTimeoutError
@@ -65,6 +66,8 @@ class OpenAIGenerator:
                 temperature=self._temperature,
                 extra_body=self._extra_body,
             )
+        if not isinstance(response, ChatCompletion):  # e.g. an event stream nobody asked for
+            raise LLMError(f"the LLM returned an unexpected response ({type(response).__name__})")
         if not response.choices:
             raise LLMError("the LLM returned no choices")
         choice = response.choices[0]

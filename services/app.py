@@ -36,7 +36,8 @@ from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
 from rag.sessions import SESSION_ID, TurnPlan
 from rag.settings import Settings
 from rag.types import AskOptions, CacheMode
-from rag.wiring import Services, open_services
+from rag.wiring import Services, Tenant, open_services
+from services.limits import BodySizeLimit
 from services.schemas import (
     AskRequest,
     AskResponse,
@@ -99,14 +100,26 @@ async def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
         )
 
 
-async def require_api_key(services: ServicesDep, credentials: BearerDep) -> None:
-    keys = [k.get_secret_value() for k in services.corpus.settings.api_keys]
-    if not _key_matches(credentials, keys):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+async def get_tenant(request: Request) -> Tenant:
+    """Whom /ask serves. With RAG_API_KEYS set, the tenant of the bearer key (or 401); without,
+    the one open tenant. Reads the header itself: one dependency on the cached path, not three."""
+    services: Services = request.app.state.services
+    key_tenants: list[tuple[str, str]] = request.app.state.key_tenants
+    if not key_tenants:
+        return services.default
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and given:
+        for key, tenant in key_tenants:
+            if secrets.compare_digest(given.strip().encode(), key.encode()):
+                return services.tenants[tenant]
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
 def _options(body: AskRequest, settings: Settings) -> AskOptions:
@@ -150,22 +163,24 @@ def _event_bytes(event: StreamEvent, turn: TurnPlan | None = None) -> bytes:
     )
 
 
-async def _begin_turn(services: Services, body: AskRequest, options: AskOptions) -> TurnPlan | None:
+async def _begin_turn(tenant: Tenant, body: AskRequest, options: AskOptions) -> TurnPlan | None:
     """With a ``session_id``: the question made standalone from the session's history."""
     if body.session_id is None:
         return None
-    services.pipeline.validate(body.query, options)
-    return await services.conversations.begin(body.session_id, body.query)
+    tenant.pipeline.validate(body.query, options)
+    return await tenant.conversations.begin(body.session_id, body.query)
 
 
-async def _stream_response(services: Services, body: AskRequest) -> StreamingResponse:
+async def _stream_response(
+    tenant: Tenant, body: AskRequest, settings: Settings
+) -> StreamingResponse:
     """Errors before the first event (bad input, vector DB down) become a plain HTTP error; errors
     after it become an ``error`` event, since the 200 status has already been sent."""
-    options = _options(body, services.corpus.settings)
-    turn = await _begin_turn(services, body, options)
-    events = services.pipeline.stream(turn.standalone if turn else body.query, options)
+    options = _options(body, settings)
+    turn = await _begin_turn(tenant, body, options)
+    events = tenant.pipeline.stream(turn.standalone if turn else body.query, options)
     if turn is not None:
-        events = services.conversations.record(turn, events)
+        events = tenant.conversations.record(turn, events)
     first = await anext(events)
 
     async def body_iter() -> AsyncIterator[bytes]:
@@ -203,6 +218,7 @@ def create_app(
             settings, embedder=embedder, llm_http_client=llm_http_client
         ) as services:
             app.state.services = services
+            app.state.key_tenants = settings.api_key_tenants()
             yield
 
     app = FastAPI(
@@ -210,22 +226,19 @@ def create_app(
         summary="Answers questions over your documents; every expensive stage is cached.",
         lifespan=lifespan,
     )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(RagError)
     async def rag_error(_: Request, exc: RagError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=http_status_for(exc))
 
-    # /ask is open unless RAG_API_KEYS is set; the check is only wired in when it can matter,
-    # since every dependency costs time on the cached path.
-    ask_guard = [Depends(require_api_key)] if settings.api_keys else []
-
-    @app.post("/ask", response_model=AskResponse, dependencies=ask_guard)
-    async def ask(body: AskRequest, services: ServicesDep) -> Response:
+    @app.post("/ask", response_model=AskResponse)
+    async def ask(body: AskRequest, tenant: TenantDep) -> Response:
         options = _options(body, settings)
-        turn = await _begin_turn(services, body, options)
-        answer = await services.pipeline.answer(turn.standalone if turn else body.query, options)
+        turn = await _begin_turn(tenant, body, options)
+        answer = await tenant.pipeline.answer(turn.standalone if turn else body.query, options)
         if turn is not None:
-            await services.conversations.finish(turn, answer.text)
+            await tenant.conversations.finish(turn, answer.text)
         # Serialized once here; returning the model would make FastAPI validate it again.
         return Response(
             AskResponse.of(answer, turn).model_dump_json(), media_type="application/json"
@@ -238,13 +251,13 @@ def create_app(
         }
     }
 
-    @app.post("/ask/stream", responses=stream_doc, dependencies=ask_guard)  # type: ignore[arg-type]
-    async def ask_stream(body: AskRequest, services: ServicesDep) -> StreamingResponse:
-        return await _stream_response(services, body)
+    @app.post("/ask/stream", responses=stream_doc)  # type: ignore[arg-type]
+    async def ask_stream(body: AskRequest, tenant: TenantDep) -> StreamingResponse:
+        return await _stream_response(tenant, body, settings)
 
-    @app.get("/ask/stream", responses=stream_doc, dependencies=ask_guard)  # type: ignore[arg-type]
+    @app.get("/ask/stream", responses=stream_doc)  # type: ignore[arg-type]
     async def ask_stream_get(
-        services: ServicesDep,
+        tenant: TenantDep,
         query: Annotated[str, Query(min_length=1)],
         top_k: Annotated[int | None, Query(ge=1)] = None,
         mode: CacheMode = CacheMode.DEFAULT,
@@ -258,20 +271,20 @@ def create_app(
             cache=CacheOptions(mode=mode, semantic=semantic, threshold=threshold),
             session_id=session_id,
         )
-        return await _stream_response(services, body)
+        return await _stream_response(tenant, body, settings)
 
-    @app.get("/sessions/{session_id}", response_model=SessionPublic, dependencies=ask_guard)
-    async def get_session(session_id: SessionIdPath, services: ServicesDep) -> SessionPublic:
-        view = await services.conversations.sessions.view(session_id)
+    @app.get("/sessions/{session_id}", response_model=SessionPublic)
+    async def get_session(session_id: SessionIdPath, tenant: TenantDep) -> SessionPublic:
+        view = await tenant.conversations.sessions.view(session_id)
         if view is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no session {session_id!r} (never used, or expired)"
             )
         return SessionPublic.of(view)
 
-    @app.delete("/sessions/{session_id}", response_model=SessionDeleted, dependencies=ask_guard)
-    async def delete_session(session_id: SessionIdPath, services: ServicesDep) -> SessionDeleted:
-        deleted = await services.conversations.sessions.delete(session_id)
+    @app.delete("/sessions/{session_id}", response_model=SessionDeleted)
+    async def delete_session(session_id: SessionIdPath, tenant: TenantDep) -> SessionDeleted:
+        deleted = await tenant.conversations.sessions.delete(session_id)
         return SessionDeleted(session_id=session_id, deleted=deleted)
 
     @app.post(
@@ -308,15 +321,18 @@ def create_app(
         "/cache/invalidate", response_model=CacheInvalidated, dependencies=[Depends(require_admin)]
     )
     async def invalidate(body: CacheInvalidate, services: ServicesDep) -> CacheInvalidated:
-        tags = services.corpus.tags
-        if body.tag is not None:
-            deleted = await tags.invalidate_tag(body.tag)
-        else:
-            layers = [body.layer] if body.layer else list(LAYERS)
-            deleted = await tags.invalidate_layers(layers)
-            semantic = services.pipeline.semantic
-            if semantic is not None and (body.all or body.layer == "semantic"):
-                semantic.index.clear()  # and every other process drops them by message
+        if body.tag is not None:  # tags live in the base namespace and list every tenant's keys
+            return CacheInvalidated(deleted=await services.corpus.tags.invalidate_tag(body.tag))
+        layers = [body.layer] if body.layer else list(LAYERS)
+        scopes = {t.namespace: t.invalidation for t in services.tenants.values()}
+        scopes.setdefault(settings.namespace, services.corpus.tags)
+        deleted = 0
+        for scope in scopes.values():
+            deleted += await scope.invalidate_layers(layers)
+        if body.all or body.layer == "semantic":
+            for tenant in services.tenants.values():
+                if tenant.pipeline.semantic is not None:
+                    tenant.pipeline.semantic.index.clear()  # other processes drop them by message
         return CacheInvalidated(deleted=deleted)
 
     @app.get("/", include_in_schema=False)
@@ -343,15 +359,17 @@ def create_app(
 
     @app.get("/stats")
     async def stats(services: ServicesDep) -> dict[str, Any]:
-        snapshot = services.pipeline.metrics.snapshot()
-        if services.pipeline.semantic is not None:
-            snapshot["semantic"] = services.pipeline.semantic.stats()
+        snapshot = services.metrics.snapshot()
+        semantic = [t.pipeline.semantic for t in services.tenants.values() if t.pipeline.semantic]
+        if semantic:
+            snapshot["semantic"] = semantic[0].stats()
+            snapshot["semantic"]["entries"] = sum(len(cache.index) for cache in semantic)
         return snapshot
 
     @app.get("/metrics", response_class=Response)
     async def metrics(services: ServicesDep) -> Response:
         return Response(
-            services.pipeline.metrics.prometheus_text(),
+            services.metrics.prometheus_text(),
             media_type="text/plain; version=0.0.4; charset=utf-8",
         )
 

@@ -28,24 +28,44 @@ def _chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
 class ScriptedLLM:
     """Behaves by the question: 'slow' streams 42 words 0.1 s apart, 'break' drops the connection
     after three words (twenty when slow), 'fail' answers HTTP 500, 'throttle' 429, anything else
-    streams WORDS."""
+    streams WORDS (or returns them as one completion when not asked to stream)."""
 
     calls: int = 0
     words_sent: list[int] = field(default_factory=list)
 
     async def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.calls += 1
-        prompt = json.loads(request.content)["messages"][-1]["content"]
-        question = prompt.rsplit("Question:", 1)[1]  # not the context: it may say "fail" too
+        body = json.loads(request.content)
+        prompt = body["messages"][-1]["content"]
+        question = prompt.rsplit("Question:", 1)[-1]  # not the context: it may say "fail" too
         if "fail" in question:
             return httpx2.Response(500, json={"error": {"message": "scripted failure"}})
         if "throttle" in question:
             return httpx2.Response(
                 429, json={"error": {"message": "slow down"}}, headers={"retry-after": "0"}
             )
+        if not body.get("stream"):  # a whole completion (e.g. a follow-up's rewrite)
+            return httpx2.Response(200, json=self._completion("".join(WORDS)))
         return httpx2.Response(
             200, headers={"content-type": "text/event-stream"}, content=self._stream(question)
         )
+
+    @staticmethod
+    def _completion(text: str) -> dict[str, object]:
+        return {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "scripted",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+        }
 
     async def _stream(self, question: str) -> AsyncIterator[bytes]:
         words = WORDS * 6 if "slow" in question else WORDS
