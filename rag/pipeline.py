@@ -171,6 +171,7 @@ class RagPipeline:
         an answer cached here replays as the model's original pieces."""
         plan = await self._plan(query, options)
         usage = Usage()  # tokens spent by this request: none when the answer is cached
+        timings_ms: dict[str, float] | None = None
         if plan.cached is not None:
             text = plan.cached.text
         else:
@@ -179,14 +180,16 @@ class RagPipeline:
                 if isinstance(item, StreamToken):
                     pieces.append(item.text)
                 else:
-                    usage = item.usage
+                    # the stream's end already finished the timer; finishing it again would
+                    # count this request twice in rag_stage_seconds{stage="total"}
+                    usage, timings_ms = item.usage, item.timings_ms
             text = "".join(pieces)
         return Answer(
             text=text,
             sources=plan.sources,
             cache=plan.statuses,
             usage=usage,
-            timings_ms=plan.timer.finish(),
+            timings_ms=timings_ms if timings_ms is not None else plan.timer.finish(),
             semantic=plan.semantic,
         )
 
