@@ -752,11 +752,13 @@ async def run_configs(
             before_used = await probe.used_memory() if probe else 0
             before_entries = await probe.entries() if probe else {}
             before = (await client.get("/stats")).json()
+            load_before = os.getloadavg()[0]
             started = time.perf_counter()
             records[name] = await replay(
                 client, queries, cache, concurrency=concurrency, tokens=tokens, label=LABELS[name]
             )
             seconds = time.perf_counter() - started
+            load = (round(load_before, 2), round(os.getloadavg()[0], 2))
             stats = _delta(before, (await client.get("/stats")).json())
             memory: dict[str, Any] = {"measured": False}
             if probe is not None:
@@ -770,6 +772,7 @@ async def run_configs(
                 prices=prices,
                 seconds=seconds,
             )
+            summaries[name]["load_average"] = {"before": load[0], "after": load[1]}
     if probe is not None:
         await probe.aclose()
     return summaries, records
@@ -809,59 +812,63 @@ def _cost_per_request(records: Sequence[Record], prices: Prices) -> list[float]:
     ]
 
 
+STYLES = {"no_cache": ":", "exact": "--", "exact_semantic": "-"}  # line style per config
+COLORS = {"miss": "tab:red", "exact": "tab:green", "semantic": "tab:purple"}  # colour per path
+
+
 def write_charts(records: dict[str, list[Record]], prices: Prices, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig: Any, ax: Any, name: str, title: str) -> str:
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        return name
+
     files = []
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in ("exact", "exact_semantic"):
         served = np.cumsum([r.path in ("exact", "semantic") for r in records[name]])
         x = np.arange(1, len(served) + 1)
-        ax.plot(x, served / x, label=f"{LABELS[name]}: answers from cache")
+        ax.plot(x, served / x, STYLES[name], label=f"{LABELS[name]}: all hits")
     semantic = np.cumsum([r.path == "semantic" for r in records["exact_semantic"]])
     x = np.arange(1, len(semantic) + 1)
-    ax.plot(x, semantic / x, linestyle="--", label="exact + semantic: semantic hits only")
-    ax.set(xlabel="request", ylabel="cumulative LLM-layer hit rate", ylim=(0, 1))
-    ax.set_title("Hit rate over the run (each configuration starts cold)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "hit_rate.png", dpi=120)
-    plt.close(fig)
-    files.append("hit_rate.png")
+    ax.plot(x, semantic / x, color=COLORS["semantic"], label="exact + semantic: semantic hits")
+    ax.set(xlabel="request", ylabel="LLM-layer hit rate so far", ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    files.append(save(fig, ax, "hit_rate.png", "Hit rate over the run (each config starts cold)"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, recs in records.items():
         for path in PATHS:
             values = np.sort([r.latency_ms for r in recs if r.path == path])
             if len(values):
-                y = np.arange(1, len(values) + 1) / len(values)
-                ax.step(values, y, where="post", label=f"{LABELS[name]}: {path} (n={len(values)})")
+                ax.step(
+                    values,
+                    np.arange(1, len(values) + 1) / len(values),
+                    STYLES[name],
+                    where="post",
+                    color=COLORS[path],
+                    label=f"{LABELS[name]}: {path} (n={len(values)})",
+                )
     ax.set_xscale("log")
     ax.set(xlabel="latency, ms (client side, log scale)", ylabel="share of requests", ylim=(0, 1))
-    ax.set_title("Latency CDF per path")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "latency_cdf.png", dpi=120)
-    plt.close(fig)
-    files.append("latency_cdf.png")
+    ax.legend(loc="center", fontsize=7)
+    files.append(save(fig, ax, "latency_cdf.png", "Latency CDF per path"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, recs in records.items():
         cumulative = np.cumsum(_cost_per_request(recs, prices))
-        ax.plot(np.arange(1, len(cumulative) + 1), cumulative, label=LABELS[name])
-    ax.set(xlabel="request", ylabel=f"cumulative USD ({prices.model} + {prices.embedding_model})")
-    ax.set_title("Cumulative cost with and without the caches")
-    ax.grid(alpha=0.3)
+        ax.plot(np.arange(1, len(cumulative) + 1), cumulative, STYLES[name], label=LABELS[name])
+    ax.set(xlabel="request", ylabel="cumulative cost, USD")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "cost.png", dpi=120)
-    plt.close(fig)
-    files.append("cost.png")
+    title = f"Cumulative cost at {prices.model} + {prices.embedding_model} prices"
+    files.append(save(fig, ax, "cost.png", title))
     return files
 
 
@@ -879,7 +886,9 @@ def _usd(value: float) -> str:
     return f"${value:.6f}" if abs(value) < 0.01 else f"${value:.4f}"
 
 
-def _cells(summary: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, str]:
+def _cells(
+    summary: dict[str, Any], saved: dict[str, Any] | None, *, semantic: bool
+) -> dict[str, str]:
     """One configuration's column of the report, by row label."""
     c, lat = summary, summary["latency_ms"]
     cells = {
@@ -892,6 +901,11 @@ def _cells(summary: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, s
         "embedding calls": str(c["embedding"]["calls"]),
         "errors": str(c["errors"]),
         "wall time": f"{c['seconds']:.0f} s",
+        "machine load (1-min average, start / end)": (
+            f"{c['load_average']['before']:.1f} / {c['load_average']['after']:.1f}"
+            if "load_average" in c
+            else "-"
+        ),
     }
     for path, label in (("miss", "misses"), ("exact", "exact hits"), ("semantic", "semantic hits")):
         cells[f"{label} p50"] = _ms(lat[path]["p50"]) + f" (n={lat[path]['n']})"
@@ -922,9 +936,9 @@ def _cells(summary: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, s
             "**net dollars saved**": f"**{_usd(usd['net'])}** ({_pct(usd['net_share'])})",
             "net saved per 1M requests like these": f"${usd['net_per_million_requests']:,.0f}",
         }
-    if c["hit_rates"]["llm_semantic"] or c["semantic"]["checked"]:
+    if semantic:
         cells["wrong semantic hits (matched another group)"] = (
-            f"{c['semantic']['wrong']} of {c['semantic']['hits']}"
+            f"**{c['semantic']['wrong']}** of {c['semantic']['checked']}"
         )
     memory = c["memory"]
     if memory["measured"]:
@@ -950,6 +964,7 @@ SECTIONS = {
         "embedding calls",
         "errors",
         "wall time",
+        "machine load (1-min average, start / end)",
     ],
     "Latency (client side)": [
         f"{label} {q}"
@@ -981,7 +996,10 @@ SECTIONS = {
 def write_report(results: dict[str, Any], charts: Sequence[str], out: Path) -> None:
     s, w, prices = results["settings"], results["workload"], results["prices"]
     names = list(results["configs"])
-    columns = {n: _cells(results["configs"][n], results["savings"].get(n)) for n in names}
+    columns = {
+        n: _cells(results["configs"][n], results["savings"].get(n), semantic=CONFIGS[n]["semantic"])
+        for n in names
+    }
     lines = [
         "# Benchmark: what the caches save",
         "",
@@ -1106,7 +1124,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.size is None:
         args.size = FAST_SIZE if args.fast else DEFAULT_SIZE
-    if args.max_tokens is None and args.fast:
+    if args.max_tokens is None and args.fast and args.in_process:
         args.max_tokens = FAST_MAX_TOKENS
     if min(args.repeats, args.paraphrases, args.uniques) < 0 or (
         args.repeats + args.paraphrases + args.uniques <= 0
@@ -1173,6 +1191,8 @@ def benchmark(
             )
             where = "in-process (uvicorn in a thread, embedded Valkey, local SmolLM2, MiniLM)"
         else:
+            if args.max_tokens is not None:
+                log.warning("--max-tokens applies in-process only; the service keeps its own")
             target = Target(
                 url=args.url.rstrip("/"),
                 redis_url=args.redis_url,
