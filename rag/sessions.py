@@ -25,10 +25,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import tiktoken
-from redis.exceptions import RedisError
 
+from rag.cache.connect import REDIS_ERRORS, RedisClient
 from rag.cache.keys import build_key, digest, normalize_text
 from rag.errors import CacheUnavailableError, InvalidInputError
 from rag.metrics import Metrics
@@ -137,7 +136,7 @@ class SessionStore:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         namespace: str,
         ttl_s: int,
         history_tokens: int,
@@ -188,7 +187,7 @@ class SessionStore:
         try:
             async with asyncio.timeout(self._timeout_s):
                 return await command
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             raise CacheUnavailableError(
                 f"the session store (Redis) is unreachable: {type(exc).__name__}"
             ) from exc

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     redis_url: str
     redis_timeout_s: float = Field(gt=0)
     redis_max_connections: int = Field(ge=4)
+    redis_cluster: bool
 
     qdrant_url: str
     qdrant_api_key: SecretStr
@@ -92,6 +93,12 @@ class Settings(BaseSettings):
         return (
             Path(self.semantic_verifier_path) if self.semantic_verifier_path else DEFAULT_VERIFIER
         )
+
+    @model_validator(mode="after")
+    def _check_redis(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError("redis_cluster needs redis_url: the embedded Valkey is one server")
+        return self
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:

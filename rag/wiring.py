@@ -13,10 +13,9 @@ from pathlib import Path
 
 import httpx2
 import openai
-import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
-from redis.exceptions import RedisError
 
+from rag.cache.connect import REDIS_ERRORS, RedisClient, connect
 from rag.cache.flight import SingleFlight
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
 from rag.cache.relay import AnswerRelay
@@ -48,7 +47,7 @@ class Corpus:
     """The cache store, the embedder and the vector DB: enough to ingest documents."""
 
     settings: Settings
-    redis: aioredis.Redis
+    redis: RedisClient
     store: RedisStore
     embedder: SentenceTransformerEmbedder
     retriever: QdrantRetriever
@@ -76,18 +75,7 @@ async def open_corpus(
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
 
-        redis_url = settings.redis_url or stack.enter_context(embedded_valkey())
-        # A blocking pool: under a burst, requests wait briefly for a connection rather than
-        # failing (followers of a generation each hold one while they wait for pieces).
-        redis = aioredis.Redis.from_pool(
-            aioredis.BlockingConnectionPool.from_url(
-                redis_url,
-                max_connections=settings.redis_max_connections,
-                timeout=settings.redis_timeout_s,
-                socket_timeout=settings.redis_timeout_s,
-                socket_connect_timeout=settings.redis_timeout_s,
-            )
-        )
+        redis = connect(settings, settings.redis_url or stack.enter_context(embedded_valkey()))
         stack.push_async_callback(redis.aclose)
         store = RedisStore(client=redis, timeout_s=settings.redis_timeout_s)
         await _warn_if_unbounded(redis)
@@ -143,11 +131,11 @@ async def open_corpus(
         )
 
 
-async def _warn_if_unbounded(redis: aioredis.Redis) -> None:
+async def _warn_if_unbounded(redis: RedisClient) -> None:
     """A cache that can grow without bound fills the server and then fails writes: say so."""
     try:
         config = await redis.config_get("maxmemory*")
-    except (RedisError, OSError, TimeoutError):
+    except REDIS_ERRORS:
         return  # managed services often forbid CONFIG, and a down Redis is reported elsewhere
     values = {
         (k.decode() if isinstance(k, bytes) else str(k)): (

@@ -20,11 +20,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from rag.aio import finish_even_if_cancelled
-from rag.cache.keys import digest
+from rag.cache.connect import REDIS_ERRORS, RedisClient
+from rag.cache.keys import flight_key
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 
 log = logging.getLogger(__name__)
@@ -38,7 +36,7 @@ _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
-REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+REDIS_DOWN = REDIS_ERRORS
 
 
 class RedisLock:
@@ -46,7 +44,7 @@ class RedisLock:
     held, and released only by its owner (compare-and-delete), so a lock that expired and was
     taken over is never deleted by its old owner."""
 
-    def __init__(self, redis: aioredis.Redis, name: str, ttl_s: float) -> None:
+    def __init__(self, redis: RedisClient, name: str, ttl_s: float) -> None:
         self._redis = redis
         self.name = name
         self._ttl_ms = int(ttl_s * 1000)
@@ -86,7 +84,7 @@ class SingleFlight:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
@@ -97,7 +95,7 @@ class SingleFlight:
         self._wait_s = wait_s
         self._poll_s = poll_s
         self.channel = f"rag:{namespace}:flight-done"
-        self._prefix = f"rag:{namespace}:flight:"
+        self._namespace = namespace
         self._local: dict[str, asyncio.Future[Any]] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._failures: dict[str, str] = {}  # key -> leader's error, kept briefly for waiters
@@ -142,7 +140,7 @@ class SingleFlight:
     async def once_in_a_while(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run ``refresh`` unless another process is refreshing ``key`` right now (it holds the
         refresh lock); nobody waits for it."""
-        lock = RedisLock(self._redis, f"{self._prefix}{digest(key)}:refresh", self._lock_ttl_s)
+        lock = RedisLock(self._redis, flight_key(self._namespace, key, "refresh"), self._lock_ttl_s)
         try:
             acquired = await lock.acquire()
         except REDIS_DOWN:
@@ -159,7 +157,7 @@ class SingleFlight:
         read: Callable[[], Awaitable[T | None]],
         compute: Callable[[], Awaitable[T]],
     ) -> T:
-        lock = RedisLock(self._redis, f"{self._prefix}{digest(key)}:lock", self._lock_ttl_s)
+        lock = RedisLock(self._redis, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
         deadline = time.monotonic() + self._wait_s
         while True:
             try:

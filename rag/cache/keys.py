@@ -2,7 +2,15 @@
 
 Everything that changes a layer's output is either a readable key segment (namespace, layer,
 model, corpus version, k) or folded into the trailing sha256 (text, prompt template, sampling
-parameters, chunk ids and content hashes)."""
+parameters, chunk ids and content hashes).
+
+Redis Cluster: a key's slot is the hash of the whole key, unless it holds a *hash tag* (the text
+between its first ``{`` and the next ``}``; ``segment`` removes braces, so cache keys never have
+one): each entry lands on its own slot and a namespace spreads over every node. Keys that belong
+together carry a hash tag: the coordination keys of one in-flight computation (its lock, refresh
+lock and live answer stream, ``flight_key``) share ``{sha256 of the computed key}``, so they live
+on one node and fail over together, while different flights spread out. No command sends keys of
+several slots in one atomic step: multi-key reads are split by slot (``connect.get_many``)."""
 
 from __future__ import annotations
 
@@ -41,3 +49,9 @@ def semantic_events_channel(namespace: str) -> str:
 
 def build_key(namespace: str, layer: str, model: str, *segments: str, sha: str) -> str:
     return ":".join(["rag", namespace, layer, segment(model), *map(segment, segments), sha])
+
+
+def flight_key(namespace: str, key: str, part: str) -> str:
+    """Coordination key ``part`` (``lock``, ``refresh``, ``live``) of the computation of ``key``:
+    ``rag:{namespace}:flight:{<sha256 of key>}:<part>``, the braces being a hash tag."""
+    return f"rag:{namespace}:flight:{{{digest(key)}}}:{part}"

@@ -1,8 +1,9 @@
 """One upstream generation per answer key, however many requests stream it, in any process.
 
 The first request (holding the key's single-flight lock) generates and appends every piece to a
-Redis Stream ``{answer key}:live`` (with a TTL); identical requests that arrive meanwhile read
-that stream from its start, so each gets the pieces produced before it joined and the rest live.
+Redis Stream (``flight_key(…, "live")``, in the lock's cluster slot; with a TTL); identical
+requests that arrive meanwhile read that stream from its start, so each gets the pieces produced
+before it joined and the rest live.
 The stream ends with an ``end`` entry (usage, finish reason) or an ``error`` entry, which every
 follower turns into the same error. When the leader dies (its lock expires) or its client goes
 away, a follower takes over and generates, unless it already passed part of the answer on to a
@@ -18,12 +19,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag.aio import finish_even_if_cancelled
+from rag.cache.connect import RedisClient
 from rag.cache.flight import REDIS_DOWN, RedisLock
-from rag.cache.keys import digest
+from rag.cache.keys import flight_key
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 from rag.types import Completion, Usage
 
@@ -34,7 +35,7 @@ class AnswerRelay:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
@@ -42,7 +43,7 @@ class AnswerRelay:
         poll_s: float = 0.5,
     ) -> None:
         self._redis = redis
-        self._prefix = f"rag:{namespace}:flight:"
+        self._namespace = namespace
         self._lock_ttl_s = lock_ttl_s
         self._wait_s = wait_s
         self._stream_ttl_s = stream_ttl_s
@@ -54,9 +55,9 @@ class AnswerRelay:
         """The pieces of the answer for ``key`` and then its ``Completion``; ``produce`` runs
         only in the leader (and must store the answer itself). ``live``: pass a follower's
         pieces on as they arrive, rather than all at the end."""
-        base = f"{self._prefix}{digest(key)}"
-        lock = RedisLock(self._redis, f"{base}:lock", self._lock_ttl_s)
-        stream_key = f"{base}:live"
+        # one hash tag: the lock and the stream live on one node of a cluster
+        lock = RedisLock(self._redis, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
+        stream_key = flight_key(self._namespace, key, "live")
         deadline = time.monotonic() + self._wait_s
         while True:
             try:
@@ -123,6 +124,9 @@ class AnswerRelay:
             except (TimeoutError, RedisTimeoutError):
                 batches = []  # a busy server answered late: read again (the deadline bounds it)
             except REDIS_DOWN as exc:
+                if held_back or not pieces:  # nothing shown yet: generate it here instead
+                    yield None  # (taking the lock fails open while Redis is down)
+                    return
                 raise FlightFailedError(f"lost the answer being generated: {exc!r}") from exc
             for _, entries in batches or []:
                 for entry_id, fields in entries:

@@ -1,4 +1,4 @@
-"""The cache store: ``redis.asyncio`` against Redis, Valkey or the embedded Valkey.
+"""The cache store: ``redis.asyncio`` against Redis, Valkey, the embedded Valkey or a Redis Cluster.
 
 It fails open. A command that errors or times out is logged, reads as a miss and drops the write,
 and the store then skips Redis for ``retry_after_s`` (a small circuit breaker) so that requests do
@@ -10,22 +10,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar, cast
+from typing import TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from rag.cache.connect import REDIS_ERRORS, RedisClient
+from rag.cache.connect import get_many as redis_get_many
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_FAILURES = (RedisError, OSError, asyncio.TimeoutError)
-
 
 class RedisStore:
-    """``KVStore`` over one ``redis.asyncio`` client (passed in; this class does not own it)."""
+    """``KVStore`` over one ``redis.asyncio`` client, single server or cluster (passed in; this
+    class does not own it)."""
 
     def __init__(
-        self, *, client: aioredis.Redis, timeout_s: float, retry_after_s: float = 1.0
+        self, *, client: RedisClient, timeout_s: float, retry_after_s: float = 1.0
     ) -> None:
         self._client = client
         self._timeout_s = timeout_s
@@ -41,7 +40,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._timeout_s):  # no extra task, unlike wait_for
                 result = await op()
-        except _FAILURES as exc:
+        except REDIS_ERRORS as exc:
             if self.available:
                 log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
             self.available = False
@@ -63,9 +62,8 @@ class RedisStore:
             return []
 
         async def op() -> list[bytes | None]:
-            # One MGET: cheaper than a pipeline of GETs. (A Redis Cluster client splits it by
-            # slot.)
-            return cast(list[bytes | None], await self._client.mget(keys))
+            # One MGET: cheaper than a pipeline of GETs. On a cluster, one MGET per slot.
+            return await redis_get_many(self._client, keys)
 
         return await self._call("get", op, [None] * len(keys))
 

@@ -15,9 +15,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
+from rag.cache.connect import REDIS_ERRORS, RedisClient
 from rag.cache.keys import semantic_events_channel
 from rag.errors import CacheUnavailableError
 
@@ -25,7 +23,7 @@ LAYERS = {"embedding": "emb", "search": "search", "llm": "llm", "semantic": "sem
 
 
 class TagIndex:
-    def __init__(self, *, redis: aioredis.Redis, namespace: str) -> None:
+    def __init__(self, *, redis: RedisClient, namespace: str) -> None:
         self._redis = redis
         self._namespace = namespace
         self._semantic_channel = semantic_events_channel(namespace)
@@ -46,7 +44,7 @@ class TagIndex:
                     pipe.zremrangebyscore(tag_key, "-inf", now)
                     pipe.expire(tag_key, ttl_s)
                 await pipe.execute()
-        except (TimeoutError, RedisError, OSError):
+        except REDIS_ERRORS:
             pass
 
     async def members(self, tag: str) -> list[str]:
@@ -58,12 +56,14 @@ class TagIndex:
         try:
             keys = await self.members(tag)
             await self._delete([*keys, self._tag_key(tag)])
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise CacheUnavailableError(f"cache store unavailable: {exc!r}") from exc
         return len(keys)
 
     async def invalidate_layers(self, layers: Sequence[str]) -> int:
-        """Delete every key of the given layers (``LAYERS`` names) in this namespace."""
+        """Delete every key of the given layers (``LAYERS`` names) in this namespace. On a
+        cluster the SCAN walks every primary (redis-py's cluster ``scan_iter``) and each batch's
+        DELETE is split by slot."""
         deleted = 0
         try:
             for layer in layers:
@@ -75,7 +75,7 @@ class TagIndex:
                         deleted += await self._delete(batch)
                         batch = []
                 deleted += await self._delete(batch)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise CacheUnavailableError(f"cache store unavailable: {exc!r}") from exc
         return deleted
 

@@ -21,13 +21,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from rag.cache.codec import CorruptEntryError, decode_json, encode_json
+from rag.cache.connect import REDIS_ERRORS, RedisClient
+from rag.cache.connect import get_many as redis_get_many
 from rag.cache.keys import digest, normalize_text, semantic_events_channel
 from rag.cache.layers import AnswerCache, SearchResultCache
 from rag.protocols import KVStore, Vector
@@ -54,7 +54,7 @@ class SemanticCache:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         store: KVStore,
         namespace: str,
         rule: SemanticRule,
@@ -152,7 +152,7 @@ class SemanticCache:
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
         try:
             await self._redis.publish(self.channel, json.dumps({"op": "add", "key": key, **event}))
-        except (TimeoutError, RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not announce semantic entry %s: %r", key, exc)
         return key
 
@@ -191,7 +191,7 @@ class SemanticCache:
             keys.append(key)
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]
-            values = cast(list[bytes | None], await self._redis.mget(batch))
+            values = await redis_get_many(self._redis, batch)  # by slot on a cluster
             for key, raw in zip(batch, values, strict=True):
                 if raw is None:
                     continue
@@ -219,14 +219,14 @@ class SemanticCache:
                     if time.monotonic() >= next_sweep:
                         self.index.drop_expired()
                         next_sweep = time.monotonic() + sweep_s
-            except (TimeoutError, RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 if self.synced:
                     log.warning("semantic index lost its subscription (%r); clearing it", exc)
                 self.synced = False
                 self.index.clear()
                 await asyncio.sleep(retry_s)
             finally:
-                with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def stats(self) -> dict[str, Any]:
