@@ -67,7 +67,7 @@ log = logging.getLogger("benchmark")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PAIRS = ROOT.parent / "shared" / "data" / "pairs" / "qqp-dev.jsonl"
-DEFAULT_SIZE = 100
+DEFAULT_SIZE = 80
 FAST_SIZE = 16
 FAST_MAX_TOKENS = 24
 
@@ -664,6 +664,7 @@ class Target:
 def in_process_service(
     *,
     max_tokens: int | None,
+    llm_threads: int | None = None,
     admin_key: str = "",
     embedder: Any = None,
     redis_url: str | None = None,
@@ -680,7 +681,11 @@ def in_process_service(
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or stack.enter_context(embedded_valkey())
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-bench-")))
-        overrides: dict[str, Any] = {} if max_tokens is None else {"llm_max_tokens": max_tokens}
+        overrides: dict[str, Any] = {}
+        if max_tokens is not None:
+            overrides["llm_max_tokens"] = max_tokens
+        if llm_threads is not None:
+            overrides["llm_threads"] = llm_threads
         settings = Settings(
             namespace=f"bench-{uuid.uuid4().hex[:8]}",
             data_dir=data_dir,
@@ -1109,6 +1114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument("--concurrency", type=int, default=1)
     run.add_argument("--fast", action="store_true", help=f"{FAST_SIZE} requests, short answers")
     run.add_argument("--max-tokens", type=int, help="answer length (in-process only)")
+    run.add_argument("--llm-threads", type=int, help="llama.cpp threads (in-process only)")
     run.add_argument("--timeout", type=float, default=300.0, help="per request, seconds")
     run.add_argument("--out", type=Path, default=Path("bench-results"))
     run.add_argument(
@@ -1183,6 +1189,7 @@ def benchmark(
             target = stack.enter_context(
                 in_process_service(
                     max_tokens=args.max_tokens,
+                    llm_threads=args.llm_threads,
                     admin_key=args.admin_key,
                     embedder=embedder,
                     redis_url=redis_url,
