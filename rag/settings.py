@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -17,6 +20,15 @@ DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
 PRICES_FILE = CONFIG_DIR / "prices.toml"
 
+_TENANT = re.compile(r"^([A-Za-z0-9_-]{1,32}):(.+)$")
+_PLACEHOLDER_WORDS = ("change", "placeholder", "example", "secret", "password", "your", "xxx")
+MIN_KEY_CHARS = 16
+
+
+def _is_placeholder(key: str) -> bool:
+    lowered = key.lower()
+    return len(key) < MIN_KEY_CHARS or any(word in lowered for word in _PLACEHOLDER_WORDS)
+
 
 class Settings(BaseSettings):
     """Every TTL, threshold and model id the service uses.
@@ -29,6 +41,7 @@ class Settings(BaseSettings):
         env_prefix="RAG_", toml_file=DEFAULTS_FILE, extra="forbid", frozen=True
     )
 
+    environment: Literal["development", "production"]
     namespace: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     data_dir: Path
     seed_sample_corpus: bool
@@ -53,6 +66,7 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(ge=1)
     llm_temperature: float = Field(ge=0, le=2)
     llm_threads: int = Field(ge=1)
+    llm_max_retries: int = Field(ge=0, le=10)
     price_model: str
 
     embedding_ttl_s: int = Field(ge=1)
@@ -81,6 +95,7 @@ class Settings(BaseSettings):
     max_top_k: int = Field(ge=1)
     max_query_chars: int = Field(ge=1)
     max_document_chars: int = Field(ge=1)
+    max_body_bytes: int = Field(ge=1024)
     chunk_tokens: int = Field(ge=16)
     chunk_overlap_tokens: int = Field(ge=0)
     tokenizer_encoding: str
@@ -93,6 +108,44 @@ class Settings(BaseSettings):
         return (
             Path(self.semantic_verifier_path) if self.semantic_verifier_path else DEFAULT_VERIFIER
         )
+
+    def api_key_tenants(self) -> list[tuple[str, str]]:
+        """(key, tenant name) for each of ``api_keys``: ``name:key`` names its tenant; a bare key's
+        tenant is named after a hash of it."""
+        pairs = []
+        for secret in self.api_keys:
+            value = secret.get_secret_value()
+            named = _TENANT.match(value)
+            if named:
+                pairs.append((named.group(2), named.group(1)))
+            else:
+                pairs.append((value, "k" + hashlib.sha256(value.encode()).hexdigest()[:10]))
+        return pairs
+
+    def tenant_namespaces(self) -> dict[str, str]:
+        """Tenant name → key namespace. With no API keys, one tenant ``""`` uses ``namespace``;
+        otherwise every tenant has ``<namespace>.<tenant>`` and never reads another's entries."""
+        if not self.api_keys:
+            return {"": self.namespace}
+        return {tenant: f"{self.namespace}.{tenant}" for _, tenant in self.api_key_tenants()}
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        keys = [key for key, _ in self.api_key_tenants()]
+        if len(set(keys)) != len(keys):
+            raise ValueError("api_keys holds the same key twice")
+        if self.environment == "development":
+            return self
+        admin = self.admin_api_key.get_secret_value()
+        if not admin:
+            raise ValueError("environment 'production' needs admin_api_key (RAG_ADMIN_API_KEY)")
+        if any(_is_placeholder(key) for key in [admin, *keys]):
+            raise ValueError(
+                f"environment 'production' refuses placeholder keys: every key needs at least "
+                f"{MIN_KEY_CHARS} characters and none of {', '.join(_PLACEHOLDER_WORDS)} "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_redis(self) -> Settings:

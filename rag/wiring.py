@@ -57,12 +57,33 @@ class Corpus:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Services:
-    """The corpus, the question-answering pipeline and conversations; what the app uses."""
+class Tenant:
+    """What one API key (or everyone, when no keys are set) asks through: its own cache entries,
+    exact and semantic, and sessions, under its own key namespace."""
 
-    corpus: Corpus
+    namespace: str
     pipeline: RagPipeline
     conversations: Conversations
+    invalidation: TagIndex  # deletes this tenant's entries by layer
+
+
+@dataclass(frozen=True, kw_only=True)
+class Services:
+    """The corpus, one ``Tenant`` per API key (one ``""`` tenant when /ask is open) and the
+    metrics they share; what the app uses."""
+
+    corpus: Corpus
+    tenants: dict[str, Tenant]
+    metrics: Metrics
+
+    @property
+    def default(self) -> Tenant:
+        """The first tenant: the only one when /ask is open."""
+        return next(iter(self.tenants.values()))
+
+    @property
+    def pipeline(self) -> RagPipeline:
+        return self.default.pipeline
 
 
 @asynccontextmanager
@@ -189,6 +210,7 @@ async def open_services(
             base_url=base_url,
             api_key=settings.llm_api_key.get_secret_value() or "not-needed",
             timeout=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,  # with exponential backoff, by the SDK
             http_client=llm_http_client,
         )
         stack.push_async_callback(llm.close)
@@ -200,115 +222,136 @@ async def open_services(
             extra_body=extra_body,
         )
 
-        ns, store, embedder_ = settings.namespace, corpus.store, corpus.embedder
-        answer_cache = AnswerCache(
-            store=store,
-            namespace=ns,
-            llm_model=settings.llm_model,
-            prompt_version=prompt_version(),
-            sampling=generator.sampling,
-            ttl_s=settings.llm_ttl_s,
-            soft_ttl_s=min(settings.llm_soft_ttl_s, settings.llm_ttl_s),
-            xfetch_beta=settings.xfetch_beta,
-        )
-        semantic = SemanticCache(
-            redis=corpus.redis,
-            store=store,
-            namespace=ns,
-            rule=SemanticRule.load(
-                threshold=settings.semantic_threshold,
-                min_score=settings.semantic_min_score,
-                verifier_path=settings.verifier_path,
-            ),
-            index=SemanticIndex(
-                dimension=embedder_.dimension, max_entries=settings.semantic_max_entries
-            ),
-            answer_cache=answer_cache,
-            scope_parts={
-                "embedding": embedder_.model_id,
-                "llm": settings.llm_model,
-                "prompt": prompt_version(),
-                "sampling": generator.sampling,
-            },
-            dimension=embedder_.dimension,
-            ttl_s=settings.llm_ttl_s,
-        )
-        sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
-        stack.push_async_callback(_cancel, sync)
-        flight = relay = None
-        if settings.single_flight:
-            flight = SingleFlight(
-                redis=corpus.redis,
-                namespace=ns,
-                lock_ttl_s=settings.flight_lock_ttl_s,
-                wait_s=settings.flight_wait_s,
-            )
-            relay = AnswerRelay(
-                redis=corpus.redis,
-                namespace=ns,
-                # a blocking read must end before the client's socket timeout does
-                poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
-                lock_ttl_s=settings.flight_lock_ttl_s,
-                wait_s=settings.flight_wait_s,
-            )
-            listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
-            stack.push_async_callback(_cancel, listener)
-        pipeline = RagPipeline(
-            embedder=embedder_,
-            retriever=corpus.retriever,
-            generator=generator,
-            store=store,
-            embedding_cache=EmbeddingCache(
-                store=store,
-                namespace=ns,
-                model_id=embedder_.model_id,
-                dimension=embedder_.dimension,
-                ttl_s=settings.embedding_ttl_s,
-            ),
-            search_cache=SearchResultCache(
-                store=store,
-                namespace=ns,
-                embedding_model_id=embedder_.model_id,
-                collection=settings.collection,
-                ttl_s=settings.search_ttl_s,
-                soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
-                xfetch_beta=settings.xfetch_beta,
-            ),
-            answer_cache=answer_cache,
-            corpus_version=corpus.corpus_version,
-            metrics=Metrics(),
-            max_top_k=settings.max_top_k,
-            max_query_chars=settings.max_query_chars,
-            semantic=semantic,
-            semantic_by_default=settings.semantic_enabled,
-            flight=flight,
-            relay=relay,
-            sliding_embedding_ttl=settings.embedding_sliding_ttl,
-            tags=corpus.tags,
-            price=load_price(settings.price_model or settings.llm_model),
-        )
-        stack.push_async_callback(pipeline.aclose)
+        metrics = Metrics()
+        tenants = {
+            name: await _open_tenant(stack, settings, corpus, generator, metrics, ns)
+            for name, ns in settings.tenant_namespaces().items()
+        }
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
-        conversations = Conversations(
-            sessions=SessionStore(
-                redis=corpus.redis,
-                namespace=ns,
-                ttl_s=settings.session_ttl_s,
-                history_tokens=settings.session_history_tokens,
-                encoding=get_encoding(
-                    settings.tokenizer_encoding, settings.data_dir.resolve() / "tiktoken"
-                ),
-                timeout_s=settings.redis_timeout_s,
-            ),
-            rewriter=QuestionRewriter(
-                generator=generator,
-                store=store,
-                metrics=pipeline.metrics,
-                namespace=ns,
-                ttl_s=settings.llm_ttl_s,
-                max_chars=settings.max_query_chars,
-            ),
+        yield Services(corpus=corpus, tenants=tenants, metrics=metrics)
+
+
+async def _open_tenant(
+    stack: AsyncExitStack,
+    settings: Settings,
+    corpus: Corpus,
+    generator: OpenAIGenerator,
+    metrics: Metrics,
+    ns: str,
+) -> Tenant:
+    """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations, over
+    the shared corpus, LLM and metrics. Background tasks and clean-ups go on ``stack``."""
+    store, embedder_ = corpus.store, corpus.embedder
+    answer_cache = AnswerCache(
+        store=store,
+        namespace=ns,
+        llm_model=settings.llm_model,
+        prompt_version=prompt_version(),
+        sampling=generator.sampling,
+        ttl_s=settings.llm_ttl_s,
+        soft_ttl_s=min(settings.llm_soft_ttl_s, settings.llm_ttl_s),
+        xfetch_beta=settings.xfetch_beta,
+    )
+    semantic = SemanticCache(
+        redis=corpus.redis,
+        store=store,
+        namespace=ns,
+        rule=SemanticRule.load(
+            threshold=settings.semantic_threshold,
+            min_score=settings.semantic_min_score,
+            verifier_path=settings.verifier_path,
+        ),
+        index=SemanticIndex(
+            dimension=embedder_.dimension, max_entries=settings.semantic_max_entries
+        ),
+        answer_cache=answer_cache,
+        scope_parts={
+            "embedding": embedder_.model_id,
+            "llm": settings.llm_model,
+            "prompt": prompt_version(),
+            "sampling": generator.sampling,
+        },
+        dimension=embedder_.dimension,
+        ttl_s=settings.llm_ttl_s,
+    )
+    sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
+    stack.push_async_callback(_cancel, sync)
+    flight = relay = None
+    if settings.single_flight:
+        flight = SingleFlight(
+            redis=corpus.redis,
+            namespace=ns,
+            lock_ttl_s=settings.flight_lock_ttl_s,
+            wait_s=settings.flight_wait_s,
         )
-        yield Services(corpus=corpus, pipeline=pipeline, conversations=conversations)
+        relay = AnswerRelay(
+            redis=corpus.redis,
+            namespace=ns,
+            # a blocking read must end before the client's socket timeout does
+            poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
+            lock_ttl_s=settings.flight_lock_ttl_s,
+            wait_s=settings.flight_wait_s,
+        )
+        listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
+        stack.push_async_callback(_cancel, listener)
+    pipeline = RagPipeline(
+        embedder=embedder_,
+        retriever=corpus.retriever,
+        generator=generator,
+        store=store,
+        embedding_cache=EmbeddingCache(
+            store=store,
+            namespace=ns,
+            model_id=embedder_.model_id,
+            dimension=embedder_.dimension,
+            ttl_s=settings.embedding_ttl_s,
+        ),
+        search_cache=SearchResultCache(
+            store=store,
+            namespace=ns,
+            embedding_model_id=embedder_.model_id,
+            collection=settings.collection,
+            ttl_s=settings.search_ttl_s,
+            soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
+            xfetch_beta=settings.xfetch_beta,
+        ),
+        answer_cache=answer_cache,
+        corpus_version=corpus.corpus_version,
+        metrics=metrics,
+        max_top_k=settings.max_top_k,
+        max_query_chars=settings.max_query_chars,
+        semantic=semantic,
+        semantic_by_default=settings.semantic_enabled,
+        flight=flight,
+        relay=relay,
+        sliding_embedding_ttl=settings.embedding_sliding_ttl,
+        tags=corpus.tags,
+        price=load_price(settings.price_model or settings.llm_model),
+    )
+    stack.push_async_callback(pipeline.aclose)
+    conversations = Conversations(
+        sessions=SessionStore(
+            redis=corpus.redis,
+            namespace=ns,
+            ttl_s=settings.session_ttl_s,
+            history_tokens=settings.session_history_tokens,
+            encoding=get_encoding(
+                settings.tokenizer_encoding, settings.data_dir.resolve() / "tiktoken"
+            ),
+            timeout_s=settings.redis_timeout_s,
+        ),
+        rewriter=QuestionRewriter(
+            generator=generator,
+            store=store,
+            metrics=metrics,
+            namespace=ns,
+            ttl_s=settings.llm_ttl_s,
+            max_chars=settings.max_query_chars,
+        ),
+    )
+    invalidation = TagIndex(redis=corpus.redis, namespace=ns)
+    return Tenant(
+        namespace=ns, pipeline=pipeline, conversations=conversations, invalidation=invalidation
+    )

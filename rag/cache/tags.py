@@ -26,7 +26,6 @@ class TagIndex:
     def __init__(self, *, redis: RedisClient, namespace: str) -> None:
         self._redis = redis
         self._namespace = namespace
-        self._semantic_channel = semantic_events_channel(namespace)
 
     def _tag_key(self, tag: str) -> str:
         return f"rag:{self._namespace}:tag:{tag}"
@@ -83,7 +82,9 @@ class TagIndex:
         if not keys:
             return 0
         removed = int(await self._redis.delete(*keys))
-        semantic = [k for k in keys if k.startswith(f"rag:{self._namespace}:sem:")]
-        for key in semantic:  # every process drops these from its in-memory index
-            await self._redis.publish(self._semantic_channel, json.dumps({"op": "del", "key": key}))
+        for key in keys:  # every process drops semantic entries from its in-memory index
+            parts = key.split(":")  # rag:{namespace}:{layer}:…; a tag lists every tenant's keys
+            if len(parts) > 2 and parts[2] == "sem":
+                channel = semantic_events_channel(parts[1])
+                await self._redis.publish(channel, json.dumps({"op": "del", "key": key}))
         return removed
