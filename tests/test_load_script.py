@@ -33,8 +33,10 @@ def test_wrong_and_failed_answers_are_counted() -> None:
         ],
         restarted_at_s=0.25,
         back_at_s=0.35,
+        elapsed_s=2.0,
     )
-    summary = load.summarize(run, duration_s=1.0)
+    summary = load.summarize(run)
+    assert summary["throughput_rps"] == 3.0
     assert summary["requests"] == 6
     assert summary["wrong_answers"] == 2
     assert summary["failed_requests"] == 1
