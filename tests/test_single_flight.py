@@ -32,7 +32,11 @@ from tests.sse import parse
 def scripted_app(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[tuple[str, Settings, ScriptedLLM]]:
-    with serve_scripted(tmp_path_factory, embedder, valkey_url, "flight") as running:
+    # A generous Redis deadline: these tests count coalescing, and on a loaded machine a 250 ms
+    # deadline trips the fail-open path, where each request rightly goes its own way.
+    with serve_scripted(
+        tmp_path_factory, embedder, valkey_url, "flight", redis_timeout_s=2.0
+    ) as running:
         yield running.url, running.settings, running.llm
 
 
