@@ -3,11 +3,13 @@ and uncached questions, while the Redis under the app is restarted mid-run.
 
 It starts everything itself, on 127.0.0.1 only: a private ``redis-server`` (nothing on disk), and
 the app as a separate ``rag serve`` process using it (real MiniLM, Qdrant local mode, SmolLM2 on
-llama.cpp, sample corpus). Then each client loops until the deadline: with probability
-``--hit-share`` it asks one of a few hot questions (each asked once before the clock starts, so
-they are cached), otherwise a question never asked before (a miss: embedding, search and
-generation). At ``--restart-at`` of the run the Redis process is killed and started again,
-empty, ``--down-s`` later: the hot questions miss once more, then hit again.
+llama.cpp, sample corpus). Then each client loops until the deadline: ``--miss-clients`` of
+them ask questions never asked before (misses: embedding, search and generation), the others ask
+a few hot questions (each asked once before the clock starts, so they are cached). Split this
+way, hits keep flowing while the misses queue at the LLM. At ``--restart-at`` of the run the
+Redis process is killed and started again, empty, ``--down-s`` later: while it is down every
+request is answered without the cache (``bypass``); then the hot questions miss once more and
+hit again.
 
 It reports throughput, latency p50/p99 per cache outcome, failed requests (anything but 200) and
 wrong answers. An answer is wrong when it is served from the cache (``llm: hit``) but is not one
@@ -15,7 +17,7 @@ the LLM generated for that same question during the run: a mixed-up key, a half-
 a stale replay after the restart would all show up. Exit status 1 when a request failed or an
 answer was wrong.
 
-Usage: python scripts/load.py [--duration 40] [--clients 8] [--hit-share 0.9]
+Usage: python scripts/load.py [--duration 40] [--clients 8] [--miss-clients 2]
        [--restart-at 0.5] [--down-s 2] [--max-tokens 24] [--json results.json]
 """
 
@@ -156,6 +158,7 @@ class Run:
     warmup: list[Outcome] = field(default_factory=list)  # the hot questions, asked once first
     restarted_at_s: float | None = None
     back_at_s: float | None = None
+    duration_s: float = 0.0  # the load window: every request started within it
     elapsed_s: float = 0.0  # until the last request answered (clients finish what they started)
 
 
@@ -178,16 +181,15 @@ async def drive(url: str, redis: RedisProcess, args: argparse.Namespace) -> Run:
     run, rng = Run(), random.Random(args.seed)
     counter = 0
 
-    def next_query() -> str:
+    def new_question() -> str:
         nonlocal counter
-        if rng.random() < args.hit_share:
-            return rng.choice(HOT)
         counter += 1
         return f"Question {counter}: how do the caches handle {rng.choice(TOPICS)}?"
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client(http: httpx.AsyncClient, misses: bool) -> None:
         while time.monotonic() < deadline:
-            run.outcomes.append(await ask(http, next_query(), started))
+            query = new_question() if misses else rng.choice(HOT)
+            run.outcomes.append(await ask(http, query, started))
 
     async def restart() -> None:
         await asyncio.sleep(args.duration * args.restart_at)
@@ -201,11 +203,11 @@ async def drive(url: str, redis: RedisProcess, args: argparse.Namespace) -> Run:
         run.warmup = [await ask(http, query, time.monotonic()) for query in HOT]
         started = time.monotonic()
         deadline = started + args.duration
-        tasks = [client(http) for _ in range(args.clients)]
+        tasks = [client(http, misses=i < args.miss_clients) for i in range(args.clients)]
         if args.restart_at > 0:
             tasks.append(restart())
         await asyncio.gather(*tasks)
-        run.elapsed_s = time.monotonic() - started
+        run.duration_s, run.elapsed_s = args.duration, time.monotonic() - started
     return run
 
 
@@ -234,8 +236,9 @@ def summarize(run: Run) -> dict[str, Any]:
     latencies = [o.latency_ms for o in run.outcomes]
     return {
         "requests": len(run.outcomes),
+        "duration_s": run.duration_s,
         "elapsed_s": round(run.elapsed_s, 1),
-        "throughput_rps": round(len(run.outcomes) / run.elapsed_s, 2) if run.elapsed_s else 0.0,
+        "throughput_rps": round(len(run.outcomes) / run.duration_s, 2) if run.duration_s else 0.0,
         "p50_ms": round(statistics.median(latencies), 2) if latencies else 0.0,
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "by_llm_status": {
@@ -262,7 +265,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of load")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--hit-share", type=float, default=0.9, help="share of hot questions")
+    parser.add_argument("--miss-clients", type=int, default=2, help="clients asking new questions")
     parser.add_argument("--restart-at", type=float, default=0.5, help="0 = no Redis restart")
     parser.add_argument("--down-s", type=float, default=2.0, help="how long Redis stays down")
     parser.add_argument("--max-tokens", type=int, default=24, help="LLM answer length")

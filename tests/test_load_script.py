@@ -33,7 +33,8 @@ def test_wrong_and_failed_answers_are_counted() -> None:
         ],
         restarted_at_s=0.25,
         back_at_s=0.35,
-        elapsed_s=2.0,
+        duration_s=2.0,
+        elapsed_s=5.0,
     )
     summary = load.summarize(run)
     assert summary["throughput_rps"] == 3.0
