@@ -27,6 +27,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_semantic_lookup.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_single_flight.py
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_invalidation.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark.py --in-process --out bench-results/default
 
 lint: install
 	$(VENV)/bin/ruff check rag services tests scripts

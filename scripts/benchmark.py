@@ -728,11 +728,13 @@ async def run_configs(
     *,
     concurrency: int,
     admin_key: str,
+    api_key: str = "",
     prices: Prices,
     tokens: TokenCounter,
     timeout_s: float,
 ) -> tuple[dict[str, Any], dict[str, list[Record]]]:
-    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    admin = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     probe = RedisProbe(target.redis_url, target.namespace) if target.redis_url else None
     groups: dict[str, set[str]] = {}
     for q in queries:
@@ -748,9 +750,11 @@ async def run_configs(
         warm = await client.post(
             "/ask", json={"query": "What is cached?", "cache": {"mode": "no-store"}}
         )
+        if warm.status_code == 401:
+            raise SystemExit("POST /ask needs an API key (--api-key)")
         warm.raise_for_status()
         for name, cache in CONFIGS.items():
-            cleared = await client.post("/cache/invalidate", json={"all": True})
+            cleared = await client.post("/cache/invalidate", json={"all": True}, headers=admin)
             if cleared.status_code == 401:
                 raise SystemExit("POST /cache/invalidate needs the admin key (--admin-key)")
             cleared.raise_for_status()
@@ -1009,7 +1013,7 @@ def write_report(results: dict[str, Any], charts: Sequence[str], out: Path) -> N
         "# Benchmark: what the caches save",
         "",
         f"Command: `{s['command']}`  ",
-        f"Run {s['started']} on {s['machine']}, {s['target']}.",
+        f"Run from {s['started']} to {s['finished']} on {s['machine']}, {s['target']}.",
         "",
         f"Workload: {w['requests']} requests, {w['distinct_queries']} distinct questions in "
         f"{w['groups']} groups ({s['workload_source']}, seed {s['seed']}); by kind: "
@@ -1088,7 +1092,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("RAG_REDIS_URL") or None,
         help="the service's Redis, for the memory figures (with --url)",
     )
-    where.add_argument("--namespace", default=defaults.namespace, help="the service's namespace")
+    where.add_argument(
+        "--namespace",
+        default=defaults.namespace,
+        help="the service's namespace, for the memory figures (a tenant's: NAMESPACE.TENANT)",
+    )
+    where.add_argument(
+        "--api-key",
+        default=os.environ.get("RAG_BENCH_API_KEY", ""),
+        help="for /ask when the service sets RAG_API_KEYS (default: RAG_BENCH_API_KEY)",
+    )
     where.add_argument(
         "--admin-key",
         default=defaults.admin_api_key.get_secret_value(),
@@ -1178,6 +1191,7 @@ def benchmark(
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
     (out / "workload.jsonl").write_text(
         "".join(
             json.dumps({"query": q.text, "group": q.group, "kind": q.kind}) + "\n" for q in queries
@@ -1214,6 +1228,7 @@ def benchmark(
                 queries,
                 concurrency=args.concurrency,
                 admin_key=args.admin_key,
+                api_key=args.api_key,
                 prices=prices,
                 tokens=tokens,
                 timeout_s=args.timeout,
@@ -1223,7 +1238,8 @@ def benchmark(
         "command": " ".join(
             ["python scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
         ),
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": f"{os.cpu_count()} CPU cores",
         "target": where,
         "in_process": bool(args.in_process),
