@@ -68,6 +68,26 @@ def test_generated_workload_mixes_repeats_paraphrases_and_uniques(bench: ModuleT
     assert max(len(t) for t in texts_by_group.values()) <= 2
 
 
+def test_a_workload_file_gives_queries_with_optional_groups(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    path = tmp_path / "workload.jsonl"
+    path.write_text(
+        '{"query": "How long are answers cached?", "group": 1}\n\n'
+        '{"query": "For how long is an answer cached?", "group": "1"}\n'
+        '{"query": "What is Redis?"}\n'
+    )
+    queries = bench.load_workload(path)
+    assert [(q.text, q.group) for q in queries] == [
+        ("How long are answers cached?", "1"),
+        ("For how long is an answer cached?", "1"),
+        ("What is Redis?", None),
+    ]
+    path.write_text('{"query": "ok"}\n{"text": "no query field"}\n')
+    with pytest.raises(ValueError, match=":2: every line needs"):
+        bench.load_workload(path)
+
+
 def test_a_semantic_hit_on_another_group_counts_as_wrong(bench: ModuleType) -> None:
     def hit(query: str, group: str | None, matched: str) -> Any:
         return bench.Record(
