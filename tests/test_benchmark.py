@@ -40,7 +40,7 @@ def test_generated_workload_mixes_repeats_paraphrases_and_uniques(bench: ModuleT
             size=60,
             seed=seed,
             shares=(0.6, 0.2, 0.2),
-            pairs=[bench.DEFAULT_PAIRS],
+            pairs=[bench.OWN_PAIRS],  # in every clone
             zipf_s=1.1,
             distinct=None,
         )
@@ -141,7 +141,7 @@ def test_fast_in_process_run_reports_every_figure(
     valkey_url: str,
     llm_base_url: str,
 ) -> None:
-    argv = ["--in-process", "--fast", "--out", str(tmp_path)]
+    argv = ["--in-process", "--fast", "--out", str(tmp_path), "--pairs", str(bench.OWN_PAIRS)]
     bench.benchmark(
         bench.parse_args(argv),
         argv=argv,
