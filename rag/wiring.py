@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 import openai
+import tiktoken
 from qdrant_client import AsyncQdrantClient
 
 from rag.cache.connect import REDIS_ERRORS, RedisClient, connect
@@ -27,7 +28,7 @@ from rag.ingest import Ingestor, TokenChunker, collect_documents
 from rag.local import embedded_valkey, local_llm_server
 from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
-from rag.prices import load_price
+from rag.prices import ModelPrice, load_price
 from rag.prompt import prompt_version
 from rag.retrieval import QdrantRetriever
 from rag.semantic.cache import SemanticCache
@@ -47,6 +48,7 @@ class Corpus:
     """The cache store, the embedder and the vector DB: enough to ingest documents."""
 
     settings: Settings
+    encoding: tiktoken.Encoding  # chunks documents; counts session history
     redis: RedisClient
     store: RedisStore
     embedder: SentenceTransformerEmbedder
@@ -127,14 +129,16 @@ async def open_corpus(
             collection=settings.collection,
             ttl_s=settings.corpus_version_ttl_s,
         )
+        encoding = get_encoding(settings.tokenizer_encoding, data_dir / "tiktoken")
         chunker = TokenChunker(
-            encoding=get_encoding(settings.tokenizer_encoding, data_dir / "tiktoken"),
+            encoding=encoding,
             size=settings.chunk_tokens,
             overlap=settings.chunk_overlap_tokens,
         )
         tags = TagIndex(redis=redis, namespace=settings.namespace)
         yield Corpus(
             settings=settings,
+            encoding=encoding,
             tags=tags,
             redis=redis,
             store=store,
@@ -222,28 +226,43 @@ async def open_services(
             extra_body=extra_body,
         )
 
-        metrics = Metrics()
+        shared = _Shared(
+            generator=generator,
+            metrics=Metrics(),
+            rule=SemanticRule.load(
+                threshold=settings.semantic_threshold,
+                min_score=settings.semantic_min_score,
+                verifier_path=settings.verifier_path,
+            ),
+            price=load_price(settings.price_model or settings.llm_model),
+        )
         tenants = {
-            name: await _open_tenant(stack, settings, corpus, generator, metrics, ns)
+            name: await _open_tenant(stack, settings, corpus, shared, ns)
             for name, ns in settings.tenant_namespaces().items()
         }
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
-        yield Services(corpus=corpus, tenants=tenants, metrics=metrics)
+        yield Services(corpus=corpus, tenants=tenants, metrics=shared.metrics)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Shared:
+    """What every tenant uses as it is: built once, not once per tenant."""
+
+    generator: OpenAIGenerator
+    metrics: Metrics
+    rule: SemanticRule
+    price: ModelPrice
 
 
 async def _open_tenant(
-    stack: AsyncExitStack,
-    settings: Settings,
-    corpus: Corpus,
-    generator: OpenAIGenerator,
-    metrics: Metrics,
-    ns: str,
+    stack: AsyncExitStack, settings: Settings, corpus: Corpus, shared: _Shared, ns: str
 ) -> Tenant:
     """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations, over
-    the shared corpus, LLM and metrics. Background tasks and clean-ups go on ``stack``."""
-    store, embedder_ = corpus.store, corpus.embedder
+    the shared corpus, LLM, semantic rule and metrics. Background tasks and clean-ups go on
+    ``stack``."""
+    store, embedder_, generator = corpus.store, corpus.embedder, shared.generator
     answer_cache = AnswerCache(
         store=store,
         namespace=ns,
@@ -258,11 +277,7 @@ async def _open_tenant(
         redis=corpus.redis,
         store=store,
         namespace=ns,
-        rule=SemanticRule.load(
-            threshold=settings.semantic_threshold,
-            min_score=settings.semantic_min_score,
-            verifier_path=settings.verifier_path,
-        ),
+        rule=shared.rule,
         index=SemanticIndex(
             dimension=embedder_.dimension, max_entries=settings.semantic_max_entries
         ),
@@ -319,7 +334,7 @@ async def _open_tenant(
         ),
         answer_cache=answer_cache,
         corpus_version=corpus.corpus_version,
-        metrics=metrics,
+        metrics=shared.metrics,
         max_top_k=settings.max_top_k,
         max_query_chars=settings.max_query_chars,
         semantic=semantic,
@@ -328,7 +343,7 @@ async def _open_tenant(
         relay=relay,
         sliding_embedding_ttl=settings.embedding_sliding_ttl,
         tags=corpus.tags,
-        price=load_price(settings.price_model or settings.llm_model),
+        price=shared.price,
     )
     stack.push_async_callback(pipeline.aclose)
     conversations = Conversations(
@@ -337,15 +352,13 @@ async def _open_tenant(
             namespace=ns,
             ttl_s=settings.session_ttl_s,
             history_tokens=settings.session_history_tokens,
-            encoding=get_encoding(
-                settings.tokenizer_encoding, settings.data_dir.resolve() / "tiktoken"
-            ),
+            encoding=corpus.encoding,
             timeout_s=settings.redis_timeout_s,
         ),
         rewriter=QuestionRewriter(
             generator=generator,
             store=store,
-            metrics=metrics,
+            metrics=shared.metrics,
             namespace=ns,
             ttl_s=settings.llm_ttl_s,
             max_chars=settings.max_query_chars,

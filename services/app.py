@@ -84,15 +84,20 @@ BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 SessionIdPath = Annotated[str, PathParam(pattern=SESSION_ID.pattern)]
 
 
-def _key_matches(given: HTTPAuthorizationCredentials | None, allowed: list[str]) -> bool:
-    return given is not None and any(
-        secrets.compare_digest(given.credentials.encode(), key.encode()) for key in allowed
+def _matching_key(given: str | None, keys: list[str]) -> int | None:
+    """The index of the key equal to ``given``; each comparison takes constant time."""
+    if not given:
+        return None
+    return next(
+        (i for i, key in enumerate(keys) if secrets.compare_digest(given.encode(), key.encode())),
+        None,
     )
 
 
 async def require_admin(services: ServicesDep, credentials: BearerDep) -> None:
     key = services.corpus.settings.admin_api_key.get_secret_value()
-    if key and not _key_matches(credentials, [key]):
+    given = credentials.credentials if credentials else None
+    if key and _matching_key(given, [key]) is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "admin endpoints need 'Authorization: Bearer <RAG_ADMIN_API_KEY>'",
@@ -108,10 +113,9 @@ async def get_tenant(request: Request) -> Tenant:
     if not key_tenants:
         return services.default
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and given:
-        for key, tenant in key_tenants:
-            if secrets.compare_digest(given.strip().encode(), key.encode()):
-                return services.tenants[tenant]
+    found = _matching_key(given.strip(), [key for key, _ in key_tenants])
+    if scheme.lower() == "bearer" and found is not None:
+        return services.tenants[key_tenants[found][1]]
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)",
@@ -362,8 +366,10 @@ def create_app(
         snapshot = services.metrics.snapshot()
         semantic = [t.pipeline.semantic for t in services.tenants.values() if t.pipeline.semantic]
         if semantic:
-            snapshot["semantic"] = semantic[0].stats()
-            snapshot["semantic"]["entries"] = sum(len(cache.index) for cache in semantic)
+            snapshot["semantic"] = semantic[0].stats()  # settings are the same for every tenant
+            for counter in ("entries", "evictions"):  # counts are summed over them
+                snapshot["semantic"][counter] = sum(cache.stats()[counter] for cache in semantic)
+            snapshot["semantic"]["synced"] = all(cache.synced for cache in semantic)
         return snapshot
 
     @app.get("/metrics", response_class=Response)
