@@ -37,10 +37,8 @@ import json
 import logging
 import os
 import random
-import socket
 import sys
 import tempfile
-import threading
 import time
 import tomllib
 import uuid
@@ -677,10 +675,9 @@ def in_process_service(
     """The app on the real local parts, served by uvicorn in a thread, in a fresh namespace on a
     private embedded Valkey (or ``redis_url``); the LLM is started by the app as in ``rag serve``
     unless ``llm_base_url`` is given. ``embedder`` lets a test share its loaded model."""
-    import uvicorn
-
     from rag.local import embedded_valkey
     from services.app import create_app
+    from services.serving import serve_in_thread
 
     with contextlib.ExitStack() as stack:
         redis_url = redis_url or stack.enter_context(embedded_valkey())
@@ -700,30 +697,14 @@ def in_process_service(
             **overrides,
         )
         app = create_app(settings, embedder=embedder)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, name="benchmark-app", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 300
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the in-process app did not start (see the log above)")
-            time.sleep(0.05)
-        try:
+        with serve_in_thread(app, start_timeout_s=300) as url:
             yield Target(
-                url=f"http://127.0.0.1:{port}",
+                url=url,
                 redis_url=redis_url,
                 namespace=settings.namespace,
                 llm_model=settings.llm_model,
                 max_tokens=settings.llm_max_tokens,
             )
-        finally:
-            server.should_exit = True
-            thread.join(timeout=60)
 
 
 async def run_configs(

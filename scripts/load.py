@@ -44,6 +44,8 @@ from typing import Any
 
 import httpx
 
+from services.serving import free_port
+
 HOT = [
     "How long are LLM answers cached?",
     "What happens when a client disconnects?",
@@ -52,12 +54,6 @@ HOT = [
     "How are cache keys built?",
 ]
 TOPICS = ["embeddings", "search results", "answers", "Redis", "the semantic cache", "sessions"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for_port(port: int, timeout_s: float) -> None:

@@ -4,14 +4,12 @@
 - ``llm_base_url``: SmolLM2-135M-Instruct on a local llama.cpp server.
 - ``valkey_url``: an embedded Valkey; ``local_redis_url``: the machine's Redis on 6379 (skips
   when it is not there). Each test uses its own namespace (key prefix) and never FLUSHALL.
-- ``serve``: runs an app on a real uvicorn server in a thread and yields its base URL.
+- ``serve``: runs an app on a real uvicorn server in a thread and yields its base URL
+  (``services.serving``, shared with the in-process benchmark).
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,13 +21,13 @@ import httpx
 import httpx2
 import pytest
 import redis
-import uvicorn
 from fastapi import FastAPI
 
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey, local_llm_server
 from rag.settings import Settings
 from services.app import create_app
+from services.serving import serve_in_thread
 from tests.scripted_llm import ScriptedLLM
 from tests.sse import parse
 
@@ -104,29 +102,7 @@ def make_settings(
     return make
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` on uvicorn in a thread (lifespan included); yield its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the app did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+serve = serve_in_thread  # the name the tests use
 
 
 DOCS = {
