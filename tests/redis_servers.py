@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from services.serving import free_port
 
 
 def require_redis_server() -> str:

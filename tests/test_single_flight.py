@@ -23,7 +23,8 @@ import pytest
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
-from tests.conftest import free_port, keys_of, serve, serve_scripted
+from services.serving import free_port
+from tests.conftest import keys_of, serve, serve_scripted
 from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import parse
 
