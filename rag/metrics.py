@@ -7,9 +7,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from rag.cache.registry import LAYERS
 from rag.types import CacheStatus
-
-LAYERS = ("embedding", "search", "llm")
 
 
 class Metrics:
@@ -66,9 +65,8 @@ class Metrics:
             registry=self.registry,
         )
         for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape
-            for result in CacheStatus:
-                if result is not CacheStatus.SEMANTIC or layer == "llm":
-                    self.cache_requests.labels(layer, result.value)
+            for result in layer.statuses:
+                self.cache_requests.labels(layer.name, result.value)
 
     def record_cache(self, layer: str, status: CacheStatus) -> None:
         self.cache_requests.labels(layer, status.value).inc()
@@ -81,13 +79,15 @@ class Metrics:
         layers: dict[str, dict[str, float]] = {}
         for layer in LAYERS:
             counts = {
-                s.value: self._sample("rag_cache_requests_total", layer=layer, result=s.value)
-                for s in CacheStatus
-                if s is not CacheStatus.SEMANTIC or layer == "llm"
+                s.value: self._sample("rag_cache_requests_total", layer=layer.name, result=s.value)
+                for s in layer.statuses
             }
             looked_up = counts["hit"] + counts["miss"] + counts.get("semantic", 0)
             hits = counts["hit"] + counts.get("semantic", 0)
-            layers[layer] = {**counts, "hit_rate": round(hits / looked_up, 4) if looked_up else 0.0}
+            layers[layer.name] = {
+                **counts,
+                "hit_rate": round(hits / looked_up, 4) if looked_up else 0.0,
+            }
         return {
             "layers": layers,
             "upstream_calls": {

@@ -17,7 +17,6 @@ oldest turns dropped first (the newest turn is always kept).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import re
@@ -27,13 +26,16 @@ from typing import Any
 
 import tiktoken
 
-from rag.cache.connect import REDIS_ERRORS, RedisClient
-from rag.cache.keys import build_key, digest, normalize_text
-from rag.errors import CacheUnavailableError, InvalidInputError
+from rag.cache.connect import RedisClient
+from rag.cache.keys import session_key
+from rag.cache.layers import RewriteCache
+from rag.cache.stage import CachedStage
+from rag.cache.store import StrictStore
+from rag.errors import InvalidInputError
 from rag.metrics import Metrics
 from rag.pipeline import StreamEnd, StreamEvent, StreamToken
-from rag.protocols import Generator, KVStore
-from rag.types import CacheStatus
+from rag.protocols import Generator
+from rag.types import CacheMode
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -136,106 +138,94 @@ class SessionStore:
     def __init__(
         self,
         *,
-        redis: RedisClient,
+        store: StrictStore,
         namespace: str,
         ttl_s: int,
         history_tokens: int,
         encoding: tiktoken.Encoding,
-        timeout_s: float,
     ) -> None:
-        self._redis = redis
+        self._store = store
         self._namespace = namespace
         self.ttl_s = ttl_s
         self.history_tokens = history_tokens
         self._encoding = encoding
-        self._timeout_s = timeout_s
-        self._append = redis.register_script(_APPEND)
+        self._append = store.client.register_script(_APPEND)
 
     def key(self, session_id: str) -> str:
-        return f"rag:{self._namespace}:session:{session_id}"
+        return session_key(self._namespace, session_id)
 
     def turn(self, question: str, standalone: str, answer: str) -> Turn:
         tokens = len(self._encoding.encode(question + "\n" + answer, disallowed_special=()))
         return Turn(question=question, standalone=standalone, answer=answer, tokens=tokens)
 
     async def turns(self, session_id: str) -> list[Turn]:
-        raw = await self._call(self._redis.lrange(self.key(session_id), 0, -1))
+        key = self.key(session_id)
+        raw = await self._store.run("session store", lambda c: c.lrange(key, 0, -1))
         return [Turn.from_json(item) for item in raw]
 
     async def view(self, session_id: str) -> SessionView | None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.lrange(self.key(session_id), 0, -1)
-            pipe.ttl(self.key(session_id))
-            raw, ttl = await self._call(pipe.execute())
+        key = self.key(session_id)
+
+        async def op(client: RedisClient) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.lrange(key, 0, -1)
+                pipe.ttl(key)
+                return await pipe.execute()
+
+        raw, ttl = await self._store.run("session store", op)
         if not raw:
             return None
         return SessionView(session_id, [Turn.from_json(item) for item in raw], max(int(ttl), 0))
 
     async def append(self, session_id: str, turn: Turn) -> int:
         """Store a finished turn; returns how many turns the session keeps."""
-        kept = await self._call(
-            self._append(
-                keys=[self.key(session_id)], args=[turn.to_json(), self.history_tokens, self.ttl_s]
-            )
+        args: list[str | int] = [turn.to_json(), self.history_tokens, self.ttl_s]
+        kept = await self._store.run(
+            "session store", lambda _: self._append(keys=[self.key(session_id)], args=args)
         )
         return int(kept)
 
     async def delete(self, session_id: str) -> bool:
-        return bool(await self._call(self._redis.delete(self.key(session_id))))
-
-    async def _call(self, command: Any) -> Any:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await command
-        except REDIS_ERRORS as exc:
-            raise CacheUnavailableError(
-                f"the session store (Redis) is unreachable: {type(exc).__name__}"
-            ) from exc
+        key = self.key(session_id)
+        return bool(await self._store.run("session store", lambda c: c.delete(key)))
 
 
 class QuestionRewriter:
-    """Makes a follow-up standalone with the LLM. Rewrites are cached (answer-layer TTL) under a
-    key holding the LLM model, the rewrite prompt's version, the history and the follow-up."""
+    """Makes a follow-up standalone with the LLM. Rewrites are the cache layer ``rewrite``
+    (``registry.REWRITE``), keyed on the LLM model, the rewrite prompt's version, the history and
+    the follow-up."""
 
     def __init__(
         self,
         *,
         generator: Generator,
-        store: KVStore,
+        rewrites: CachedStage[str],
         metrics: Metrics,
-        namespace: str,
-        ttl_s: int,
         max_chars: int,
     ) -> None:
         self._generator = generator
-        self._store = store
+        self._rewrites = rewrites
         self._metrics = metrics
-        self._namespace = namespace
-        self._ttl_s = ttl_s
         self._max_chars = max_chars
 
     def key(self, question: str, history: Sequence[Turn]) -> str:
-        conversation = [(t.standalone, t.answer) for t in history]
-        sha = digest(conversation, normalize_text(question), self._generator.sampling)
-        model = self._generator.model_id
-        return build_key(self._namespace, "rewrite", model, rewrite_version(), sha=sha)
+        codec = self._rewrites.codec
+        assert isinstance(codec, RewriteCache)
+        return codec.key(question, [(t.standalone, t.answer) for t in history])
 
     async def standalone(self, question: str, history: Sequence[Turn]) -> str:
         if not history:
             return question
-        key = self.key(question, history)
-        raw = (await self._store.get_many([key]))[0]
-        if raw is not None:
-            try:
-                cached = json.loads(raw)["standalone"]
-            except (ValueError, KeyError, TypeError):
-                await self._store.delete(key)
-            else:
-                self._metrics.record_cache("rewrite", CacheStatus.HIT)
-                return str(cached)
-        self._metrics.record_cache(
-            "rewrite", CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
+
+        async def rewrite() -> str:
+            return await self._rewrite(question, history)
+
+        value, _ = await self._rewrites.get_or_compute(
+            self.key(question, history), rewrite, mode=CacheMode.DEFAULT
         )
+        return value
+
+    async def _rewrite(self, question: str, history: Sequence[Turn]) -> str:
         self._metrics.llm_calls.inc()
         completion = await self._generator.complete(self._messages(question, history))
         rewritten = _clean(completion.text) if completion.finish_reason == "stop" else ""
@@ -249,8 +239,6 @@ class QuestionRewriter:
             room = self._max_chars - len(question) - 1
             previous = history[-1].standalone[-room:] if room > 0 else ""
             rewritten = f"{previous} {question}".strip()
-        entry = json.dumps({"v": 1, "standalone": rewritten}, ensure_ascii=False).encode()
-        await self._store.set(key, entry, self._ttl_s)
         return rewritten
 
     @staticmethod

@@ -69,18 +69,11 @@ class Completion:
     model: str
 
 
-@dataclass(slots=True)
-class LayerStatuses:
-    embedding: CacheStatus = CacheStatus.MISS
-    search: CacheStatus = CacheStatus.MISS
-    llm: CacheStatus = CacheStatus.MISS
+class LayerStatuses(dict[str, CacheStatus]):
+    """What each cache layer did for one request, by layer name (``rag.cache.registry``)."""
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            "embedding": self.embedding.value,
-            "search": self.search.value,
-            "llm": self.llm.value,
-        }
+        return {name: status.value for name, status in self.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import openai
@@ -18,24 +19,32 @@ from qdrant_client import AsyncQdrantClient
 
 from rag.cache.connect import REDIS_ERRORS, RedisClient, connect
 from rag.cache.flight import SingleFlight
-from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.layers import (
+    AnswerCache,
+    CorpusVersion,
+    EmbeddingCache,
+    RewriteCache,
+    SearchResultCache,
+)
 from rag.cache.relay import AnswerRelay
-from rag.cache.store import RedisStore
+from rag.cache.stage import Background, CachedStage
+from rag.cache.store import RedisStore, StrictStore
 from rag.cache.tags import TagIndex
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.generation import OpenAIGenerator
 from rag.ingest import Ingestor, TokenChunker, collect_documents
 from rag.local import embedded_valkey, local_llm_server
 from rag.metrics import Metrics
-from rag.pipeline import RagPipeline
+from rag.pipeline import AskLimits, RagPipeline
 from rag.prices import ModelPrice, load_price
 from rag.prompt import prompt_version
 from rag.retrieval import QdrantRetriever
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
-from rag.sessions import Conversations, QuestionRewriter, SessionStore
+from rag.sessions import Conversations, QuestionRewriter, SessionStore, rewrite_version
 from rag.settings import Settings
+from rag.stages import AnswerLayer, CachedRetrieval
 from rag.tokens import get_encoding
 
 log = logging.getLogger(__name__)
@@ -135,7 +144,7 @@ async def open_corpus(
             size=settings.chunk_tokens,
             overlap=settings.chunk_overlap_tokens,
         )
-        tags = TagIndex(redis=redis, namespace=settings.namespace)
+        tags = TagIndex(store=store, namespace=settings.namespace)
         yield Corpus(
             settings=settings,
             encoding=encoding,
@@ -262,9 +271,131 @@ async def _open_tenant(
     """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations, over
     the shared corpus, LLM, semantic rule and metrics. Background tasks and clean-ups go on
     ``stack``."""
-    store, embedder_, generator = corpus.store, corpus.embedder, shared.generator
-    answer_cache = AnswerCache(
+    store, generator = corpus.store, shared.generator
+    flight = relay = None
+    if settings.single_flight:
+        flight, relay = _coalescing(stack, settings, store, ns)
+    background = Background()
+
+    def stage(codec: Any, *, sliding: bool = False) -> CachedStage[Any]:
+        return CachedStage(
+            codec=codec,
+            store=store,
+            metrics=shared.metrics,
+            background=background,
+            flight=flight,
+            sliding=sliding,
+        )
+
+    answer_cache = _answer_cache(settings, ns, generator)
+    semantic = _semantic_cache(settings, corpus, shared, ns, answer_cache)
+    sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
+    stack.push_async_callback(_cancel, sync)
+    pipeline = RagPipeline(
+        retrieval=CachedRetrieval(
+            embedder=corpus.embedder,
+            retriever=corpus.retriever,
+            embeddings=stage(
+                _embedding_cache(settings, corpus, ns), sliding=settings.embedding_sliding_ttl
+            ),
+            searches=stage(_search_cache(settings, corpus, ns)),
+            corpus_version=corpus.corpus_version,
+            metrics=shared.metrics,
+        ),
+        answers=AnswerLayer(
+            answers=stage(answer_cache),
+            generator=generator,
+            metrics=shared.metrics,
+            relay=relay,
+            tags=corpus.tags,
+            store=store,
+        ),
         store=store,
+        metrics=shared.metrics,
+        limits=AskLimits(
+            max_top_k=settings.max_top_k,
+            max_query_chars=settings.max_query_chars,
+            semantic_by_default=settings.semantic_enabled,
+        ),
+        background=background,
+        semantic=semantic,
+        price=shared.price,
+    )
+    stack.push_async_callback(pipeline.aclose)
+    rewrites = RewriteCache(
+        namespace=ns,
+        llm_model=settings.llm_model,
+        prompt_version=rewrite_version(),
+        sampling=generator.sampling,
+        ttl_s=settings.llm_ttl_s,
+    )
+    conversations = Conversations(
+        sessions=SessionStore(
+            store=StrictStore(client=corpus.redis, timeout_s=settings.redis_timeout_s),
+            namespace=ns,
+            ttl_s=settings.session_ttl_s,
+            history_tokens=settings.session_history_tokens,
+            encoding=corpus.encoding,
+        ),
+        rewriter=QuestionRewriter(
+            generator=generator,
+            rewrites=stage(rewrites),
+            metrics=shared.metrics,
+            max_chars=settings.max_query_chars,
+        ),
+    )
+    invalidation = TagIndex(store=store, namespace=ns)
+    return Tenant(
+        namespace=ns, pipeline=pipeline, conversations=conversations, invalidation=invalidation
+    )
+
+
+def _coalescing(
+    stack: AsyncExitStack, settings: Settings, store: RedisStore, ns: str
+) -> tuple[SingleFlight, AnswerRelay]:
+    """Single-flight for the cached stages and the relay for answers; in this process first,
+    across processes through Redis."""
+    flight = SingleFlight(
+        store=store,
+        namespace=ns,
+        lock_ttl_s=settings.flight_lock_ttl_s,
+        wait_s=settings.flight_wait_s,
+    )
+    relay = AnswerRelay(
+        store=store,
+        namespace=ns,
+        # a blocking read must end before the client's socket timeout does
+        poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
+        lock_ttl_s=settings.flight_lock_ttl_s,
+        wait_s=settings.flight_wait_s,
+    )
+    listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
+    stack.push_async_callback(_cancel, listener)
+    return flight, relay
+
+
+def _embedding_cache(settings: Settings, corpus: Corpus, ns: str) -> EmbeddingCache:
+    return EmbeddingCache(
+        namespace=ns,
+        model_id=corpus.embedder.model_id,
+        dimension=corpus.embedder.dimension,
+        ttl_s=settings.embedding_ttl_s,
+    )
+
+
+def _search_cache(settings: Settings, corpus: Corpus, ns: str) -> SearchResultCache:
+    return SearchResultCache(
+        namespace=ns,
+        embedding_model_id=corpus.embedder.model_id,
+        collection=settings.collection,
+        ttl_s=settings.search_ttl_s,
+        soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
+        xfetch_beta=settings.xfetch_beta,
+    )
+
+
+def _answer_cache(settings: Settings, ns: str, generator: OpenAIGenerator) -> AnswerCache:
+    return AnswerCache(
         namespace=ns,
         llm_model=settings.llm_model,
         prompt_version=prompt_version(),
@@ -273,98 +404,25 @@ async def _open_tenant(
         soft_ttl_s=min(settings.llm_soft_ttl_s, settings.llm_ttl_s),
         xfetch_beta=settings.xfetch_beta,
     )
-    semantic = SemanticCache(
-        redis=corpus.redis,
-        store=store,
+
+
+def _semantic_cache(
+    settings: Settings, corpus: Corpus, shared: _Shared, ns: str, answer_cache: AnswerCache
+) -> SemanticCache:
+    return SemanticCache(
+        store=corpus.store,
         namespace=ns,
         rule=shared.rule,
         index=SemanticIndex(
-            dimension=embedder_.dimension, max_entries=settings.semantic_max_entries
+            dimension=corpus.embedder.dimension, max_entries=settings.semantic_max_entries
         ),
         answer_cache=answer_cache,
         scope_parts={
-            "embedding": embedder_.model_id,
+            "embedding": corpus.embedder.model_id,
             "llm": settings.llm_model,
             "prompt": prompt_version(),
-            "sampling": generator.sampling,
+            "sampling": shared.generator.sampling,
         },
-        dimension=embedder_.dimension,
+        dimension=corpus.embedder.dimension,
         ttl_s=settings.llm_ttl_s,
-    )
-    sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
-    stack.push_async_callback(_cancel, sync)
-    flight = relay = None
-    if settings.single_flight:
-        flight = SingleFlight(
-            redis=corpus.redis,
-            namespace=ns,
-            lock_ttl_s=settings.flight_lock_ttl_s,
-            wait_s=settings.flight_wait_s,
-        )
-        relay = AnswerRelay(
-            redis=corpus.redis,
-            namespace=ns,
-            # a blocking read must end before the client's socket timeout does
-            poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
-            lock_ttl_s=settings.flight_lock_ttl_s,
-            wait_s=settings.flight_wait_s,
-        )
-        listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
-        stack.push_async_callback(_cancel, listener)
-    pipeline = RagPipeline(
-        embedder=embedder_,
-        retriever=corpus.retriever,
-        generator=generator,
-        store=store,
-        embedding_cache=EmbeddingCache(
-            store=store,
-            namespace=ns,
-            model_id=embedder_.model_id,
-            dimension=embedder_.dimension,
-            ttl_s=settings.embedding_ttl_s,
-        ),
-        search_cache=SearchResultCache(
-            store=store,
-            namespace=ns,
-            embedding_model_id=embedder_.model_id,
-            collection=settings.collection,
-            ttl_s=settings.search_ttl_s,
-            soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
-            xfetch_beta=settings.xfetch_beta,
-        ),
-        answer_cache=answer_cache,
-        corpus_version=corpus.corpus_version,
-        metrics=shared.metrics,
-        max_top_k=settings.max_top_k,
-        max_query_chars=settings.max_query_chars,
-        semantic=semantic,
-        semantic_by_default=settings.semantic_enabled,
-        flight=flight,
-        relay=relay,
-        sliding_embedding_ttl=settings.embedding_sliding_ttl,
-        tags=corpus.tags,
-        price=shared.price,
-    )
-    stack.push_async_callback(pipeline.aclose)
-    conversations = Conversations(
-        sessions=SessionStore(
-            redis=corpus.redis,
-            namespace=ns,
-            ttl_s=settings.session_ttl_s,
-            history_tokens=settings.session_history_tokens,
-            encoding=corpus.encoding,
-            timeout_s=settings.redis_timeout_s,
-        ),
-        rewriter=QuestionRewriter(
-            generator=generator,
-            store=store,
-            metrics=shared.metrics,
-            namespace=ns,
-            ttl_s=settings.llm_ttl_s,
-            max_chars=settings.max_query_chars,
-        ),
-    )
-    invalidation = TagIndex(redis=corpus.redis, namespace=ns)
-    return Tenant(
-        namespace=ns, pipeline=pipeline, conversations=conversations, invalidation=invalidation
     )

@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from rag.aio import finish_even_if_cancelled
 from rag.cache.connect import REDIS_ERRORS, RedisClient
-from rag.cache.keys import flight_key
+from rag.cache.keys import flight_done_channel, flight_key
+from rag.cache.store import RedisStore
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 
 log = logging.getLogger(__name__)
@@ -36,25 +37,34 @@ _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
-REDIS_DOWN = REDIS_ERRORS
 
 
 class RedisLock:
     """A lock with an owner token: acquired with ``SET NX PX``, kept alive by a heartbeat while
     held, and released only by its owner (compare-and-delete), so a lock that expired and was
-    taken over is never deleted by its old owner."""
+    taken over is never deleted by its old owner. Every call fails open (``RedisStore.run``)."""
 
-    def __init__(self, redis: RedisClient, name: str, ttl_s: float) -> None:
-        self._redis = redis
+    def __init__(self, store: RedisStore, name: str, ttl_s: float) -> None:
+        self._store = store
         self.name = name
         self._ttl_ms = int(ttl_s * 1000)
         self._token = secrets.token_hex(8)
 
-    async def acquire(self) -> bool:
-        return bool(await self._redis.set(self.name, self._token, nx=True, px=self._ttl_ms))
+    async def acquire(self) -> bool | None:
+        """True: acquired; False: someone holds it; None: Redis did not answer (no coordination)."""
 
-    async def exists(self) -> bool:
-        return bool(await self._redis.exists(self.name))
+        async def op(client: RedisClient) -> bool:
+            return bool(await client.set(self.name, self._token, nx=True, px=self._ttl_ms))
+
+        return await self._store.run("lock", op, None)
+
+    async def exists(self) -> bool | None:
+        """Whether someone holds it; None when Redis did not answer."""
+
+        async def op(client: RedisClient) -> bool:
+            return bool(await client.exists(self.name))
+
+        return await self._store.run("lock", op, None)
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -64,37 +74,37 @@ class RedisLock:
             yield
         finally:
             heartbeat.cancel()
-            await finish_even_if_cancelled(self._release())
+            await finish_even_if_cancelled(self._script(_RELEASE))
 
-    async def _release(self) -> None:
-        with contextlib.suppress(*REDIS_DOWN):
-            await self._redis.eval(_RELEASE, 1, self.name, self._token)
+    async def _script(self, script: str, *args: object) -> object:
+        async def op(client: RedisClient) -> object:
+            return await client.eval(script, 1, self.name, self._token, *args)  # type: ignore[arg-type]
+
+        return await self._store.run("lock", op, None)
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
-            with contextlib.suppress(*REDIS_DOWN):
-                extended = await self._redis.eval(_EXTEND, 1, self.name, self._token, self._ttl_ms)
-                if not extended:
-                    log.warning("lost the lock %s while holding it", self.name)
-                    return
+            if await self._script(_EXTEND, self._ttl_ms) == 0:
+                log.warning("lost the lock %s while holding it", self.name)
+                return
 
 
 class SingleFlight:
     def __init__(
         self,
         *,
-        redis: RedisClient,
+        store: RedisStore | None,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
         poll_s: float = 0.5,
     ) -> None:
-        self._redis = redis
+        self._store = store  # None: coalesce within this process only
         self._lock_ttl_s = lock_ttl_s
         self._wait_s = wait_s
         self._poll_s = poll_s
-        self.channel = f"rag:{namespace}:flight-done"
+        self.channel = flight_done_channel(namespace)
         self._namespace = namespace
         self._local: dict[str, asyncio.Future[Any]] = {}
         self._watchers: dict[str, set[asyncio.Event]] = {}
@@ -140,12 +150,11 @@ class SingleFlight:
     async def once_in_a_while(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
         """Run ``refresh`` unless another process is refreshing ``key`` right now (it holds the
         refresh lock); nobody waits for it."""
-        lock = RedisLock(self._redis, flight_key(self._namespace, key, "refresh"), self._lock_ttl_s)
-        try:
-            acquired = await lock.acquire()
-        except REDIS_DOWN:
-            return  # no coordination and no cache to refresh: skip
-        if acquired:
+        if self._store is None:
+            await refresh()
+            return
+        lock = RedisLock(self._store, flight_key(self._namespace, key, "refresh"), self._lock_ttl_s)
+        if await lock.acquire():  # None (Redis down): no cache to refresh, skip
             async with lock.held():
                 await refresh()
 
@@ -157,13 +166,14 @@ class SingleFlight:
         read: Callable[[], Awaitable[T | None]],
         compute: Callable[[], Awaitable[T]],
     ) -> T:
-        lock = RedisLock(self._redis, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
+        if self._store is None:
+            return await compute()
+        lock = RedisLock(self._store, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
         deadline = time.monotonic() + self._wait_s
         while True:
-            try:
-                acquired = await lock.acquire()
-            except REDIS_DOWN:
-                return await compute()  # fail open: no coordination
+            acquired = await lock.acquire()
+            if acquired is None:
+                return await compute()  # fail open: no coordination across processes
             if acquired:
                 return await self._lead(key, lock, compute)
             event = asyncio.Event()
@@ -200,8 +210,9 @@ class SingleFlight:
             error = str(exc)
             raise
         finally:
-            with contextlib.suppress(*REDIS_DOWN):
-                await self._redis.publish(self.channel, json.dumps({"key": key, "error": error}))
+            assert self._store is not None
+            message = json.dumps({"key": key, "error": error})
+            await finish_even_if_cancelled(self._store.publish(self.channel, message))
 
     # -- waking waiters -------------------------------------------------------------------
 
@@ -219,16 +230,18 @@ class SingleFlight:
 
     async def run_listener(self, *, retry_s: float = 1.0) -> None:
         """Receive 'done' messages until cancelled; waiters fall back to polling meanwhile."""
+        if self._store is None:
+            return
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._store.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._on_message(message["data"])
-            except REDIS_DOWN:
+            except REDIS_ERRORS:
                 await asyncio.sleep(retry_s)
             finally:
-                with contextlib.suppress(*REDIS_DOWN):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

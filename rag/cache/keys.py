@@ -42,13 +42,42 @@ def digest(*parts: object) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+def build_key(namespace: str, layer: str, model: str, *segments: str, sha: str) -> str:
+    """A cache entry's key; ``layer`` is a ``registry.Layer.segment``."""
+    return ":".join(["rag", namespace, layer, segment(model), *map(segment, segments), sha])
+
+
+def layer_pattern(namespace: str, layer_segment: str) -> str:
+    """SCAN pattern matching every key of one layer (or the semantic index) in a namespace."""
+    return f"rag:{namespace}:{layer_segment}:*"
+
+
+def semantic_key(namespace: str, scope: str, query: str) -> str:
+    """The semantic index entry of ``query`` (normalized) within ``scope``."""
+    return f"rag:{namespace}:sem:{scope}:{digest(normalize_text(query))}"
+
+
 def semantic_events_channel(namespace: str) -> str:
     """Pub/sub channel on which semantic-cache entries added and deleted are announced."""
     return f"rag:{namespace}:sem-events"
 
 
-def build_key(namespace: str, layer: str, model: str, *segments: str, sha: str) -> str:
-    return ":".join(["rag", namespace, layer, segment(model), *map(segment, segments), sha])
+def flight_done_channel(namespace: str) -> str:
+    """Pub/sub channel on which a single-flight leader announces that it finished."""
+    return f"rag:{namespace}:flight-done"
+
+
+def corpus_version_key(namespace: str, collection: str) -> str:
+    return f"rag:{namespace}:corpus:{segment(collection)}:version"
+
+
+def tag_key(namespace: str, tag: str) -> str:
+    """The sorted set of entry keys tagged ``tag`` (e.g. ``doc:<doc_id>``)."""
+    return f"rag:{namespace}:tag:{tag}"
+
+
+def session_key(namespace: str, session_id: str) -> str:
+    return f"rag:{namespace}:session:{session_id}"
 
 
 def flight_key(namespace: str, key: str, part: str) -> str:

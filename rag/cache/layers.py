@@ -1,16 +1,20 @@
-"""The three cache layers and the corpus version. Each layer knows its key, its codec and its
-TTL; reading and writing goes through a ``KVStore`` so the pipeline can fetch several layers'
-keys in one round trip."""
+"""What each cache layer stores: its key, its TTL and its codec (a ``LayerCodec`` that
+``rag.cache.stage.CachedStage`` reads and writes through), and the corpus version that search
+keys contain. Reading and writing goes through the stage, so the pipeline can fetch several
+layers' keys in one round trip."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
+import re
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from rag.cache.codec import (
     CorruptEntryError,
@@ -19,20 +23,14 @@ from rag.cache.codec import (
     encode_json,
     encode_vector,
 )
-from rag.cache.keys import build_key, digest, normalize_text
+from rag.cache.keys import build_key, corpus_version_key, digest, normalize_text
+from rag.cache.registry import EMBEDDING, LLM, REWRITE, SEARCH, Layer
+from rag.cache.stage import Cached
 from rag.protocols import KVStore, Vector
 from rag.types import Chunk, Completion, ScoredChunk, Usage
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Cached(Generic[T]):
-    """A decoded entry. ``stale``: past its soft TTL (or picked for early refresh): serve it,
-    and refresh it in the background (stale-while-revalidate)."""
-
-    value: T
-    stale: bool
+log = logging.getLogger(__name__)
+_VERSION = re.compile(rb"[0-9a-f]{1,64}")
 
 
 def _freshness(soft_ttl_s: int, compute_s: float) -> dict[str, float]:
@@ -53,20 +51,22 @@ def _is_stale(entry: dict[str, Any], xfetch_beta: float) -> bool:
 class EmbeddingCache:
     """query text → vector, per embedding model."""
 
-    store: KVStore
     namespace: str
     model_id: str
     dimension: int
     ttl_s: int
+    layer: Layer = EMBEDDING
 
     def key(self, text: str) -> str:
-        return build_key(self.namespace, "emb", self.model_id, sha=digest(normalize_text(text)))
+        return build_key(
+            self.namespace, self.layer.segment, self.model_id, sha=digest(normalize_text(text))
+        )
 
-    def decode(self, raw: bytes) -> Vector:
-        return decode_vector(raw, self.dimension)
+    def decode(self, raw: bytes) -> Cached[Vector]:
+        return Cached(decode_vector(raw, self.dimension))
 
-    async def put(self, text: str, vector: Vector) -> None:
-        await self.store.set(self.key(text), encode_vector(vector), self.ttl_s)
+    def encode(self, value: Vector, *, compute_s: float = 0.0) -> bytes:
+        return encode_vector(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,18 +76,18 @@ class SearchResultCache:
     function of (text, embedding model), and a text key can be fetched before the vector is
     known, in the same round trip as the embedding entry."""
 
-    store: KVStore
     namespace: str
     embedding_model_id: str
     collection: str
     ttl_s: int
     soft_ttl_s: int | None = None  # None: never stale before it expires
     xfetch_beta: float = 0.0  # 0: no early refresh
+    layer: Layer = SEARCH
 
     def key(self, text: str, *, corpus_version: str, k: int) -> str:
         return build_key(
             self.namespace,
-            "search",
+            self.layer.segment,
             self.embedding_model_id,
             self.collection,
             corpus_version,
@@ -129,12 +129,12 @@ class SearchResultCache:
             for h in hits
         ]
 
-    async def put(self, key: str, hits: Sequence[ScoredChunk], *, compute_s: float = 0.0) -> None:
+    def encode(self, value: list[ScoredChunk], *, compute_s: float = 0.0) -> bytes:
         body = {
-            "hits": self.encode_hits(hits),
+            "hits": self.encode_hits(value),
             **_freshness(self.soft_ttl_s or self.ttl_s, compute_s),
         }
-        await self.store.set(key, encode_json("search", body), self.ttl_s)
+        return encode_json("search", body)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -144,7 +144,6 @@ class AnswerCache:
     The key carries each chunk's id *and* content hash, so an answer is never served once any
     chunk it was built from changed, while answers built on untouched chunks keep hitting."""
 
-    store: KVStore
     namespace: str
     llm_model: str
     prompt_version: str
@@ -152,11 +151,12 @@ class AnswerCache:
     ttl_s: int
     soft_ttl_s: int | None = None  # None: never stale before it expires
     xfetch_beta: float = 0.0  # 0: no early refresh
+    layer: Layer = LLM
 
     def key(self, text: str, chunks: Sequence[ScoredChunk]) -> str:
         return build_key(
             self.namespace,
-            "llm",
+            self.layer.segment,
             self.llm_model,
             self.prompt_version,
             sha=digest(
@@ -180,7 +180,8 @@ class AnswerCache:
         )
         return Cached(completion, _is_stale(entry, self.xfetch_beta))
 
-    async def put(self, key: str, completion: Completion, *, compute_s: float = 0.0) -> None:
+    def encode(self, value: Completion, *, compute_s: float = 0.0) -> bytes:
+        completion = value
         body = {
             "text": completion.text,
             "pieces": list(completion.pieces),
@@ -192,7 +193,35 @@ class AnswerCache:
             "model": completion.model,
             **_freshness(self.soft_ttl_s or self.ttl_s, compute_s),
         }
-        await self.store.set(key, encode_json("llm", body), self.ttl_s)
+        return encode_json("llm", body)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewriteCache:
+    """(conversation history, follow-up) → standalone question, per LLM model and rewrite
+    prompt version (``rag.sessions``)."""
+
+    namespace: str
+    llm_model: str
+    prompt_version: str
+    sampling: dict[str, float | int]
+    ttl_s: int
+    layer: Layer = REWRITE
+
+    def key(self, question: str, conversation: Sequence[tuple[str, str]]) -> str:
+        sha = digest([list(t) for t in conversation], normalize_text(question), self.sampling)
+        return build_key(
+            self.namespace, self.layer.segment, self.llm_model, self.prompt_version, sha=sha
+        )
+
+    def decode(self, raw: bytes) -> Cached[str]:
+        standalone = json.loads(raw)["standalone"]
+        if not isinstance(standalone, str) or not standalone:
+            raise CorruptEntryError("rewrite entry holds no question")
+        return Cached(standalone)
+
+    def encode(self, value: str, *, compute_s: float = 0.0) -> bytes:
+        return json.dumps({"v": 1, "standalone": value}, ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,7 +229,9 @@ class CorpusVersion:
     """A random token that changes whenever the corpus changes; search keys contain it.
 
     Random rather than a counter: if the key is ever lost (eviction, a Redis restart) a fresh
-    token is drawn, which can only cause misses, never resurrect a stale entry."""
+    token is drawn, which can only cause misses, never resurrect a stale entry. A value that is
+    not such a token (garbage written by something else) is replaced by a fresh one, which again
+    can only cause misses."""
 
     store: KVStore
     namespace: str
@@ -209,16 +240,23 @@ class CorpusVersion:
 
     @property
     def key(self) -> str:
-        return f"rag:{self.namespace}:corpus:{self.collection}:version"
+        return corpus_version_key(self.namespace, self.collection)
 
-    async def resolve(self, raw: bytes | None) -> str:
-        """The version from a fetched value, creating one if the key was missing."""
-        if raw is not None:
+    async def resolve(self, raw: bytes | None) -> str | None:
+        """The version from a fetched value, creating (or repairing) it if needed; None when the
+        store cannot give one (no search cache for this request)."""
+        if raw is not None and _VERSION.fullmatch(raw):
             return raw.decode()
+        if raw is not None:
+            log.warning("corpus version at %s is not a version token; replacing it", self.key)
+            version = await self.bump()
+            return version if self.store.available else None
         current = await self.store.set_if_absent(
             self.key, secrets.token_hex(8).encode(), self.ttl_s
         )
-        return current.decode() if current is not None else "unversioned"
+        if current is not None and _VERSION.fullmatch(current):
+            return current.decode()
+        return None
 
     async def bump(self) -> str:
         version = secrets.token_hex(8)

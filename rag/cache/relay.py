@@ -1,179 +1,297 @@
-"""One upstream generation per answer key, however many requests stream it, in any process.
+"""One upstream generation per answer key, however many requests want it, in any process.
 
-The first request (holding the key's single-flight lock) generates and appends every piece to a
-Redis Stream (``flight_key(…, "live")``, in the lock's cluster slot; with a TTL); identical
-requests that arrive meanwhile read that stream from its start, so each gets the pieces produced
-before it joined and the rest live.
-The stream ends with an ``end`` entry (usage, finish reason) or an ``error`` entry, which every
-follower turns into the same error. When the leader dies (its lock expires) or its client goes
-away, a follower takes over and generates, unless it already passed part of the answer on to a
-live client (a second generation could differ from what that client saw): then it gets an
-error. Followers that are not live (``/ask``) hold the pieces back until the end, so they can
-always take over."""
+Two tiers, as for single-flight:
+- **In this process**, an answer being generated is a ``_Run`` owned by the process, not by the
+  request that started it: a task drives the generation at the LLM's pace into the run's buffer,
+  and every identical request reads that buffer from its start at its own pace. A slow reader
+  slows nobody; a reader that leaves stops nobody; the answer is stored once it finished even if
+  the request that started it left. When the last reader leaves before the end, the work is
+  cancelled (nobody waits for it) and nothing is stored. This tier needs no Redis, so with Redis
+  down N identical requests still make one LLM call.
+- **Across processes**, the run that holds the key's Redis lock generates and appends every
+  piece to a Redis Stream (``flight_key(…, "live")``, in the lock's cluster slot, with a TTL)
+  under the explicit entry id ``<n>-0`` for piece ``n``; the end entry carries the number of
+  pieces and a sha256 of the whole text. A run in another process follows that stream into its
+  own buffer and checks every id is the next one and that count and hash match at the end: a gap,
+  a duplicate or a mismatch ends it with an error, never with a text other than the leader's.
+  When the leader dies (its lock expires) before anything was passed on, the follower takes over
+  and generates; after that, it fails with a clear error.
+
+Every Redis call goes through the fail-open ``RedisStore``: Redis down or slow means no
+coordination across processes (each process generates once), never a crash."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
-
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag.aio import finish_even_if_cancelled
 from rag.cache.connect import RedisClient
-from rag.cache.flight import REDIS_DOWN, RedisLock
+from rag.cache.flight import RedisLock
 from rag.cache.keys import flight_key
+from rag.cache.store import RedisStore
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 from rag.types import Completion, Usage
 
 ABANDONED = "the request generating this answer went away"
+Produce = Callable[[], AsyncIterator[str | Completion]]
+_Batches = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+class _Run:
+    """An answer being produced in this process: its pieces so far, then its end or error."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.completion: Completion | None = None
+        self.error: BaseException | None = None
+        self.readers = 0
+        self.task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    @property
+    def done(self) -> bool:
+        return self.completion is not None or self.error is not None
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def push(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self._wake()
+
+    def finish(self, completion: Completion) -> None:
+        self.completion = completion
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self._wake()
+
+    async def read(self, wait_s: float) -> AsyncIterator[str | Completion]:
+        """Every piece from the first, then the ``Completion``; raises the run's error. Gives
+        up after ``wait_s`` without progress."""
+        sent = 0
+        while True:
+            changed = self._changed
+            while sent < len(self.pieces):
+                yield self.pieces[sent]
+                sent += 1
+            if self.completion is not None:
+                yield self.completion
+                return
+            if self.error is not None:
+                raise self.error
+            try:
+                async with asyncio.timeout(wait_s):
+                    await changed.wait()
+            except TimeoutError:
+                raise FlightTimeoutError(
+                    f"waited {wait_s:.0f} s for the answer being generated to go on"
+                ) from None
 
 
 class AnswerRelay:
     def __init__(
         self,
         *,
-        redis: RedisClient,
+        store: RedisStore | None,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
         stream_ttl_s: int = 60,
         poll_s: float = 0.5,
     ) -> None:
-        self._redis = redis
+        self._store = store  # None: coalesce within this process only
         self._namespace = namespace
         self._lock_ttl_s = lock_ttl_s
         self._wait_s = wait_s
         self._stream_ttl_s = stream_ttl_s
-        self._poll_ms = int(poll_s * 1000)
+        self._poll_s = poll_s
+        self._runs: dict[str, _Run] = {}
 
-    async def relay(
-        self, key: str, produce: Callable[[], AsyncIterator[str | Completion]], *, live: bool
-    ) -> AsyncIterator[str | Completion]:
-        """The pieces of the answer for ``key`` and then its ``Completion``; ``produce`` runs
-        only in the leader (and must store the answer itself). ``live``: pass a follower's
-        pieces on as they arrive, rather than all at the end."""
+    async def relay(self, key: str, produce: Produce) -> AsyncIterator[str | Completion]:
+        """The pieces of the answer for ``key`` and then its ``Completion``. ``produce`` runs at
+        most once per key at a time (across processes while Redis answers) and must store the
+        answer itself."""
+        run = self._runs.get(key)
+        if run is None:
+            run = self._runs[key] = _Run()
+            run.task = asyncio.create_task(self._drive(key, run, produce), name=f"relay {key}")
+        run.readers += 1
+        try:
+            async for item in run.read(self._wait_s):
+                yield item
+        finally:
+            run.readers -= 1
+            if run.readers == 0 and not run.done and run.task is not None:
+                self._forget(key, run)  # nobody waits for it any more
+                run.task.cancel()
+
+    def _forget(self, key: str, run: _Run) -> None:
+        if self._runs.get(key) is run:
+            del self._runs[key]
+
+    async def aclose(self) -> None:
+        tasks = [run.task for run in self._runs.values() if run.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drive(self, key: str, run: _Run, produce: Produce) -> None:
+        try:
+            await self._coordinate(key, run, produce)
+        except Exception as exc:
+            run.fail(exc)
+        except asyncio.CancelledError:
+            run.fail(FlightFailedError(ABANDONED))
+            raise
+        finally:
+            self._forget(key, run)
+
+    async def _coordinate(self, key: str, run: _Run, produce: Produce) -> None:
+        if self._store is None:
+            await self._generate(run, produce, None)
+            return
         # one hash tag: the lock and the stream live on one node of a cluster
-        lock = RedisLock(self._redis, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
-        stream_key = flight_key(self._namespace, key, "live")
+        lock = RedisLock(self._store, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
+        stream = flight_key(self._namespace, key, "live")
         deadline = time.monotonic() + self._wait_s
         while True:
-            try:
-                leading = await lock.acquire()
-            except REDIS_DOWN:  # fail open: generate without coordination
-                async for item in produce():
-                    yield item
+            leading = await lock.acquire()
+            if leading is None:  # Redis does not answer: generate without coordination
+                await self._generate(run, produce, None)
                 return
             if leading:
-                async for item in self._lead(lock, stream_key, produce):
-                    yield item
+                async with lock.held():
+                    await self._generate(run, produce, stream)
                 return
-            held_back: list[str | Completion] = []
-            async for followed in self._follow(lock, stream_key, deadline, held_back=not live):
-                if followed is None:  # the leader is gone and nothing was passed on: take over
-                    break
-                if live or isinstance(followed, Completion):
-                    for item in (*held_back, followed):
-                        yield item
-                    held_back.clear()
-                else:
-                    held_back.append(followed)
-            else:
+            if await self._follow(lock, stream, deadline, run):
                 return
+            # the leader went away before passing anything on: try to take over
 
-    async def _lead(
-        self, lock: RedisLock, live: str, produce: Callable[[], AsyncIterator[str | Completion]]
-    ) -> AsyncIterator[str | Completion]:
+    async def _generate(self, run: _Run, produce: Produce, stream: str | None) -> None:
         outcome: dict[str, str] = {"error": ABANDONED}  # unless it ends otherwise
-        async with lock.held():
-            await self._safely(self._redis.delete(live))  # a dead leader's leftovers
-            try:
-                async for item in produce():
-                    if isinstance(item, Completion):
-                        outcome = {"end": json.dumps(_completion_fields(item))}
-                    else:
-                        await self._safely(self._redis.xadd(live, {"t": item}))
-                    yield item
-            except RagError as exc:
-                outcome = {"error": str(exc)}
-                raise
-            finally:
-                await finish_even_if_cancelled(self._safely(self._finish(live, outcome)))
+        if stream is not None:
+            await self._store_run(lambda c: c.delete(stream))  # a dead leader's leftovers
+        try:
+            async for item in produce():
+                if isinstance(item, Completion):
+                    outcome = {"end": json.dumps(_end_fields(item))}
+                    run.finish(item)
+                else:
+                    run.push(item)
+                    if stream is not None:
+                        await self._append(stream, len(run.pieces), item)
+        except RagError as exc:
+            outcome = {"error": str(exc)}
+            raise
+        finally:
+            if stream is not None:
+                await finish_even_if_cancelled(self._end(stream, len(run.pieces) + 1, outcome))
 
-    async def _finish(self, live: str, outcome: dict[str, str]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(live, outcome)  # type: ignore[arg-type]
-            pipe.expire(live, self._stream_ttl_s)
-            await pipe.execute()
+    async def _append(self, stream: str, n: int, piece: str) -> None:
+        """Piece ``n`` under the entry id ``n-0``: a lost append leaves a gap followers see."""
 
-    async def _follow(
-        self, lock: RedisLock, live: str, deadline: float, *, held_back: bool
-    ) -> AsyncIterator[str | Completion | None]:
-        """Pieces from the live stream, then a ``Completion``; ``None`` when the leader is gone
-        and this follower can take over (nothing passed on yet, or everything held back)."""
+        async def op(client: RedisClient) -> None:
+            await client.xadd(stream, {"t": piece}, id=f"{n}-0")
+
+        await self._store_run(op)
+
+    async def _end(self, stream: str, entry: int, outcome: dict[str, str]) -> None:
+        async def op(client: RedisClient) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xadd(stream, outcome, id=f"{entry}-0")  # type: ignore[arg-type]
+                pipe.expire(stream, self._stream_ttl_s)
+                await pipe.execute()
+
+        await self._store_run(op)
+
+    async def _follow(self, lock: RedisLock, stream: str, deadline: float, run: _Run) -> bool:
+        """Follow another process's generation into ``run``. True: ``run`` finished; False: the
+        leader is gone (or Redis is) and nothing was passed on, so this process may take over."""
         last_id: bytes | str = "0"
-        pieces: list[str] = []
+        digest = hashlib.sha256()
         while True:
-            try:
-                batches = cast(
-                    list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                    await self._redis.xread({live: last_id}, count=256, block=self._poll_ms),
-                )
-            except (TimeoutError, RedisTimeoutError):
-                batches = []  # a busy server answered late: read again (the deadline bounds it)
-            except REDIS_DOWN as exc:
-                if held_back or not pieces:  # nothing shown yet: generate it here instead
-                    yield None  # (taking the lock fails open while Redis is down)
-                    return
-                raise FlightFailedError(f"lost the answer being generated: {exc!r}") from exc
-            for _, entries in batches or []:
+            batches = await self._read(stream, last_id)
+            if batches is None:  # Redis failed mid-way
+                if run.pieces:
+                    raise FlightFailedError("lost the answer being generated: cache unreachable")
+                return False
+            for _, entries in batches:
                 for entry_id, fields in entries:
+                    if int(entry_id.split(b"-")[0]) != len(run.pieces) + 1:
+                        raise FlightFailedError("a piece of the answer being relayed is missing")
                     last_id = entry_id
                     if b"t" in fields:
                         piece = fields[b"t"].decode()
-                        pieces.append(piece)
-                        yield piece
+                        digest.update(piece.encode())
+                        run.push(piece)
                     elif b"end" in fields:
-                        yield _completion(pieces, json.loads(fields[b"end"]))
-                        return
+                        run.finish(_checked_completion(run.pieces, digest, fields[b"end"]))
+                        return True
                     else:
                         error = fields.get(b"error", b"").decode()
-                        if error == ABANDONED and (held_back or not pieces):
-                            yield None
+                        if error == ABANDONED and not run.pieces:
+                            return False
                         raise FlightFailedError(error or "the answer being generated failed")
             if not batches:
-                if not await lock.exists():
-                    if pieces and not held_back:
+                held = await lock.exists()
+                if not held:  # expired (leader died), or Redis does not answer
+                    if run.pieces:
                         raise FlightFailedError(ABANDONED)
-                    yield None  # the leader died (lock expired) or finished without a trace
+                    return False
                 if time.monotonic() >= deadline:
                     raise FlightTimeoutError(
                         f"waited {self._wait_s:.0f} s for an identical answer being generated"
                     )
 
-    @staticmethod
-    async def _safely(call: Any) -> None:
-        # On failure followers notice the missing pieces and time out; the leader goes on.
-        with contextlib.suppress(*REDIS_DOWN):
-            await call
+    async def _read(self, stream: str, last_id: bytes | str) -> _Batches | None:
+        poll_ms = int(self._poll_s * 1000)
+
+        async def op(client: RedisClient) -> _Batches:
+            found = await client.xread({stream: last_id}, count=256, block=poll_ms)
+            return cast(_Batches, found or [])
+
+        assert self._store is not None
+        # a blocking read may take its whole block time on top of the usual deadline
+        return await self._store.run(
+            "relay", op, None, timeout_s=self._store.timeout_s + self._poll_s
+        )
+
+    async def _store_run(self, op: Callable[[RedisClient], Awaitable[Any]]) -> None:
+        assert self._store is not None
+        await self._store.run("relay", op, None)
 
 
-def _completion_fields(completion: Completion) -> dict[str, Any]:
+def _end_fields(completion: Completion) -> dict[str, Any]:
     return {
         "prompt_tokens": completion.usage.prompt_tokens,
         "completion_tokens": completion.usage.completion_tokens,
         "finish_reason": completion.finish_reason,
         "model": completion.model,
+        "pieces": len(completion.pieces),
+        "sha256": hashlib.sha256(completion.text.encode()).hexdigest(),
     }
 
 
-def _completion(pieces: list[str], fields: dict[str, Any]) -> Completion:
-    return Completion(
-        text="".join(pieces),
-        pieces=tuple(pieces),
-        usage=Usage(fields["prompt_tokens"], fields["completion_tokens"]),
-        finish_reason=fields["finish_reason"],
-        model=fields["model"],
-    )
+def _checked_completion(pieces: list[str], digest: Any, raw: bytes) -> Completion:
+    """The relayed answer, if it is exactly the one generated (count and hash agree)."""
+    try:
+        fields = json.loads(raw)
+        if fields["pieces"] != len(pieces) or fields["sha256"] != digest.hexdigest():
+            raise FlightFailedError("the relayed answer differs from the one generated")
+        return Completion(
+            text="".join(pieces),
+            pieces=tuple(pieces),
+            usage=Usage(int(fields["prompt_tokens"]), int(fields["completion_tokens"])),
+            finish_reason=str(fields["finish_reason"]),
+            model=str(fields["model"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FlightFailedError("the end of the relayed answer is unreadable") from exc

@@ -16,45 +16,47 @@ import time
 from collections.abc import Iterable, Sequence
 
 from rag.cache.connect import REDIS_ERRORS, RedisClient
-from rag.cache.keys import semantic_events_channel
+from rag.cache.keys import layer_pattern, semantic_events_channel, tag_key
+from rag.cache.registry import INVALIDATION_TARGETS, SEMANTIC_SEGMENT, TAG_SEGMENT
+from rag.cache.store import RedisStore
 from rag.errors import CacheUnavailableError
 
-LAYERS = {"embedding": "emb", "search": "search", "llm": "llm", "semantic": "sem", "tags": "tag"}
+# What ``invalidate_layers`` accepts: every cache layer, the semantic index and the tag sets.
+LAYERS = {**INVALIDATION_TARGETS, "tags": TAG_SEGMENT}
 
 
 class TagIndex:
-    def __init__(self, *, redis: RedisClient, namespace: str) -> None:
-        self._redis = redis
+    def __init__(self, *, store: RedisStore, namespace: str) -> None:
+        self._store = store
+        self._redis = store.client  # explicit invalidation fails loudly (a 503), not open
         self._namespace = namespace
 
-    def _tag_key(self, tag: str) -> str:
-        return f"rag:{self._namespace}:tag:{tag}"
-
     async def tag(self, key: str, tags: Iterable[str], ttl_s: int) -> None:
-        """Record that ``key`` (written with ``ttl_s``) belongs to each of ``tags``. Best effort:
-        an entry that misses its tag still expires by TTL and is never served once its sources
-        changed (its key carries their content hashes)."""
+        """Record that ``key`` (written with ``ttl_s``) belongs to each of ``tags``. Best effort
+        (fails open): an entry that misses its tag still expires by TTL and is never served once
+        its sources changed (its key carries their content hashes)."""
         now = time.time()
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
+
+        async def op(client: RedisClient) -> None:
+            async with client.pipeline(transaction=False) as pipe:
                 for tag in set(tags):
-                    tag_key = self._tag_key(tag)
-                    pipe.zadd(tag_key, {key: now + ttl_s})
-                    pipe.zremrangebyscore(tag_key, "-inf", now)
-                    pipe.expire(tag_key, ttl_s)
+                    key_of_tag = tag_key(self._namespace, tag)
+                    pipe.zadd(key_of_tag, {key: now + ttl_s})
+                    pipe.zremrangebyscore(key_of_tag, "-inf", now)
+                    pipe.expire(key_of_tag, ttl_s)
                 await pipe.execute()
-        except REDIS_ERRORS:
-            pass
+
+        await self._store.run("tag", op, None)
 
     async def members(self, tag: str) -> list[str]:
-        raw = await self._redis.zrangebyscore(self._tag_key(tag), time.time(), "+inf")
+        raw = await self._redis.zrangebyscore(tag_key(self._namespace, tag), time.time(), "+inf")
         return [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
 
     async def invalidate_tag(self, tag: str) -> int:
         """Delete exactly the live entries tagged ``tag`` (and the tag); return how many."""
         try:
             keys = await self.members(tag)
-            await self._delete([*keys, self._tag_key(tag)])
+            await self._delete([*keys, tag_key(self._namespace, tag)])
         except REDIS_ERRORS as exc:
             raise CacheUnavailableError(f"cache store unavailable: {exc!r}") from exc
         return len(keys)
@@ -66,7 +68,7 @@ class TagIndex:
         deleted = 0
         try:
             for layer in layers:
-                pattern = f"rag:{self._namespace}:{LAYERS[layer]}:*"
+                pattern = layer_pattern(self._namespace, LAYERS[layer])
                 batch: list[str] = []
                 async for key in self._redis.scan_iter(match=pattern, count=1000):
                     batch.append(key.decode() if isinstance(key, bytes) else key)
@@ -84,7 +86,7 @@ class TagIndex:
         removed = int(await self._redis.delete(*keys))
         for key in keys:  # every process drops semantic entries from its in-memory index
             parts = key.split(":")  # rag:{namespace}:{layer}:…; a tag lists every tenant's keys
-            if len(parts) > 2 and parts[2] == "sem":
+            if len(parts) > 2 and parts[2] == SEMANTIC_SEGMENT:
                 channel = semantic_events_channel(parts[1])
                 await self._redis.publish(channel, json.dumps({"op": "del", "key": key}))
         return removed

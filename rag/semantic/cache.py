@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 
 from rag.cache.codec import CorruptEntryError, decode_json, encode_json
-from rag.cache.connect import REDIS_ERRORS, RedisClient
+from rag.cache.connect import REDIS_ERRORS
 from rag.cache.connect import get_many as redis_get_many
-from rag.cache.keys import digest, normalize_text, semantic_events_channel
+from rag.cache.keys import digest, layer_pattern, semantic_events_channel, semantic_key
 from rag.cache.layers import AnswerCache, SearchResultCache
-from rag.protocols import KVStore, Vector
+from rag.cache.registry import SEMANTIC_SEGMENT
+from rag.cache.store import RedisStore
+from rag.protocols import Vector
 from rag.semantic.index import IndexEntry, SemanticIndex
 from rag.semantic.rule import SemanticRule
 from rag.types import Completion, ScoredChunk
@@ -54,8 +56,7 @@ class SemanticCache:
     def __init__(
         self,
         *,
-        redis: RedisClient,
-        store: KVStore,
+        store: RedisStore,
         namespace: str,
         rule: SemanticRule,
         index: SemanticIndex,
@@ -64,7 +65,7 @@ class SemanticCache:
         dimension: int,
         ttl_s: int,
     ) -> None:
-        self._redis = redis
+        self._redis = store.client  # the index sync subscribes and scans outside requests
         self._store = store
         self._namespace = namespace
         self.rule = rule
@@ -80,7 +81,7 @@ class SemanticCache:
         return digest(self._scope_parts, corpus_version)[:16]
 
     def _key(self, scope: str, query: str) -> str:
-        return f"rag:{self._namespace}:sem:{scope}:{digest(normalize_text(query))}"
+        return semantic_key(self._namespace, scope, query)
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -150,10 +151,7 @@ class SemanticCache:
             return key
         self.index.add(entry, vector)
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
-        try:
-            await self._redis.publish(self.channel, json.dumps({"op": "add", "key": key, **event}))
-        except REDIS_ERRORS as exc:
-            log.warning("could not announce semantic entry %s: %r", key, exc)
+        await self._store.publish(self.channel, json.dumps({"op": "add", "key": key, **event}))
         return key
 
     # -- keeping the index in sync -------------------------------------------------------
@@ -187,7 +185,9 @@ class SemanticCache:
         self.index.clear()
         loaded = 0
         keys: list[bytes] = []  # the client returns bytes (no decode_responses)
-        async for key in self._redis.scan_iter(match=f"rag:{self._namespace}:sem:*", count=1000):
+        async for key in self._redis.scan_iter(
+            match=layer_pattern(self._namespace, SEMANTIC_SEGMENT), count=1000
+        ):
             keys.append(key)
         for start in range(0, len(keys), 500):
             batch = keys[start : start + 500]

@@ -1,0 +1,213 @@
+"""One cached stage: the cache-aside mechanism every layer uses.
+
+``CachedStage.get_or_compute`` reads the entry (a value fetched earlier in a batch, or one GET),
+decodes it (a value that does not decode is deleted and is a miss), and on a hit extends its TTL
+when the layer slides, and refreshes it in the background when it is stale
+(stale-while-revalidate, or picked early by XFetch). On a miss it computes the value once however
+many identical requests want it (``SingleFlight``) and writes it with its TTL. Each lookup is
+counted in ``rag_cache_requests_total{layer,result}``.
+
+A ``LayerCodec`` is what differs between layers: the layer, its TTL, and how a value becomes
+bytes and back (``rag.cache.layers``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from rag.cache.codec import CorruptEntryError
+from rag.cache.flight import SingleFlight
+from rag.cache.registry import Layer
+from rag.metrics import Metrics
+from rag.protocols import KVStore
+from rag.types import CacheMode, CacheStatus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+V = TypeVar("V")
+_MAX_REMEMBERED = 10_000  # slid keys kept in memory (short strings each)
+UNFETCHED: Any = object()  # "not fetched yet", as opposed to fetched and absent (None)
+
+
+@dataclass(frozen=True, slots=True)
+class Cached(Generic[T]):
+    """A decoded entry. ``stale``: past its soft TTL (or picked for early refresh): serve it,
+    and refresh it in the background (stale-while-revalidate)."""
+
+    value: T
+    stale: bool = False
+
+
+class LayerCodec(Protocol[V]):
+    layer: Layer
+    ttl_s: int
+
+    def decode(self, raw: bytes) -> Cached[V]: ...
+
+    def encode(self, value: V, *, compute_s: float) -> bytes: ...
+
+
+class Background:
+    """Work a request starts and does not wait for: refreshes (at most one per key at a time in
+    this process) and TTL extensions. Cancelled at shutdown."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: set[str] = set()
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def refresh_once(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+
+        async def run() -> None:
+            try:
+                await refresh()
+            except Exception as exc:  # a background refresh must never take the app down
+                log.warning("background refresh of %s failed: %r", key, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        self.spawn(run())
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class CachedStage(Generic[V]):
+    def __init__(
+        self,
+        *,
+        codec: LayerCodec[V],
+        store: KVStore,
+        metrics: Metrics,
+        background: Background,
+        flight: SingleFlight | None = None,
+        sliding: bool = False,
+    ) -> None:
+        self.codec = codec
+        self.layer = codec.layer
+        self._store = store
+        self._metrics = metrics
+        self._background = background
+        self._flight = flight
+        self._sliding = sliding  # a read extends the entry to its full TTL again
+        self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
+
+    async def read(self, key: str, raw: bytes | None = UNFETCHED) -> Cached[V] | None:
+        """The entry at ``key`` (``raw``: its value if already fetched), or None."""
+        if raw is UNFETCHED:
+            (raw,) = await self._store.get_many([key])
+        if raw is None:
+            return None
+        try:
+            return self.codec.decode(raw)
+        except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
+            log.warning("dropping corrupt cache entry %s: %s", key, exc)
+            await self._store.delete(key)
+            return None
+
+    async def write(self, key: str, value: V, *, compute_s: float = 0.0) -> None:
+        await self._store.set(key, self.codec.encode(value, compute_s=compute_s), self.codec.ttl_s)
+
+    def status(self, found: Cached[V] | None) -> CacheStatus:
+        """Hit, miss, or bypass when the store could not be read; counted."""
+        if found is not None:
+            status = CacheStatus.HIT
+        else:
+            status = CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
+        self.record(status)
+        return status
+
+    def record(self, status: CacheStatus) -> None:
+        self._metrics.record_cache(self.layer.name, status)
+
+    async def get_or_compute(
+        self,
+        key: str | None,
+        compute: Callable[[], Awaitable[V]],
+        *,
+        mode: CacheMode,
+        raw: bytes | None = UNFETCHED,
+    ) -> tuple[V, CacheStatus]:
+        """The value and what the cache did: read (unless ``mode`` says not to, or ``key`` is
+        None: no cache for this request), else compute once and write (if ``mode`` writes)."""
+        if key is None or not mode.reads:
+            self.record(CacheStatus.BYPASS)
+            value = await (self.compute(key, compute) if key and mode.writes else compute())
+            return value, CacheStatus.BYPASS
+        found = await self.read(key, raw)
+        status = self.status(found)
+        if found is not None:
+            refresh = (lambda: self._recompute(key, compute)) if mode.writes else None
+            self.after_hit(key, found, raw, refresh=refresh)
+            return found.value, status
+        if not mode.writes:
+            return await compute(), status
+        return await self.compute(key, compute), status
+
+    async def compute(self, key: str, compute: Callable[[], Awaitable[V]]) -> V:
+        """``compute`` and write the result, once per key however many ask at the same time."""
+
+        async def compute_and_write() -> V:
+            started = time.perf_counter()
+            value = await compute()
+            await self.write(key, value, compute_s=time.perf_counter() - started)
+            return value
+
+        if self._flight is None:
+            return await compute_and_write()
+
+        async def read_landed() -> V | None:
+            found = await self.read(key)
+            return found.value if found is not None else None
+
+        return await self._flight.run(key, read_landed, compute_and_write)
+
+    def after_hit(
+        self,
+        key: str,
+        found: Cached[V],
+        raw: bytes | None,
+        *,
+        refresh: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        """Sliding TTL and stale-while-revalidate, both in the background."""
+        if self._sliding and isinstance(raw, bytes):
+            self._slide(key, raw)
+        if found.stale and refresh is not None:
+            flight = self._flight
+            if flight is None:
+                self._background.refresh_once(key, refresh)
+            else:
+                self._background.refresh_once(key, lambda: flight.once_in_a_while(key, refresh))
+
+    async def _recompute(self, key: str, compute: Callable[[], Awaitable[V]]) -> None:
+        started = time.perf_counter()
+        value = await compute()
+        await self.write(key, value, compute_s=time.perf_counter() - started)
+
+    def _slide(self, key: str, raw: bytes) -> None:
+        """At most once per tenth of the TTL per key, so hot keys do not cost a write per read."""
+        now = time.monotonic()
+        ttl = self.codec.ttl_s
+        if now - self._slid.get(key, -math.inf) < ttl / 10:
+            return
+        self._slid[key] = now
+        self._slid.move_to_end(key)
+        if len(self._slid) > _MAX_REMEMBERED:
+            self._slid.popitem(last=False)
+        self._background.spawn(self._store.set(key, raw, ttl))

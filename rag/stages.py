@@ -1,0 +1,224 @@
+"""The pipeline's stages, each behind its ``CachedStage``.
+
+- ``CachedRetrieval``: query → vector (embedding layer) → top-k chunks (search layer), keyed on
+  the corpus version. Fetches everything an exact repeat needs in one round trip.
+- ``AnswerLayer``: (query, chunks) → answer (llm layer): generated once through the
+  ``AnswerRelay``, stored only once the model finished normally, tagged with its documents and
+  added to the semantic cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.relay import AnswerRelay
+from rag.cache.stage import UNFETCHED, Cached, CachedStage
+from rag.cache.tags import TagIndex
+from rag.errors import LLMError
+from rag.metrics import Metrics
+from rag.prompt import build_messages
+from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
+from rag.semantic.cache import SemanticCache
+from rag.types import CacheMode, CacheStatus, Completion, ScoredChunk
+
+_CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
+Fetched = dict[str, bytes | None]
+
+
+class Timer:
+    """Per-request stage timings (``timings_ms``), also observed in ``rag_stage_seconds``."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.timings_ms: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def record(self, stage: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self._metrics.stage_seconds.labels(stage).observe(elapsed)
+        self.timings_ms[stage] = round(self.timings_ms.get(stage, 0.0) + elapsed * 1000, 3)
+
+    def finish(self) -> dict[str, float]:
+        self.record("total", self._start)
+        return self.timings_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    sources: list[ScoredChunk]
+    version: str | None  # None: the cache store gave none, so nothing was cached by it
+    vector: Vector | None  # the query's, when it was at hand
+    embedding: CacheStatus
+    search: CacheStatus
+
+
+class CachedRetrieval:
+    def __init__(
+        self,
+        *,
+        embedder: Embedder,
+        retriever: Retriever,
+        embeddings: CachedStage[Vector],
+        searches: CachedStage[list[ScoredChunk]],
+        corpus_version: CorpusVersion,
+        metrics: Metrics,
+    ) -> None:
+        self._embedder = embedder
+        self._retriever = retriever
+        self.embeddings = embeddings
+        self.searches = searches
+        self.corpus_version = corpus_version
+        self._metrics = metrics
+        self._last_version: str | None = None  # guessed for the next prefetch
+
+    def search_key(self, query: str, version: str, k: int) -> str:
+        codec = self.searches.codec
+        assert isinstance(codec, SearchResultCache)
+        return codec.key(query, corpus_version=version, k=k)
+
+    def embedding_key(self, query: str) -> str:
+        codec = self.embeddings.codec
+        assert isinstance(codec, EmbeddingCache)
+        return codec.key(query)
+
+    def keys_to_prefetch(self, query: str, k: int, mode: CacheMode) -> list[str]:
+        """The corpus version and, when reading, the entries this request will probably need
+        (the search key is a guess from the last version seen; a wrong guess costs a GET)."""
+        keys = [self.corpus_version.key]
+        if mode.reads:
+            keys.append(self.embedding_key(query))
+            if self._last_version is not None:
+                keys.append(self.search_key(query, self._last_version, k))
+        return keys
+
+    async def retrieve(
+        self, query: str, k: int, *, mode: CacheMode, timer: Timer, fetched: Fetched
+    ) -> Retrieved:
+        version = await self.corpus_version.resolve(fetched[self.corpus_version.key])
+        self._last_version = version
+        search_key = self.search_key(query, version, k) if version is not None else None
+        emb_key = self.embedding_key(query)
+        found: Cached[Vector] | None = None
+        if search_key is None or not mode.reads:
+            embedding = CacheStatus.BYPASS
+            self.embeddings.record(embedding)
+        else:  # reported whether or not the vector is needed: the search may hit
+            raw = fetched.get(emb_key, UNFETCHED)
+            found = await self.embeddings.read(emb_key, raw)
+            embedding = self.embeddings.status(found)
+            if found is not None:
+                self.embeddings.after_hit(emb_key, found, raw, refresh=None)
+        vectors: list[Vector] = [found.value] if found is not None else []
+        write_embedding = mode.writes and search_key is not None
+
+        async def search() -> list[ScoredChunk]:
+            if not vectors:
+                vectors.append(await self.embed(query, timer=timer, write=write_embedding))
+            started = time.perf_counter()
+            self._metrics.search_calls.inc()
+            hits = await self._retriever.search(vectors[0], k)
+            timer.record("search", started)
+            return hits
+
+        raw_hits = fetched.get(search_key, UNFETCHED) if search_key else UNFETCHED
+        sources, status = await self.searches.get_or_compute(
+            search_key, search, mode=mode, raw=raw_hits
+        )
+        vector = vectors[0] if vectors else None
+        return Retrieved(sources, version, vector, embedding, status)
+
+    async def embed(self, query: str, *, timer: Timer, write: bool) -> Vector:
+        """The query's vector from the model (once for identical concurrent requests)."""
+
+        async def compute() -> Vector:
+            started = time.perf_counter()
+            self._metrics.embedding_calls.inc()
+            (vector,) = await self._embedder.embed([query])
+            timer.record("embedding", started)
+            return vector
+
+        return await (
+            self.embeddings.compute(self.embedding_key(query), compute) if write else compute()
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One answer to generate: the question, its sources, where it is cached."""
+
+    query: str
+    sources: list[ScoredChunk]
+    key: str
+    mode: CacheMode
+    semantic_scope: str | None  # set: also add the answer to the semantic cache
+    vector: Vector | None
+
+
+class AnswerLayer:
+    def __init__(
+        self,
+        *,
+        answers: CachedStage[Completion],
+        generator: Generator,
+        metrics: Metrics,
+        relay: AnswerRelay | None = None,
+        tags: TagIndex | None = None,
+        store: KVStore,
+    ) -> None:
+        self.answers = answers
+        self._generator = generator
+        self._metrics = metrics
+        self.relay = relay
+        self._tags = tags
+        self._store = store
+
+    def key(self, query: str, sources: list[ScoredChunk]) -> str:
+        codec = self.answers.codec
+        assert isinstance(codec, AnswerCache)
+        return codec.key(query, sources)
+
+    async def produce(
+        self, job: Job, semantic: SemanticCache | None
+    ) -> AsyncIterator[str | Completion]:
+        """Run the LLM; store the answer only once the model finished and every piece was
+        handed on (a consumer that stops early never reaches the write)."""
+        started = time.perf_counter()
+        self._metrics.llm_calls.inc()
+        completion: Completion | None = None
+        async for item in self._generator.stream(build_messages(job.query, job.sources)):
+            if isinstance(item, Completion):
+                completion = item
+            else:
+                yield item
+        if completion is None:  # pragma: no cover - Generator contract
+            raise LLMError("the LLM stream ended without finishing")
+        if not completion.text.strip():
+            raise LLMError("the LLM returned an empty answer")
+        if job.mode.writes and completion.finish_reason in _CACHEABLE_FINISH:
+            await self._store_answer(job, completion, time.perf_counter() - started, semantic)
+        yield completion
+
+    async def _store_answer(
+        self, job: Job, completion: Completion, compute_s: float, semantic: SemanticCache | None
+    ) -> None:
+        await self.answers.write(job.key, completion, compute_s=compute_s)
+        if not self._store.available:
+            return
+        entries = [job.key]
+        if semantic is not None and job.semantic_scope is not None and job.vector is not None:
+            entries.append(
+                await semantic.add(
+                    scope=job.semantic_scope,
+                    query=job.query,
+                    vector=job.vector,
+                    answer_key=job.key,
+                    sources=job.sources,
+                )
+            )
+        if self._tags is not None:
+            doc_tags = {f"doc:{s.chunk.doc_id}" for s in job.sources}
+            for entry_key in entries:
+                await self._tags.tag(entry_key, doc_tags, self.answers.codec.ttl_s)
