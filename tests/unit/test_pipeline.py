@@ -1,0 +1,236 @@
+"""The pipeline's cache decisions, every mode × hit/miss/stale/corrupt per layer, on fakes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rag.errors import InvalidInputError, LLMError
+from rag.pipeline import StreamEnd, StreamStart, StreamToken
+from rag.types import AskOptions, CacheMode
+from tests.scripted_llm import WORDS
+from tests.unit.fakes import make_rig
+
+Q = "How long are answers cached?"
+HIT3 = {"embedding": "hit", "search": "hit", "llm": "hit"}
+MISS3 = {"embedding": "miss", "search": "miss", "llm": "miss"}
+BYPASS3 = {"embedding": "bypass", "search": "bypass", "llm": "bypass"}
+
+
+def opts(mode: CacheMode = CacheMode.DEFAULT, top_k: int = 2) -> AskOptions:
+    return AskOptions(top_k=top_k, mode=mode)
+
+
+async def test_miss_then_exact_hit_in_one_round_trip() -> None:
+    rig = make_rig()
+    first = await rig.pipeline.answer(Q, opts())
+    assert first.cache.as_dict() == MISS3
+    assert first.text == "".join(WORDS)
+    assert first.usage.completion_tokens == len(WORDS)
+    trips = rig.store.round_trips
+    second = await rig.pipeline.answer(Q, opts())
+    assert second.cache.as_dict() == HIT3
+    assert second.text == first.text
+    assert second.usage.prompt_tokens == second.usage.completion_tokens == 0
+    assert rig.store.round_trips - trips == 1  # one MGET: version, embedding, search, answer
+    assert (rig.llm.calls, rig.embedder.calls, rig.retriever.calls) == (1, 1, 1)
+
+
+async def test_hit_counts_tokens_and_layer_metrics() -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts())
+    await rig.pipeline.answer(Q, opts())
+    snapshot = rig.metrics.snapshot()
+    assert snapshot["tokens_saved"] == 20 + len(WORDS)
+    assert snapshot["layers"]["llm"]["hit"] == 1 and snapshot["layers"]["llm"]["miss"] == 1
+    assert set(snapshot["layers"]) == {"embedding", "search", "llm", "rewrite"}
+
+
+async def test_no_cache_reads_nothing_but_writes() -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts())
+    fresh = await rig.pipeline.answer(Q, opts(CacheMode.NO_CACHE))
+    assert fresh.cache.as_dict() == BYPASS3
+    assert rig.llm.calls == 2
+    assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3
+
+
+async def test_no_store_reads_but_writes_nothing() -> None:
+    rig = make_rig()
+    first = await rig.pipeline.answer(Q, opts(CacheMode.NO_STORE))
+    assert first.cache.as_dict() == MISS3
+    assert not [k for k in rig.store.keys() if ":corpus:" not in k]
+    again = await rig.pipeline.answer(Q, opts(CacheMode.NO_STORE))
+    assert again.cache.as_dict() == MISS3
+    assert rig.llm.calls == 2
+
+
+async def test_refresh_recomputes_and_overwrites() -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts())
+    refreshed = await rig.pipeline.answer(Q, opts(CacheMode.REFRESH))
+    assert refreshed.cache.as_dict() == BYPASS3
+    assert (rig.llm.calls, rig.retriever.calls) == (2, 2)
+    assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3
+
+
+@pytest.mark.parametrize("layer", ["embedding", "search", "llm"])
+async def test_corrupt_entry_is_a_miss_and_is_deleted(layer: str) -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts())
+    segment = {"embedding": ":emb:", "search": ":search:", "llm": ":llm:"}[layer]
+    (key,) = [k for k in rig.store.keys() if segment in k]
+    await rig.store.set(key, b"\xff garbage", 60)
+    result = await rig.pipeline.answer(Q, opts())
+    assert result.cache.as_dict()[layer] == "miss"
+    assert result.text == "".join(WORDS)
+    if layer == "embedding":  # deleted; not recomputed, since the search result was a hit
+        assert key not in rig.store.keys()
+    else:  # recomputed and written again
+        assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3
+
+
+async def test_garbage_corpus_version_is_repaired() -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts())
+    version_key = rig.pipeline.retrieval.corpus_version.key
+    for garbage in (b"\xff\xfe", b"x" * 100_000):
+        await rig.store.set(version_key, garbage, 60)
+        answer = await rig.pipeline.answer(Q, opts())
+        assert answer.text == "".join(WORDS)
+        (stored,) = await rig.store.get_many([version_key])
+        assert stored is not None and len(stored) == 16
+
+
+async def test_stale_answer_is_served_and_refreshed_once_in_background() -> None:
+    rig = make_rig(soft_ttl_s=1)
+    await rig.pipeline.answer(Q, opts())
+    (key,) = [k for k in rig.store.keys() if ":llm:" in k]
+    (raw,) = await rig.store.get_many([key])
+    assert raw is not None
+    await rig.store.set(key, raw.replace(b'"fresh_until":', b'"fresh_until":1,"x":'), 3600)
+    served = await asyncio.gather(*(rig.pipeline.answer(Q, opts()) for _ in range(3)))
+    assert all(s.cache.as_dict()["llm"] == "hit" for s in served)
+    await asyncio.sleep(0.2)
+    assert rig.llm.calls == 2  # one background regeneration for three stale hits
+
+
+async def test_no_store_never_refreshes_a_stale_answer() -> None:
+    rig = make_rig(soft_ttl_s=1)
+    await rig.pipeline.answer(Q, opts())
+    (key,) = [k for k in rig.store.keys() if ":llm:" in k]
+    (raw,) = await rig.store.get_many([key])
+    assert raw is not None
+    await rig.store.set(key, raw.replace(b'"fresh_until":', b'"fresh_until":1,"x":'), 3600)
+    assert (await rig.pipeline.answer(Q, opts(CacheMode.NO_STORE))).cache.as_dict() == HIT3
+    await asyncio.sleep(0.1)
+    assert rig.llm.calls == 1
+
+
+async def test_sliding_ttl_extends_a_read_embedding() -> None:
+    rig = make_rig(sliding=True)
+    await rig.pipeline.answer(Q, opts())
+    (key,) = [k for k in rig.store.keys() if ":emb:" in k]
+    await rig.store.set(key, (await rig.store.get_many([key]))[0] or b"", 5)
+    await rig.pipeline.answer(Q, opts())
+    await asyncio.sleep(0.05)
+    ttl = rig.store.ttl(key)
+    assert ttl is not None and ttl > 3000
+
+
+async def test_identical_concurrent_misses_make_one_of_each_call() -> None:
+    rig = make_rig()
+    results = await asyncio.gather(*(rig.pipeline.answer(Q, opts()) for _ in range(8)))
+    assert {r.text for r in results} == {"".join(WORDS)}
+    assert (rig.llm.calls, rig.embedder.calls, rig.retriever.calls) == (1, 1, 1)
+    assert sum(r.usage.completion_tokens for r in results) == len(WORDS)  # spent once
+
+
+async def test_without_single_flight_each_miss_calls() -> None:
+    rig = make_rig(flight=False)
+    await asyncio.gather(*(rig.pipeline.answer(Q, opts()) for _ in range(3)))
+    assert rig.llm.calls == 3
+
+
+async def test_store_down_serves_uncached_answers() -> None:
+    rig = make_rig()
+    rig.store.down = True
+    results = await asyncio.gather(*(rig.pipeline.answer(Q, opts()) for _ in range(4)))
+    assert all(r.cache.as_dict() == BYPASS3 for r in results)
+    assert {r.text for r in results} == {"".join(WORDS)}
+    assert rig.llm.calls == 1  # coalesced in this process without Redis
+    rig.store.down = False
+    assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == MISS3
+
+
+async def test_llm_failure_caches_nothing() -> None:
+    rig = make_rig()
+    with pytest.raises(LLMError):
+        await rig.pipeline.answer("please fail", opts())
+    assert not [k for k in rig.store.keys() if ":llm:" in k]
+    with pytest.raises(LLMError):
+        await rig.pipeline.answer("please fail", opts())
+    assert rig.llm.calls == 2
+
+
+async def test_broken_stream_caches_nothing() -> None:
+    rig = make_rig()
+    with pytest.raises(LLMError):
+        await rig.pipeline.answer("break", opts())
+    assert not [k for k in rig.store.keys() if ":llm:" in k]
+
+
+async def test_stream_events_in_order_and_replay_as_pieces() -> None:
+    rig = make_rig()
+    events = [e async for e in rig.pipeline.stream(Q, opts())]
+    assert isinstance(events[0], StreamStart) and isinstance(events[-1], StreamEnd)
+    replay = [e async for e in rig.pipeline.stream(Q, opts())]
+    tokens = [e.text for e in replay if isinstance(e, StreamToken)]
+    assert tokens == WORDS  # the original pieces, not one blob
+    assert replay[0].cache.as_dict() == HIT3  # type: ignore[union-attr]
+
+
+async def test_a_stream_left_early_stores_nothing() -> None:
+    rig = make_rig()
+    events = rig.pipeline.stream("slow question", opts())
+    async for event in events:
+        if isinstance(event, StreamToken):
+            break
+    await events.aclose()
+    await asyncio.sleep(0.2)
+    assert not [k for k in rig.store.keys() if ":llm:" in k]
+
+
+async def test_timings_count_total_once() -> None:
+    rig = make_rig()
+    answer = await rig.pipeline.answer(Q, opts())
+    total = rig.metrics.registry.get_sample_value("rag_stage_seconds_count", {"stage": "total"})
+    assert total == 1
+    assert answer.timings_ms["total"] >= answer.timings_ms["llm"]
+
+
+@pytest.mark.parametrize(
+    ("query", "options", "message"),
+    [
+        ("   ", opts(), "empty"),
+        ("x" * 201, opts(), "longer than 200"),
+        (Q, opts(top_k=0), "top_k"),
+        (Q, opts(top_k=6), "top_k"),
+        (Q, AskOptions(top_k=2, semantic=True), "semantic cache is not configured"),
+    ],
+)
+async def test_invalid_requests_are_refused_before_any_work(
+    query: str, options: AskOptions, message: str
+) -> None:
+    rig = make_rig()
+    with pytest.raises(InvalidInputError, match=message):
+        await rig.pipeline.answer(query, options)
+    assert rig.store.round_trips == rig.llm.calls == 0
+
+
+async def test_different_top_k_are_different_entries() -> None:
+    rig = make_rig()
+    await rig.pipeline.answer(Q, opts(top_k=1))
+    other = await rig.pipeline.answer(Q, opts(top_k=2))
+    assert other.cache.as_dict() == {"embedding": "hit", "search": "miss", "llm": "miss"}

@@ -1,0 +1,60 @@
+"""The memory store's rules and the layer registry everything else derives from."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rag.cache.memory import MemoryStore
+from rag.cache.registry import INVALIDATION_TARGETS, LAYERS, REPORTED
+from rag.cache.tags import LAYERS as INVALIDATABLE
+from rag.metrics import Metrics
+from rag.types import CacheStatus
+
+
+async def test_memory_store_expires_entries() -> None:
+    store = MemoryStore()
+    await store.set("a", b"1", 1)
+    assert await store.get_many(["a", "b"]) == [b"1", None]
+    store._data["a"] = (b"1", 0.0)  # expired
+    assert await store.get_many(["a"]) == [None]
+
+
+async def test_memory_store_refuses_writes_without_ttl() -> None:
+    with pytest.raises(ValueError, match="TTL"):
+        await MemoryStore().set("a", b"1", 0)
+
+
+async def test_memory_store_set_if_absent_keeps_the_first() -> None:
+    store = MemoryStore()
+    values = await asyncio.gather(*(store.set_if_absent("v", str(i).encode(), 9) for i in range(5)))
+    assert set(values) == {b"0"}
+
+
+async def test_memory_store_down_misses_and_drops_writes() -> None:
+    store = MemoryStore()
+    store.down = True
+    await store.set("a", b"1", 9)
+    assert not store.available and await store.get_many(["a"]) == [None]
+    store.down = False
+    assert await store.get_many(["a"]) == [None]
+
+
+def test_every_layer_has_its_own_segment() -> None:
+    segments = [layer.segment for layer in LAYERS]
+    assert len(set(segments)) == len(segments)
+    assert set(INVALIDATION_TARGETS) == {layer.name for layer in LAYERS} | {"semantic"}
+    assert set(INVALIDATION_TARGETS) <= set(INVALIDATABLE)
+
+
+def test_reported_layers_are_the_answer_statuses() -> None:
+    assert [layer.name for layer in REPORTED] == ["embedding", "search", "llm"]
+    assert [layer.name for layer in LAYERS if CacheStatus.SEMANTIC in layer.statuses] == ["llm"]
+
+
+def test_metrics_export_every_layer_from_the_start() -> None:
+    text = Metrics().prometheus_text().decode()
+    for layer in LAYERS:
+        assert f'layer="{layer.name}",result="miss"' in text
+    assert 'layer="embedding",result="semantic"' not in text
