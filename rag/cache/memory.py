@@ -34,7 +34,7 @@ class MemoryStore:
             return None
         return self._data[key][1] - time.monotonic()
 
-    def keys(self) -> list[str]:
+    def live_keys(self) -> list[str]:
         return [key for key in list(self._data) if self._live(key) is not None]
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:

@@ -1,4 +1,4 @@
-"""The pipeline's cache decisions, every mode × hit/miss/stale/corrupt per layer, on fakes."""
+"""The pipeline's cache decisions, every mode x hit/miss/stale/corrupt per layer, on fakes."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ async def test_no_store_reads_but_writes_nothing() -> None:
     rig = make_rig()
     first = await rig.pipeline.answer(Q, opts(CacheMode.NO_STORE))
     assert first.cache.as_dict() == MISS3
-    assert not [k for k in rig.store.keys() if ":corpus:" not in k]
+    assert not [k for k in rig.store.live_keys() if ":corpus:" not in k]
     again = await rig.pipeline.answer(Q, opts(CacheMode.NO_STORE))
     assert again.cache.as_dict() == MISS3
     assert rig.llm.calls == 2
@@ -80,13 +80,13 @@ async def test_corrupt_entry_is_a_miss_and_is_deleted(layer: str) -> None:
     rig = make_rig()
     await rig.pipeline.answer(Q, opts())
     segment = {"embedding": ":emb:", "search": ":search:", "llm": ":llm:"}[layer]
-    (key,) = [k for k in rig.store.keys() if segment in k]
+    (key,) = [k for k in rig.store.live_keys() if segment in k]
     await rig.store.set(key, b"\xff garbage", 60)
     result = await rig.pipeline.answer(Q, opts())
     assert result.cache.as_dict()[layer] == "miss"
     assert result.text == "".join(WORDS)
     if layer == "embedding":  # deleted; not recomputed, since the search result was a hit
-        assert key not in rig.store.keys()
+        assert key not in rig.store.live_keys()
     else:  # recomputed and written again
         assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3
 
@@ -106,7 +106,7 @@ async def test_garbage_corpus_version_is_repaired() -> None:
 async def test_stale_answer_is_served_and_refreshed_once_in_background() -> None:
     rig = make_rig(soft_ttl_s=1)
     await rig.pipeline.answer(Q, opts())
-    (key,) = [k for k in rig.store.keys() if ":llm:" in k]
+    (key,) = [k for k in rig.store.live_keys() if ":llm:" in k]
     (raw,) = await rig.store.get_many([key])
     assert raw is not None
     await rig.store.set(key, raw.replace(b'"fresh_until":', b'"fresh_until":1,"x":'), 3600)
@@ -119,7 +119,7 @@ async def test_stale_answer_is_served_and_refreshed_once_in_background() -> None
 async def test_no_store_never_refreshes_a_stale_answer() -> None:
     rig = make_rig(soft_ttl_s=1)
     await rig.pipeline.answer(Q, opts())
-    (key,) = [k for k in rig.store.keys() if ":llm:" in k]
+    (key,) = [k for k in rig.store.live_keys() if ":llm:" in k]
     (raw,) = await rig.store.get_many([key])
     assert raw is not None
     await rig.store.set(key, raw.replace(b'"fresh_until":', b'"fresh_until":1,"x":'), 3600)
@@ -131,7 +131,7 @@ async def test_no_store_never_refreshes_a_stale_answer() -> None:
 async def test_sliding_ttl_extends_a_read_embedding() -> None:
     rig = make_rig(sliding=True)
     await rig.pipeline.answer(Q, opts())
-    (key,) = [k for k in rig.store.keys() if ":emb:" in k]
+    (key,) = [k for k in rig.store.live_keys() if ":emb:" in k]
     await rig.store.set(key, (await rig.store.get_many([key]))[0] or b"", 5)
     await rig.pipeline.answer(Q, opts())
     await asyncio.sleep(0.05)
@@ -168,7 +168,7 @@ async def test_llm_failure_caches_nothing() -> None:
     rig = make_rig()
     with pytest.raises(LLMError):
         await rig.pipeline.answer("please fail", opts())
-    assert not [k for k in rig.store.keys() if ":llm:" in k]
+    assert not [k for k in rig.store.live_keys() if ":llm:" in k]
     with pytest.raises(LLMError):
         await rig.pipeline.answer("please fail", opts())
     assert rig.llm.calls == 2
@@ -178,7 +178,7 @@ async def test_broken_stream_caches_nothing() -> None:
     rig = make_rig()
     with pytest.raises(LLMError):
         await rig.pipeline.answer("break", opts())
-    assert not [k for k in rig.store.keys() if ":llm:" in k]
+    assert not [k for k in rig.store.live_keys() if ":llm:" in k]
 
 
 async def test_stream_events_in_order_and_replay_as_pieces() -> None:
@@ -199,7 +199,7 @@ async def test_a_stream_left_early_stores_nothing() -> None:
             break
     await events.aclose()
     await asyncio.sleep(0.2)
-    assert not [k for k in rig.store.keys() if ":llm:" in k]
+    assert not [k for k in rig.store.live_keys() if ":llm:" in k]
 
 
 async def test_timings_count_total_once() -> None:
