@@ -9,7 +9,8 @@
     │   ├── RetrievalError       the vector DB failed (503)
     │   ├── CacheUnavailableError an invalidation could not reach the cache store (503)
     │   ├── FlightFailedError    the identical request this one waited for failed (502)
-    │   └── FlightTimeoutError   waited too long for an identical request in flight (504)
+    │   ├── FlightTimeoutError   waited too long for an identical request in flight (504)
+    │   └── OverloadedError      too many generations running and waiting: shed (503)
     └── DocumentNotFoundError    no such document (404)
 
 Cache-store failures are not errors: the cache fails open (see ``rag.cache.store``).
@@ -58,3 +59,11 @@ class FlightFailedError(UpstreamError):
 
 class FlightTimeoutError(UpstreamError):
     """Waited too long for an identical request in flight."""
+
+
+class OverloadedError(UpstreamError):
+    """Too many LLM generations are running and waiting; try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

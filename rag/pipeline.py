@@ -23,6 +23,7 @@ from rag.metrics import Metrics
 from rag.prices import ModelPrice
 from rag.protocols import KVStore, Vector
 from rag.semantic.cache import SemanticCache
+from rag.shedding import Admission
 from rag.stages import AnswerLayer, CachedRetrieval, Job, Timer
 from rag.types import (
     Answer,
@@ -80,6 +81,7 @@ class _Plan:
     job: Job
     timer: Timer
     semantic: SemanticInfo | None = None
+    admission: Admission | None = None  # this request's place among the generations
 
 
 class RagPipeline:
@@ -132,14 +134,18 @@ class RagPipeline:
         then ``StreamEnd``. Raises ``RagError`` subclasses; after ``StreamStart`` only
         ``UpstreamError``s."""
         plan = await self._plan(query, options)
-        yield StreamStart(cache=plan.statuses, sources=plan.sources, semantic=plan.semantic)
-        if plan.cached is not None:
-            for piece in plan.cached.pieces:
-                yield StreamToken(piece)
-            yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
-            return
-        async for event in self._generate(plan):
-            yield event
+        try:
+            yield StreamStart(cache=plan.statuses, sources=plan.sources, semantic=plan.semantic)
+            if plan.cached is not None:
+                for piece in plan.cached.pieces:
+                    yield StreamToken(piece)
+                yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
+                return
+            async for event in self._generate(plan):
+                yield event
+        finally:
+            if plan.admission is not None:
+                plan.admission.release()
 
     def validate(self, query: str, options: AskOptions) -> None:
         if not query.strip():
@@ -173,7 +179,9 @@ class RagPipeline:
             plan = await self._semantic_lookup(plan, options)
         plan.statuses[LLM.name] = CacheStatus.SEMANTIC if plan.semantic else status
         self.answers.answers.record(plan.statuses[LLM.name])
-        if plan.cached is not None:
+        if plan.cached is None:  # shed now, before the stream starts, if there is no room
+            plan = replace(plan, admission=self.answers.admit(job.key))
+        else:
             usage = plan.cached.usage
             self.metrics.tokens_saved.inc(usage.prompt_tokens + usage.completion_tokens)
             self.metrics.cost_saved.inc(self._price.cost(usage))

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from rag.metrics import Metrics
 from rag.prompt import build_messages
 from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
 from rag.semantic.cache import SemanticCache
+from rag.shedding import Admission, GenerationLimiter
 from rag.types import CacheMode, CacheStatus, Completion, ScoredChunk
 
 _CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
@@ -166,9 +168,11 @@ class AnswerLayer:
         metrics: Metrics,
         relay: AnswerRelay | None = None,
         tags: TagIndex | None = None,
+        limiter: GenerationLimiter | None = None,
         store: KVStore,
     ) -> None:
         self.answers = answers
+        self._limiter = limiter
         self._generator = generator
         self._metrics = metrics
         self.relay = relay
@@ -180,6 +184,13 @@ class AnswerLayer:
         assert isinstance(codec, AnswerCache)
         return codec.key(query, sources)
 
+    def admit(self, key: str) -> Admission | None:
+        """A place among the generations allowed to run or wait (``OverloadedError`` when there
+        is none); None when no place is needed: no limit, or an identical one is running."""
+        if self._limiter is None or (self.relay is not None and self.relay.running(key)):
+            return None
+        return self._limiter.admit()
+
     async def produce(
         self, job: Job, semantic: SemanticCache | None
     ) -> AsyncIterator[str | Completion]:
@@ -188,11 +199,12 @@ class AnswerLayer:
         started = time.perf_counter()
         self._metrics.llm_calls.inc()
         completion: Completion | None = None
-        async for item in self._generator.stream(build_messages(job.query, job.sources)):
-            if isinstance(item, Completion):
-                completion = item
-            else:
-                yield item
+        async with self._limiter.slot() if self._limiter else contextlib.nullcontext():
+            async for item in self._generator.stream(build_messages(job.query, job.sources)):
+                if isinstance(item, Completion):
+                    completion = item
+                else:
+                    yield item
         if completion is None:  # pragma: no cover - Generator contract
             raise LLMError("the LLM stream ended without finishing")
         if not completion.text.strip():

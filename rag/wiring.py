@@ -44,6 +44,7 @@ from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
 from rag.sessions import Conversations, QuestionRewriter, SessionStore, rewrite_version
 from rag.settings import Settings
+from rag.shedding import GenerationLimiter
 from rag.stages import AnswerLayer, CachedRetrieval
 from rag.tokens import get_encoding
 
@@ -244,6 +245,11 @@ async def open_services(
                 verifier_path=settings.verifier_path,
             ),
             price=load_price(settings.price_model or settings.llm_model),
+            limiter=GenerationLimiter(
+                max_running=settings.max_generations,
+                max_waiting=settings.max_waiting_generations,
+                retry_after_s=settings.overload_retry_after_s,
+            ),
         )
         tenants = {
             name: await _open_tenant(stack, settings, corpus, shared, ns)
@@ -263,6 +269,7 @@ class _Shared:
     metrics: Metrics
     rule: SemanticRule
     price: ModelPrice
+    limiter: GenerationLimiter  # one bound on generations for the whole process
 
 
 async def _open_tenant(
@@ -308,6 +315,7 @@ async def _open_tenant(
             metrics=shared.metrics,
             relay=relay,
             tags=corpus.tags,
+            limiter=shared.limiter,
             store=store,
         ),
         store=store,

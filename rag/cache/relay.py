@@ -115,6 +115,10 @@ class AnswerRelay:
         self._poll_s = poll_s
         self._runs: dict[str, _Run] = {}
 
+    def running(self, key: str) -> bool:
+        """Whether an answer for ``key`` is being produced in this process."""
+        return key in self._runs
+
     async def relay(self, key: str, produce: Produce) -> AsyncIterator[str | Completion]:
         """The pieces of the answer for ``key`` and then its ``Completion``. ``produce`` runs at
         most once per key at a time (across processes while Redis answers) and must store the

@@ -20,6 +20,7 @@ from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import AskLimits, RagPipeline
 from rag.protocols import Vector
+from rag.shedding import GenerationLimiter
 from rag.stages import AnswerLayer, CachedRetrieval
 from rag.types import Chunk, ScoredChunk
 from tests.scripted_llm import ScriptedLLM
@@ -99,7 +100,13 @@ class Rig:
         return value or 0.0
 
 
-def make_rig(*, soft_ttl_s: int | None = None, sliding: bool = False, flight: bool = True) -> Rig:
+def make_rig(
+    *,
+    soft_ttl_s: int | None = None,
+    sliding: bool = False,
+    flight: bool = True,
+    limiter: GenerationLimiter | None = None,
+) -> Rig:
     store, llm, metrics = MemoryStore(), ScriptedLLM(), Metrics()
     embedder = HashEmbedder()
     retriever = ListRetriever(["Answers are cached for one hour.", "Embeddings for a week."])
@@ -160,7 +167,12 @@ def make_rig(*, soft_ttl_s: int | None = None, sliding: bool = False, flight: bo
             metrics=metrics,
         ),
         answers=AnswerLayer(
-            answers=stage(answers), generator=generator, metrics=metrics, relay=relay, store=store
+            answers=stage(answers),
+            generator=generator,
+            metrics=metrics,
+            relay=relay,
+            limiter=limiter,
+            store=store,
         ),
         store=store,
         metrics=metrics,

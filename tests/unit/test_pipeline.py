@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from rag.errors import InvalidInputError, LLMError
+from rag.errors import InvalidInputError, LLMError, OverloadedError
 from rag.pipeline import StreamEnd, StreamStart, StreamToken
+from rag.shedding import GenerationLimiter
 from rag.types import AskOptions, CacheMode
 from tests.scripted_llm import WORDS
 from tests.unit.fakes import make_rig
@@ -234,3 +235,27 @@ async def test_different_top_k_are_different_entries() -> None:
     await rig.pipeline.answer(Q, opts(top_k=1))
     other = await rig.pipeline.answer(Q, opts(top_k=2))
     assert other.cache.as_dict() == {"embedding": "hit", "search": "miss", "llm": "miss"}
+
+
+async def test_generations_past_the_bound_are_shed_but_hits_flow() -> None:
+    rig = make_rig(limiter=GenerationLimiter(max_running=1, max_waiting=1, retry_after_s=3))
+    await rig.pipeline.answer(Q, opts())  # cached now
+    slow = [asyncio.create_task(rig.pipeline.answer(f"slow question {i}", opts())) for i in (1, 2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(OverloadedError) as refused:
+        await rig.pipeline.answer("slow question 3", opts())
+    assert refused.value.retry_after_s == 3
+    follower = asyncio.create_task(rig.pipeline.answer("slow question 1", opts()))
+    assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3  # never shed
+    await asyncio.gather(*slow, follower)
+    assert rig.llm.calls == 3  # question 1 (shared with its follower), 2, and the first
+    await rig.pipeline.answer("slow question 3", opts())  # room again
+
+
+async def test_a_stream_closed_after_its_start_gives_its_place_back() -> None:
+    limiter = GenerationLimiter(max_running=1, max_waiting=0, retry_after_s=1)
+    rig = make_rig(limiter=limiter)
+    events = rig.pipeline.stream(Q, opts())
+    assert isinstance(await anext(events), StreamStart)
+    await events.aclose()
+    assert limiter.admitted == 0
