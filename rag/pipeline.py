@@ -12,23 +12,20 @@ its cache (``rag.stages``), read top to bottom in ``_plan`` and ``_generate``.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from rag.cache.registry import EMBEDDING, LLM, SEARCH
-from rag.cache.stage import UNFETCHED, Background
+from rag.cache.stage import Background
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prices import ModelPrice
-from rag.protocols import KVStore, Vector
 from rag.semantic.cache import SemanticCache
 from rag.shedding import Admission
 from rag.stages import AnswerLayer, CachedRetrieval, Job, Timer
 from rag.types import (
     Answer,
     AskOptions,
-    CacheMode,
     CacheStatus,
     Completion,
     LayerStatuses,
@@ -36,8 +33,6 @@ from rag.types import (
     SemanticInfo,
     Usage,
 )
-
-_MAX_HINTS = 10_000  # answer-key hints kept in memory (short strings each)
 
 
 @dataclass(slots=True)
@@ -90,7 +85,6 @@ class RagPipeline:
         *,
         retrieval: CachedRetrieval,
         answers: AnswerLayer,
-        store: KVStore,
         metrics: Metrics,
         limits: AskLimits,
         background: Background,
@@ -99,29 +93,19 @@ class RagPipeline:
     ) -> None:
         self.retrieval = retrieval
         self.answers = answers
-        self._store = store
         self.metrics = metrics
         self.limits = limits
         self.semantic = semantic
         self._price = price or ModelPrice()  # what a cache hit saves
         self.background = background  # the stages' refreshes and TTL extensions
-        # which answer key a search key led to: lets an exact repeat prefetch its answer too
-        self._answer_key_hints: OrderedDict[str, str] = OrderedDict()
 
     async def answer(self, query: str, options: AskOptions) -> Answer:
         """The whole answer at once, generated through the same path as ``stream``."""
-        pieces: list[str] = []
-        start = end = None
-        async for event in self.stream(query, options):
-            if isinstance(event, StreamToken):
-                pieces.append(event.text)
-            elif isinstance(event, StreamStart):
-                start = event
-            else:
-                end = event
-        assert start is not None and end is not None
+        events = [event async for event in self.stream(query, options)]
+        start, end = events[0], events[-1]
+        assert isinstance(start, StreamStart) and isinstance(end, StreamEnd)
         return Answer(
-            text="".join(pieces),
+            text="".join(e.text for e in events if isinstance(e, StreamToken)),
             sources=start.sources,
             cache=start.cache,
             usage=end.usage,
@@ -162,17 +146,20 @@ class RagPipeline:
     async def _plan(self, query: str, options: AskOptions) -> _Plan:
         self.validate(query, options)
         timer, started = Timer(self.metrics), time.perf_counter()
-        fetched = await self._prefetch(query, options)
+        fetched = await self.retrieval.prefetch(query, options.top_k, options.mode)
         timer.record("cache_lookup", started)
         found = await self.retrieval.retrieve(
             query, options.top_k, mode=options.mode, timer=timer, fetched=fetched
         )
         key = self.answers.key(query, found.sources)
-        if found.version is not None:
-            self._remember(self.retrieval.search_key(query, found.version, options.top_k), key)
+        if found.search_key is not None:
+            self.retrieval.remember_answer_key(found.search_key, key)
         scope = self._semantic_scope(options, found.version)
         job = Job(query, found.sources, key, options.mode, scope, found.vector)
-        cached, status = await self._lookup_answer(job, fetched, found.version is not None)
+        if found.version is None:  # no cache store: nothing to read
+            cached, status = None, CacheStatus.BYPASS
+        else:
+            cached, status = await self.answers.lookup(job, fetched, self.semantic)
         statuses = LayerStatuses({EMBEDDING.name: found.embedding, SEARCH.name: found.search})
         plan = _Plan(statuses, found.sources, cached, job, timer)
         if cached is None and scope is not None:
@@ -187,52 +174,17 @@ class RagPipeline:
             self.metrics.cost_saved.inc(self._price.cost(usage))
         return plan
 
-    async def _prefetch(self, query: str, options: AskOptions) -> dict[str, bytes | None]:
-        keys = self.retrieval.keys_to_prefetch(query, options.top_k, options.mode)
-        if len(keys) == 3 and (answer_key := self._answer_key_hints.get(keys[2])) is not None:
-            keys.append(answer_key)
-        return dict(zip(keys, await self._store.get_many(keys), strict=True))
-
-    def _remember(self, search_key: str, answer_key: str) -> None:
-        self._answer_key_hints[search_key] = answer_key
-        self._answer_key_hints.move_to_end(search_key)
-        if len(self._answer_key_hints) > _MAX_HINTS:
-            self._answer_key_hints.popitem(last=False)
-
     def _semantic_scope(self, options: AskOptions, version: str | None) -> str | None:
         wanted = self.limits.semantic_by_default if options.semantic is None else options.semantic
         if self.semantic is None or not wanted or version is None:
             return None
         return self.semantic.scope(version)
 
-    async def _lookup_answer(
-        self, job: Job, fetched: dict[str, bytes | None], versioned: bool
-    ) -> tuple[Completion | None, CacheStatus]:
-        """The exact answer entry (counted later: the llm status is final after the semantic
-        lookup); a stale one is served and regenerated in the background."""
-        if not (job.mode.reads and versioned):
-            return None, CacheStatus.BYPASS
-        raw = fetched.get(job.key, UNFETCHED)
-        found = await self.answers.answers.read(job.key, raw)
-        if found is None:
-            return None, CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
-        if job.mode.writes:
-            refresh_job = replace(job, mode=CacheMode.REFRESH)
-
-            async def refresh() -> None:
-                async for _ in self.answers.produce(refresh_job, self.semantic):
-                    pass
-
-            self.answers.answers.after_hit(job.key, found, raw, refresh=refresh)
-        return found.value, CacheStatus.HIT
-
     async def _semantic_lookup(self, plan: _Plan, options: AskOptions) -> _Plan:
-        job = plan.job
-        vector: Vector = (
-            job.vector
-            if job.vector is not None
-            else await self.retrieval.embed(job.query, timer=plan.timer, write=job.mode.writes)
-        )
+        job, embed = plan.job, self.retrieval.embed
+        vector = job.vector
+        if vector is None:  # the search was a hit: the vector was not needed until now
+            vector = await embed(job.query, timer=plan.timer, write=job.mode.writes)
         plan = replace(plan, job=replace(job, vector=vector))
         if not options.mode.reads:
             return plan

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
 from rag.cache.relay import AnswerRelay
@@ -27,6 +28,7 @@ from rag.shedding import Admission, GenerationLimiter
 from rag.types import CacheMode, CacheStatus, Completion, ScoredChunk
 
 _CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
+_MAX_HINTS = 10_000  # answer-key hints kept in memory (short strings each)
 Fetched = dict[str, bytes | None]
 
 
@@ -52,6 +54,7 @@ class Timer:
 class Retrieved:
     sources: list[ScoredChunk]
     version: str | None  # None: the cache store gave none, so nothing was cached by it
+    search_key: str | None
     vector: Vector | None  # the query's, when it was at hand
     embedding: CacheStatus
     search: CacheStatus
@@ -67,14 +70,20 @@ class CachedRetrieval:
         searches: CachedStage[list[ScoredChunk]],
         corpus_version: CorpusVersion,
         metrics: Metrics,
+        store: KVStore,
     ) -> None:
+        self._store = store
         self._embedder = embedder
         self._retriever = retriever
         self.embeddings = embeddings
         self.searches = searches
         self.corpus_version = corpus_version
         self._metrics = metrics
-        self._last_version: str | None = None  # guessed for the next prefetch
+        # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
+        # version last seen, and which answer key a search key led to. A guess only chooses what
+        # to prefetch; a wrong one costs one more GET, never a wrong entry.
+        self._last_version: str | None = None
+        self._answer_keys: OrderedDict[str, str] = OrderedDict()
 
     def search_key(self, query: str, version: str, k: int) -> str:
         codec = self.searches.codec
@@ -86,15 +95,23 @@ class CachedRetrieval:
         assert isinstance(codec, EmbeddingCache)
         return codec.key(query)
 
-    def keys_to_prefetch(self, query: str, k: int, mode: CacheMode) -> list[str]:
-        """The corpus version and, when reading, the entries this request will probably need
-        (the search key is a guess from the last version seen; a wrong guess costs a GET)."""
+    async def prefetch(self, query: str, k: int, mode: CacheMode) -> Fetched:
+        """One round trip for the corpus version and, when reading, the entries this request
+        will probably need: embedding, search result and answer."""
         keys = [self.corpus_version.key]
         if mode.reads:
             keys.append(self.embedding_key(query))
             if self._last_version is not None:
-                keys.append(self.search_key(query, self._last_version, k))
-        return keys
+                keys.append(search_key := self.search_key(query, self._last_version, k))
+                if (answer_key := self._answer_keys.get(search_key)) is not None:
+                    keys.append(answer_key)
+        return dict(zip(keys, await self._store.get_many(keys), strict=True))
+
+    def remember_answer_key(self, search_key: str, answer_key: str) -> None:
+        self._answer_keys[search_key] = answer_key
+        self._answer_keys.move_to_end(search_key)
+        if len(self._answer_keys) > _MAX_HINTS:
+            self._answer_keys.popitem(last=False)
 
     async def retrieve(
         self, query: str, k: int, *, mode: CacheMode, timer: Timer, fetched: Fetched
@@ -130,7 +147,7 @@ class CachedRetrieval:
             search_key, search, mode=mode, raw=raw_hits
         )
         vector = vectors[0] if vectors else None
-        return Retrieved(sources, version, vector, embedding, status)
+        return Retrieved(sources, version, search_key, vector, embedding, status)
 
     async def embed(self, query: str, *, timer: Timer, write: bool) -> Vector:
         """The query's vector from the model (once for identical concurrent requests)."""
@@ -183,6 +200,27 @@ class AnswerLayer:
         codec = self.answers.codec
         assert isinstance(codec, AnswerCache)
         return codec.key(query, sources)
+
+    async def lookup(
+        self, job: Job, fetched: Fetched, semantic: SemanticCache | None
+    ) -> tuple[Completion | None, CacheStatus]:
+        """The exact answer entry (counted later: the llm status is final after the semantic
+        lookup); a stale one is served and regenerated in the background."""
+        if not job.mode.reads:
+            return None, CacheStatus.BYPASS
+        raw = fetched.get(job.key, UNFETCHED)
+        found = await self.answers.read(job.key, raw)
+        if found is None:
+            return None, CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
+        if job.mode.writes:
+            refresh_job = replace(job, mode=CacheMode.REFRESH)
+
+            async def refresh() -> None:
+                async for _ in self.produce(refresh_job, semantic):
+                    pass
+
+            self.answers.after_hit(job.key, found, raw, refresh=refresh)
+        return found.value, CacheStatus.HIT
 
     def admit(self, key: str) -> Admission | None:
         """A place among the generations allowed to run or wait (``OverloadedError`` when there

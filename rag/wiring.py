@@ -3,14 +3,11 @@ configured, and closes it all again."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import openai
@@ -18,34 +15,24 @@ import tiktoken
 from qdrant_client import AsyncQdrantClient
 
 from rag.cache.connect import REDIS_ERRORS, RedisClient, connect
-from rag.cache.flight import SingleFlight
 from rag.cache.layers import (
-    AnswerCache,
     CorpusVersion,
-    EmbeddingCache,
-    RewriteCache,
-    SearchResultCache,
 )
-from rag.cache.relay import AnswerRelay
-from rag.cache.stage import Background, CachedStage
-from rag.cache.store import RedisStore, StrictStore
+from rag.cache.store import RedisStore
 from rag.cache.tags import TagIndex
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.generation import OpenAIGenerator
 from rag.ingest import Ingestor, TokenChunker, collect_documents
 from rag.local import embedded_valkey, local_llm_server
 from rag.metrics import Metrics
-from rag.pipeline import AskLimits, RagPipeline
-from rag.prices import ModelPrice, load_price
-from rag.prompt import prompt_version
+from rag.pipeline import RagPipeline
+from rag.prices import load_price
 from rag.retrieval import QdrantRetriever
-from rag.semantic.cache import SemanticCache
-from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
-from rag.sessions import Conversations, QuestionRewriter, SessionStore, rewrite_version
 from rag.settings import Settings
 from rag.shedding import GenerationLimiter
-from rag.stages import AnswerLayer, CachedRetrieval
+from rag.tenant import Shared, open_tenant
+from rag.tenant import Tenant as Tenant  # re-exported: the app serves tenants
 from rag.tokens import get_encoding
 
 log = logging.getLogger(__name__)
@@ -66,17 +53,6 @@ class Corpus:
     corpus_version: CorpusVersion
     ingestor: Ingestor
     tags: TagIndex
-
-
-@dataclass(frozen=True, kw_only=True)
-class Tenant:
-    """What one API key (or everyone, when no keys are set) asks through: its own cache entries,
-    exact and semantic, and sessions, under its own key namespace."""
-
-    namespace: str
-    pipeline: RagPipeline
-    conversations: Conversations
-    invalidation: TagIndex  # deletes this tenant's entries by layer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,17 +97,7 @@ async def open_corpus(
             )
             stack.callback(embedder.close)
 
-        if settings.qdrant_url:
-            qdrant = AsyncQdrantClient(
-                url=settings.qdrant_url, api_key=settings.qdrant_api_key.get_secret_value() or None
-            )
-        else:
-            qdrant = _open_local_qdrant(data_dir / "qdrant")
-        stack.push_async_callback(qdrant.close)
-        retriever = QdrantRetriever(
-            client=qdrant, collection=settings.collection, dimension=embedder.dimension
-        )
-        await retriever.ensure_collection()
+        retriever = await _open_retriever(stack, settings, embedder.dimension)
 
         corpus_version = CorpusVersion(
             store=store,
@@ -185,10 +151,20 @@ async def _warn_if_unbounded(redis: RedisClient) -> None:
         )
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _open_retriever(
+    stack: AsyncExitStack, settings: Settings, dimension: int
+) -> QdrantRetriever:
+    """The vector DB: a Qdrant server when ``qdrant_url`` is set, else local mode on a folder."""
+    if settings.qdrant_url:
+        qdrant = AsyncQdrantClient(
+            url=settings.qdrant_url, api_key=settings.qdrant_api_key.get_secret_value() or None
+        )
+    else:
+        qdrant = _open_local_qdrant(settings.data_dir.resolve() / "qdrant")
+    stack.push_async_callback(qdrant.close)
+    retriever = QdrantRetriever(client=qdrant, collection=settings.collection, dimension=dimension)
+    await retriever.ensure_collection()
+    return retriever
 
 
 def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
@@ -236,7 +212,7 @@ async def open_services(
             extra_body=extra_body,
         )
 
-        shared = _Shared(
+        shared = Shared(
             generator=generator,
             metrics=Metrics(),
             rule=SemanticRule.load(
@@ -252,185 +228,10 @@ async def open_services(
             ),
         )
         tenants = {
-            name: await _open_tenant(stack, settings, corpus, shared, ns)
+            name: await open_tenant(stack, settings, corpus, shared, ns)
             for name, ns in settings.tenant_namespaces().items()
         }
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
         yield Services(corpus=corpus, tenants=tenants, metrics=shared.metrics)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Shared:
-    """What every tenant uses as it is: built once, not once per tenant."""
-
-    generator: OpenAIGenerator
-    metrics: Metrics
-    rule: SemanticRule
-    price: ModelPrice
-    limiter: GenerationLimiter  # one bound on generations for the whole process
-
-
-async def _open_tenant(
-    stack: AsyncExitStack, settings: Settings, corpus: Corpus, shared: _Shared, ns: str
-) -> Tenant:
-    """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations, over
-    the shared corpus, LLM, semantic rule and metrics. Background tasks and clean-ups go on
-    ``stack``."""
-    store, generator = corpus.store, shared.generator
-    flight = relay = None
-    if settings.single_flight:
-        flight, relay = _coalescing(stack, settings, store, ns)
-    background = Background()
-
-    def stage(codec: Any, *, sliding: bool = False) -> CachedStage[Any]:
-        return CachedStage(
-            codec=codec,
-            store=store,
-            metrics=shared.metrics,
-            background=background,
-            flight=flight,
-            sliding=sliding,
-        )
-
-    answer_cache = _answer_cache(settings, ns, generator)
-    semantic = _semantic_cache(settings, corpus, shared, ns, answer_cache)
-    sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
-    stack.push_async_callback(_cancel, sync)
-    pipeline = RagPipeline(
-        retrieval=CachedRetrieval(
-            embedder=corpus.embedder,
-            retriever=corpus.retriever,
-            embeddings=stage(
-                _embedding_cache(settings, corpus, ns), sliding=settings.embedding_sliding_ttl
-            ),
-            searches=stage(_search_cache(settings, corpus, ns)),
-            corpus_version=corpus.corpus_version,
-            metrics=shared.metrics,
-        ),
-        answers=AnswerLayer(
-            answers=stage(answer_cache),
-            generator=generator,
-            metrics=shared.metrics,
-            relay=relay,
-            tags=corpus.tags,
-            limiter=shared.limiter,
-            store=store,
-        ),
-        store=store,
-        metrics=shared.metrics,
-        limits=AskLimits(
-            max_top_k=settings.max_top_k,
-            max_query_chars=settings.max_query_chars,
-            semantic_by_default=settings.semantic_enabled,
-        ),
-        background=background,
-        semantic=semantic,
-        price=shared.price,
-    )
-    stack.push_async_callback(pipeline.aclose)
-    rewrites = RewriteCache(
-        namespace=ns,
-        llm_model=settings.llm_model,
-        prompt_version=rewrite_version(),
-        sampling=generator.sampling,
-        ttl_s=settings.llm_ttl_s,
-    )
-    conversations = Conversations(
-        sessions=SessionStore(
-            store=StrictStore(client=corpus.redis, timeout_s=settings.redis_timeout_s),
-            namespace=ns,
-            ttl_s=settings.session_ttl_s,
-            history_tokens=settings.session_history_tokens,
-            encoding=corpus.encoding,
-        ),
-        rewriter=QuestionRewriter(
-            generator=generator,
-            rewrites=stage(rewrites),
-            metrics=shared.metrics,
-            max_chars=settings.max_query_chars,
-        ),
-    )
-    invalidation = TagIndex(store=store, namespace=ns)
-    return Tenant(
-        namespace=ns, pipeline=pipeline, conversations=conversations, invalidation=invalidation
-    )
-
-
-def _coalescing(
-    stack: AsyncExitStack, settings: Settings, store: RedisStore, ns: str
-) -> tuple[SingleFlight, AnswerRelay]:
-    """Single-flight for the cached stages and the relay for answers; in this process first,
-    across processes through Redis."""
-    flight = SingleFlight(
-        store=store,
-        namespace=ns,
-        lock_ttl_s=settings.flight_lock_ttl_s,
-        wait_s=settings.flight_wait_s,
-    )
-    relay = AnswerRelay(
-        store=store,
-        namespace=ns,
-        # a blocking read must end before the client's socket timeout does
-        poll_s=min(0.5, 0.5 * settings.redis_timeout_s),
-        lock_ttl_s=settings.flight_lock_ttl_s,
-        wait_s=settings.flight_wait_s,
-    )
-    listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
-    stack.push_async_callback(_cancel, listener)
-    return flight, relay
-
-
-def _embedding_cache(settings: Settings, corpus: Corpus, ns: str) -> EmbeddingCache:
-    return EmbeddingCache(
-        namespace=ns,
-        model_id=corpus.embedder.model_id,
-        dimension=corpus.embedder.dimension,
-        ttl_s=settings.embedding_ttl_s,
-    )
-
-
-def _search_cache(settings: Settings, corpus: Corpus, ns: str) -> SearchResultCache:
-    return SearchResultCache(
-        namespace=ns,
-        embedding_model_id=corpus.embedder.model_id,
-        collection=settings.collection,
-        ttl_s=settings.search_ttl_s,
-        soft_ttl_s=min(settings.search_soft_ttl_s, settings.search_ttl_s),
-        xfetch_beta=settings.xfetch_beta,
-    )
-
-
-def _answer_cache(settings: Settings, ns: str, generator: OpenAIGenerator) -> AnswerCache:
-    return AnswerCache(
-        namespace=ns,
-        llm_model=settings.llm_model,
-        prompt_version=prompt_version(),
-        sampling=generator.sampling,
-        ttl_s=settings.llm_ttl_s,
-        soft_ttl_s=min(settings.llm_soft_ttl_s, settings.llm_ttl_s),
-        xfetch_beta=settings.xfetch_beta,
-    )
-
-
-def _semantic_cache(
-    settings: Settings, corpus: Corpus, shared: _Shared, ns: str, answer_cache: AnswerCache
-) -> SemanticCache:
-    return SemanticCache(
-        store=corpus.store,
-        namespace=ns,
-        rule=shared.rule,
-        index=SemanticIndex(
-            dimension=corpus.embedder.dimension, max_entries=settings.semantic_max_entries
-        ),
-        answer_cache=answer_cache,
-        scope_parts={
-            "embedding": corpus.embedder.model_id,
-            "llm": settings.llm_model,
-            "prompt": prompt_version(),
-            "sampling": shared.generator.sampling,
-        },
-        dimension=corpus.embedder.dimension,
-        ttl_s=settings.llm_ttl_s,
-    )

@@ -165,6 +165,7 @@ def make_rig(
                 store=store, namespace=NAMESPACE, collection="docs", ttl_s=86400
             ),
             metrics=metrics,
+            store=store,
         ),
         answers=AnswerLayer(
             answers=stage(answers),
@@ -174,7 +175,6 @@ def make_rig(
             limiter=limiter,
             store=store,
         ),
-        store=store,
         metrics=metrics,
         limits=AskLimits(max_top_k=5, max_query_chars=200),
         background=background,
