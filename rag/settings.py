@@ -18,6 +18,7 @@ from pydantic_settings import (
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
+DEFAULT_CROSS_ENCODER = CONFIG_DIR / "semantic_cross_encoder.npz"
 PRICES_FILE = CONFIG_DIR / "prices.toml"
 
 _TENANT = re.compile(r"^([A-Za-z0-9_-]{1,32}):(.+)$")
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
     semantic_enabled: bool
     semantic_threshold: float = Field(ge=0, le=1)
     semantic_min_score: float = Field(ge=0, le=1)
+    semantic_verifier: Literal["mlp", "cross-encoder"]
     semantic_verifier_path: str
     semantic_max_entries: int = Field(ge=1)
 
@@ -105,9 +107,12 @@ class Settings(BaseSettings):
 
     @property
     def verifier_path(self) -> Path:
-        return (
-            Path(self.semantic_verifier_path) if self.semantic_verifier_path else DEFAULT_VERIFIER
-        )
+        """The semantic verifier's weight file; the file says which kind of verifier it is."""
+        if self.semantic_verifier_path:
+            return Path(self.semantic_verifier_path)
+        if self.semantic_verifier == "cross-encoder":
+            return DEFAULT_CROSS_ENCODER
+        return DEFAULT_VERIFIER
 
     def api_key_tenants(self) -> list[tuple[str, str]]:
         """(key, tenant name) for each of ``api_keys``: ``name:key`` names its tenant; a bare key's

@@ -197,11 +197,92 @@ def cmd_semantic_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_semantic_train(args: argparse.Namespace) -> int:
+    """Fine-tune the cross-encoder verifier on labelled pairs (CPU, one thread)."""
+    import torch
+    from tqdm import tqdm
+
+    from rag.errors import RagError
+    from rag.semantic.calibration import read_pairs
+    from rag.semantic.training import TrainingPlan, train_cross_encoder
+
+    torch.set_num_threads(1)  # the machine is shared: one core, bounded run
+    try:
+        lines = [line for path in args.pairs for line in read_pairs(Path(path))]
+    except (RagError, OSError) as exc:
+        return _fail(str(exc))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "semantic_cross_encoder.npz"
+    plan = TrainingPlan(
+        layers=args.layers,
+        trained=args.trained,
+        max_length=args.max_length,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    with tqdm(total=plan.epochs * len(lines), unit="pair", desc="training") as bar:
+        train_cross_encoder(lines, out, plan=plan, progress=bar)
+    print(
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); calibrate it with\n"
+        f"  RAG_SEMANTIC_VERIFIER_PATH={out} rag semantic calibrate PAIRS "
+        "--max-false-hit-rate 0.02"
+    )
+    return 0
+
+
+def cmd_semantic_budget(args: argparse.Namespace) -> int:
+    """Choose gate and min score so the upper confidence bound of the false-hit rate fits."""
+    from rag.errors import RagError
+    from rag.semantic.calibration import calibrate_budget
+    from rag.semantic.rule import SemanticRule
+
+    if not 0 < args.max_false_hit_rate < 1:
+        return _fail("--max-false-hit-rate must be between 0 and 1")
+    try:
+        settings, pairs = asyncio.run(_embedded_pairs(args.pairs))
+    except (RagError, OSError) as exc:
+        return _fail(str(exc))
+    rule = SemanticRule.load(
+        threshold=settings.semantic_threshold,
+        min_score=settings.semantic_min_score,
+        verifier_path=settings.verifier_path,
+    )
+    thresholds = args.thresholds or (
+        [0.55, 0.6, 0.65, 0.7, 0.75, 0.8] if rule.kind == "cross-encoder" else [0.85, 0.9, 0.94]
+    )
+    best, table = calibrate_budget(
+        rule, pairs, max_false_hit_rate=args.max_false_hit_rate, thresholds=thresholds
+    )
+    print(
+        f"{rule.kind} verifier; false-hit rate = label-0 pairs served / label-0 pairs; "
+        f"bound = upper one-sided 95 % Clopper-Pearson; budget {args.max_false_hit_rate}"
+    )
+    header = ("gate", "min_score", "false hits", "rate", "bound", "recall")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (6, 10, 11, 7, 7, 7), strict=True)))
+    for p in table:
+        print(
+            f"{p.threshold:>6.2f} {p.min_score:>10.4f} {p.false_hits:>5}/{p.negatives:<5} "
+            f"{p.false_hit_rate:>7.4f} {p.upper_bound:>7.4f} {p.recall:>7.3f}"
+        )
+    if best is None:
+        return _fail(f"no setting keeps the bound within {args.max_false_hit_rate} on these pairs")
+    print(
+        f"\nchosen: gate {best.threshold}, min_score {best.min_score}: recall {best.recall:.3f}, "
+        f"precision {best.precision:.3f}, false-hit rate {best.false_hit_rate:.4f} "
+        f"(upper bound {best.upper_bound:.4f})\nto use it set\n"
+        f"  RAG_SEMANTIC_THRESHOLD={best.threshold} RAG_SEMANTIC_MIN_SCORE={best.min_score}"
+    )
+    return 0
+
+
 def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
     """Train the verifier and choose threshold and min score for a target precision."""
     from rag.errors import RagError
     from rag.semantic.calibration import calibrate, plot
 
+    if args.max_false_hit_rate is not None:
+        return cmd_semantic_budget(args)
     if not 0 < args.target_precision < 1:
         return _fail("--target-precision must be between 0 and 1")
     try:
@@ -290,10 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_semantic_eval)
     calib = semantic_sub.add_parser("calibrate", help="choose the rule's parameters")
     calib.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
-    calib.add_argument("--target-precision", type=float, required=True)
+    goal = calib.add_mutually_exclusive_group(required=True)
+    goal.add_argument(
+        "--max-false-hit-rate",
+        type=float,
+        help="choose gate and min score of the configured verifier so the upper 95 %% bound of "
+        "the share of label-0 pairs served stays within this",
+    )
+    goal.add_argument(
+        "--target-precision", type=float, help="retrain the MLP verifier for this precision"
+    )
+    calib.add_argument("--thresholds", type=float, nargs="+", help="cosine gates to try")
     calib.add_argument("--out-dir", default=".data/semantic")
     calib.add_argument("--seed", type=int, default=0)
     calib.set_defaults(func=cmd_semantic_calibrate)
+    train = semantic_sub.add_parser("train", help="fine-tune the cross-encoder verifier")
+    train.add_argument("pairs", nargs="+", help='JSONL files: {"a", "b", "label"} per line')
+    train.add_argument("--out-dir", default=".data/semantic")
+    train.add_argument("--layers", type=int, default=6, help="encoder depth used (MiniLM: 6)")
+    train.add_argument("--trained", type=int, default=2, help="top layers fine-tuned")
+    train.add_argument("--max-length", type=int, default=64, help="tokens per pair")
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(func=cmd_semantic_train)
     return parser
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from rag.semantic.guards import facts, trap
 from rag.semantic.index import IndexEntry, SemanticIndex
+from rag.semantic.rule import SemanticRule
 
 
 @pytest.mark.parametrize(
@@ -112,3 +113,81 @@ def test_pruned_search_finds_exactly_what_a_full_scan_finds() -> None:
             expected = {f"k{i}" for i in np.flatnonzero(scores >= threshold)}
             found = index.candidates("s1", query, threshold, limit=10_000)
             assert {e.key for e, _ in found} == expected
+
+
+# -- the rule and the false-hit budget ---------------------------------------------------------
+
+
+def test_clopper_pearson_upper_bound_matches_the_beta_quantile() -> None:
+    from rag.semantic.calibration import clopper_pearson_upper
+
+    # scipy.stats.beta.ppf(0.95, k + 1, n - k) for these (k, n)
+    assert clopper_pearson_upper(0, 300) == pytest.approx(0.0099361, abs=1e-6)
+    assert clopper_pearson_upper(3, 500) == pytest.approx(0.0154337, abs=1e-6)
+    assert clopper_pearson_upper(10, 1000) == pytest.approx(0.0169032, abs=1e-6)
+    assert clopper_pearson_upper(5, 5) == 1.0 and clopper_pearson_upper(0, 0) == 1.0
+    bounds = [clopper_pearson_upper(k, 400) for k in range(10)]
+    assert bounds == sorted(bounds) and all(b > k / 400 for k, b in enumerate(bounds))
+
+
+def test_budget_picks_the_most_recall_whose_bound_fits() -> None:
+    from rag.semantic.calibration import budget_points
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 300 + [0] * 700)
+    score = np.where(labels == 1, rng.uniform(0.3, 1.0, 1000), rng.uniform(0.0, 0.6, 1000))
+    similarity = np.full(1000, 0.9)
+    best, table = budget_points(
+        similarity, score, labels, max_false_hit_rate=0.02, thresholds=[0.8, 0.95]
+    )
+    assert best is not None and best.threshold == 0.8
+    assert table[1].threshold == 0.95 and table[1].recall == 0.0  # the gate lets nothing in
+    assert best.upper_bound <= 0.02 and best.false_hits < 0.02 * 700
+    served = (score >= best.min_score) & (labels == 0)
+    assert served.sum() == best.false_hits
+    # one step lower would break the bound: the chosen point is the most recall that fits
+    lower = np.sort(np.unique(np.round(score, 4)))
+    below = lower[lower < best.min_score][-1]
+    from rag.semantic.calibration import clopper_pearson_upper
+
+    k = int(((score >= below) & (labels == 0)).sum())
+    assert clopper_pearson_upper(k, 700) > 0.02
+
+
+def mlp_rule(threshold: float, min_score: float) -> SemanticRule:
+    from rag.semantic.verifier import PairVerifier
+
+    dim = 2 * 8 + 1 + 5
+    w1 = np.zeros((dim, 1), np.float32)
+    w1[2 * 8, 0] = 1.0  # the score follows the cosine feature
+    verifier = PairVerifier(
+        mean=np.zeros(dim, np.float32),
+        scale=np.ones(dim, np.float32),
+        w1=w1,
+        b1=np.zeros(1, np.float32),
+        w2=np.array([10.0], np.float32),
+        b2=-9.0,
+    )
+    return SemanticRule(threshold=threshold, min_score=min_score, verifier=verifier)
+
+
+def test_rule_gate_guards_and_verifier_decide_in_one_batch_or_one_by_one() -> None:
+    rule = mlp_rule(threshold=0.5, min_score=0.5)
+    q = unit(0)
+    near = q + 0.05 * unit(1)
+    near /= np.linalg.norm(near)
+    candidates = [
+        ("How do I reset my password?", near),  # close, no trap: hit
+        ("How do I not reset my password?", near),  # a guard fires
+        ("Something else entirely", unit(2)),  # under the gate
+    ]
+    many = rule.decide_many("How do I reset my password?", q, candidates)
+    assert [d.reason for d in many] == ["hit", "negation", "below-threshold"]
+    assert many[0].score is not None and many[0].score > 0.5
+    one_by_one = [rule.decide("How do I reset my password?", q, c, v) for c, v in candidates]
+    assert one_by_one == many
+    assert rule.kind == "mlp"
+    # a stricter verifier turns the same pair down, and says so
+    assert rule.__class__(threshold=0.5, min_score=0.999, verifier=rule.verifier).decide(
+        "How do I reset my password?", q, *candidates[0]
+    ).reason == "verifier"

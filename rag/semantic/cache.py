@@ -89,12 +89,21 @@ class SemanticCache:
         self, *, scope: str, query: str, vector: Vector, threshold: float | None = None
     ) -> SemanticMatch | None:
         cutoff = self.rule.threshold if threshold is None else threshold
-        for entry, _ in self.index.candidates(scope, vector, cutoff):
-            decision = self.rule.decide(
-                query, vector, entry.query, self.index.vector(entry), threshold=cutoff
+        found = self.index.candidates(scope, vector, cutoff, limit=self.rule.candidates)
+        if not found:
+            return None
+        pairs = [(entry.query, self.index.vector(entry)) for entry, _ in found]
+        if self.rule.kind == "cross-encoder":  # a model forward pass: keep the loop free
+            decisions = await asyncio.to_thread(
+                self.rule.decide_many, query, vector, pairs, threshold=cutoff
             )
-            if not decision.hit:
-                continue
+        else:
+            decisions = self.rule.decide_many(query, vector, pairs, threshold=cutoff)
+        ranked = sorted(
+            ((d, entry) for d, (entry, _) in zip(decisions, found, strict=True) if d.hit),
+            key=lambda hit: -(hit[0].score or 0.0),
+        )
+        for decision, entry in ranked:  # the verifier's surest hit first
             raw_entry, raw_answer = await self._store.get_many([entry.key, entry.answer_key])
             if raw_entry is None or raw_answer is None:  # expired, invalidated or evicted
                 self.index.remove(entry.key)
@@ -237,4 +246,5 @@ class SemanticCache:
             "synced": self.synced,
             "threshold": self.rule.threshold,
             "min_score": self.rule.min_score,
+            "verifier": self.rule.kind,
         }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,10 +70,9 @@ async def embed_pairs(
 
 
 def decide_all(rule: SemanticRule, pairs: Pairs) -> list[Decision]:
-    return [
-        rule.decide(line["a"], pairs.a[i], line["b"], pairs.b[i])
-        for i, line in enumerate(pairs.lines)
-    ]
+    return rule.decide_pairs(
+        [(line["a"], pairs.a[i], line["b"], pairs.b[i]) for i, line in enumerate(pairs.lines)]
+    )
 
 
 def precision_recall(
@@ -99,6 +99,7 @@ def summarize(rule: SemanticRule, pairs: Pairs, decisions: Sequence[Decision]) -
         "recall": round(recall, 4),
         "threshold": rule.threshold,
         "min_score": rule.min_score,
+        "verifier": rule.kind,
         "rejected_by": dict(Counter(d.reason for d in decisions if not d.hit).most_common()),
     }
 
@@ -204,3 +205,110 @@ def plot(calibration: Calibration, target_precision: float, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+# -- a false-hit budget with a confidence bound ----------------------------------------------
+
+
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper ``confidence`` Clopper-Pearson bound of a rate seen as ``k`` in ``n``:
+    the p at which seeing ``k`` or fewer has probability ``1 - confidence`` (found by bisection
+    on the binomial CDF, summed in log space)."""
+    if n <= 0 or k >= n:
+        return 1.0
+
+    def cdf(p: float) -> float:
+        log_p, log_q = math.log(p), math.log1p(-p)
+        terms = [
+            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
+            + i * log_p + (n - i) * log_q
+            for i in range(k + 1)
+        ]
+        top = max(terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+    low, high = k / n, 1.0 - 1e-15
+    for _ in range(100):
+        mid = (low + high) / 2
+        if cdf(mid) > 1 - confidence:
+            low = mid
+        else:
+            high = mid
+    return high
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    threshold: float  # cosine gate
+    min_score: float
+    false_hits: int  # label-0 pairs served
+    negatives: int
+    upper_bound: float  # of the false-hit rate
+    recall: float
+    precision: float
+
+    @property
+    def false_hit_rate(self) -> float:
+        return self.false_hits / self.negatives if self.negatives else 0.0
+
+
+def calibrate_budget(
+    rule: SemanticRule,
+    pairs: Pairs,
+    *,
+    max_false_hit_rate: float,
+    thresholds: Sequence[float],
+    confidence: float = 0.95,
+) -> tuple[BudgetPoint | None, list[BudgetPoint]]:
+    """For each cosine gate in ``thresholds``, the lowest verifier score whose false-hit rate
+    (share of label-0 pairs served) has an upper ``confidence`` bound within the budget; the
+    point with the most recall over all gates (None if no point fits), and the table."""
+    decisions = rule.decide_pairs(
+        [(line["a"], pairs.a[i], line["b"], pairs.b[i]) for i, line in enumerate(pairs.lines)],
+        threshold=min(thresholds),
+    )
+    similarity = np.array([d.similarity for d in decisions])
+    score = np.array([-1.0 if d.score is None else d.score for d in decisions])
+    return budget_points(
+        similarity,
+        score,
+        pairs.labels,
+        max_false_hit_rate=max_false_hit_rate,
+        thresholds=thresholds,
+        confidence=confidence,
+    )
+
+
+def budget_points(
+    similarity: npt.NDArray[np.float64],
+    score: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int_],
+    *,
+    max_false_hit_rate: float,
+    thresholds: Sequence[float],
+    confidence: float = 0.95,
+) -> tuple[BudgetPoint | None, list[BudgetPoint]]:
+    """``calibrate_budget`` on arrays: ``score`` < 0 marks a pair the guards rejected."""
+    positive = labels == 1
+    negatives = int((~positive).sum())
+    cuts = np.unique(np.round(score[score >= 0], 4))
+    table: list[BudgetPoint] = []
+    for threshold in thresholds:
+        gated = (similarity >= threshold) & (score >= 0)
+        point = None
+        for cut in cuts:  # ascending: the first that fits has the most recall
+            hits = gated & (score >= cut)
+            false_hits = int((hits & ~positive).sum())
+            if false_hits > max_false_hit_rate * negatives:  # the bound is above the rate
+                continue
+            bound = clopper_pearson_upper(false_hits, negatives, confidence)
+            if bound <= max_false_hit_rate:
+                precision, recall = precision_recall(hits, labels)
+                point = BudgetPoint(
+                    float(threshold), float(cut), false_hits, negatives, bound, recall, precision
+                )
+                break
+        if point is not None:
+            table.append(point)
+    best = max(table, key=lambda p: (p.recall, p.threshold), default=None)
+    return best, table

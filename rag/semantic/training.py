@@ -38,10 +38,16 @@ class TrainingPlan:
 
 
 def train_cross_encoder(
-    lines: Sequence[dict[str, Any]], out: Path, *, plan: TrainingPlan, progress: Any = None
+    lines: Sequence[dict[str, Any]],
+    out: Path,
+    *,
+    plan: TrainingPlan,
+    progress: Any = None,
+    checkpoint_every: int = 0,
 ) -> None:
     """Fine-tune on ``lines`` (``{"a", "b", "label"}``) and write the weight file ``out``.
-    ``progress``: a tqdm-like object (``update(n)``, ``set_postfix``), or None."""
+    ``progress``: a tqdm-like object (``update(n)``, ``set_postfix``), or None.
+    ``checkpoint_every``: also write ``out`` every that many steps (0: only at the end)."""
     torch.manual_seed(plan.seed)
     rng = random.Random(plan.seed)
     base = base_model_path()
@@ -95,6 +101,12 @@ def train_cross_encoder(
             if progress is not None:
                 progress.update(len(batch))
                 progress.set_postfix(loss=f"{running:.3f}")
+            if checkpoint_every and scheduler.last_epoch % checkpoint_every == 0:
+                _save(model, out, plan)
+    _save(model, out, plan)
+
+
+def _save(model: PairEncoder, out: Path, plan: TrainingPlan) -> None:
     model.eval()
     save_weights(
         model, out, layers=plan.layers, trained=plan.trained, max_length=plan.max_length
