@@ -57,6 +57,18 @@ class OpenAIGenerator:
         """Everything besides the prompt that changes the answer; part of the answer key."""
         return {"max_tokens": self._max_tokens, "temperature": self._temperature}
 
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """Whether the LLM server answers: one ``GET {base_url}/models``, no retries. A server
+        that answers with an error of its own (404: no such route, 429) is up; one that refuses
+        our key (401, 403), fails (5xx) or does not answer in ``timeout_s`` is down."""
+        try:
+            await self._client.with_options(timeout=timeout_s, max_retries=0).models.list()
+        except openai.APIStatusError as exc:
+            return exc.status_code < 500 and exc.status_code not in (401, 403)
+        except Exception:  # transport errors of whichever HTTP library, timeouts: unreachable
+            return False
+        return True
+
     async def complete(self, messages: list[dict[str, str]]) -> Completion:
         with _provider_errors():
             response = await self._client.chat.completions.create(

@@ -27,8 +27,8 @@ MIN_KEY_CHARS = 16
 
 
 def _is_placeholder(key: str) -> bool:
-    lowered = key.lower()
-    return len(key) < MIN_KEY_CHARS or any(word in lowered for word in _PLACEHOLDER_WORDS)
+    lowered = key.strip().lower()
+    return len(lowered) < MIN_KEY_CHARS or any(word in lowered for word in _PLACEHOLDER_WORDS)
 
 
 class Settings(BaseSettings):
@@ -39,7 +39,12 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="RAG_", toml_file=DEFAULTS_FILE, extra="forbid", frozen=True
+        env_prefix="RAG_",
+        toml_file=DEFAULTS_FILE,
+        extra="forbid",
+        frozen=True,
+        # A refused start must not print the keys it refused (nor any other value given).
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"]
@@ -142,8 +147,13 @@ class Settings(BaseSettings):
         if self.environment == "development":
             return self
         admin = self.admin_api_key.get_secret_value()
-        if not admin:
+        if not admin.strip():
             raise ValueError("environment 'production' needs admin_api_key (RAG_ADMIN_API_KEY)")
+        if admin in keys:
+            raise ValueError(
+                "environment 'production' refuses an API key (api_keys) equal to admin_api_key: "
+                "a tenant's key must not open the admin endpoints"
+            )
         if any(_is_placeholder(key) for key in [admin, *keys]):
             raise ValueError(
                 f"environment 'production' refuses placeholder keys: every key needs at least "

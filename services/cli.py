@@ -17,6 +17,9 @@ from typing import Any
 
 import httpx
 
+from rag.cache.registry import INVALIDATION_TARGETS
+from rag.types import CacheStatus
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -31,10 +34,15 @@ def _fail(message: str) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from rag.settings import Settings
     from services.app import create_app
 
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # the settings hide the values they refuse: no key is shown
+        return _fail(f"the settings are not valid: {exc}")
     base = f"http://{args.host}:{args.port}"
     print(
         "Starting the RAG service (first start loads the models and ingests the sample corpus).\n"
@@ -46,7 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  open {base}/docs for the OpenAPI page\n",
         flush=True,
     )
-    uvicorn.run(create_app(Settings()), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -80,14 +88,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
-def _headers(*, admin: bool = False) -> dict[str, str]:
-    key = os.environ.get("RAG_ADMIN_API_KEY" if admin else "RAG_CLIENT_API_KEY", "")
+def _headers(*, admin: bool = False, either: bool = False) -> dict[str, str]:
+    """``Authorization`` with the admin key (``admin``), the client key, or (``either``: for what
+    both open, such as /stats) the client key if set, else the admin key."""
+    client = os.environ.get("RAG_CLIENT_API_KEY", "")
+    admin_key = os.environ.get("RAG_ADMIN_API_KEY", "")
+    key = admin_key if admin else client or (admin_key if either else "")
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _request(method: str, url: str, *, admin: bool = False, **kwargs: Any) -> httpx.Response:
+def _request(
+    method: str, url: str, *, admin: bool = False, either: bool = False, **kwargs: Any
+) -> httpx.Response:
+    headers = _headers(admin=admin, either=either)
     try:
-        response = httpx.request(method, url, headers=_headers(admin=admin), timeout=120, **kwargs)
+        response = httpx.request(method, url, headers=headers, timeout=120, **kwargs)
     except httpx.TransportError as exc:
         raise CliError(
             f"cannot reach the service at {url} ({exc}); is `rag serve` running?"
@@ -133,12 +148,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_stats(args: argparse.Namespace) -> int:
-    stats = _request("GET", f"{args.url}/stats").json()
-    print(f"{'layer':<10} {'hit':>8} {'miss':>8} {'semantic':>9} {'bypass':>8} {'hit rate':>9}")
-    for layer, row in stats["layers"].items():
+    stats = _request("GET", f"{args.url}/stats", either=True).json()
+    statuses = [status.value for status in CacheStatus]
+    print(f"{'layer':<10}", *(f"{s:>9}" for s in statuses), f"{'hit rate':>9}")
+    for layer, row in stats["layers"].items():  # every layer the service reports
         print(
-            f"{layer:<10} {row['hit']:>8.0f} {row['miss']:>8.0f} {row.get('semantic', 0):>9.0f} "
-            f"{row['bypass']:>8.0f} {row['hit_rate']:>9.1%}"
+            f"{layer:<10}",
+            *(f"{row.get(s, 0):>9.0f}" for s in statuses),
+            f"{row['hit_rate']:>9.1%}",
         )
     calls = stats["upstream_calls"]
     print(
@@ -357,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         "invalidate", help="delete cache entries (uses RAG_ADMIN_API_KEY from the environment)"
     )
     target = invalidate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--layer", choices=["embedding", "search", "llm", "semantic"])
+    target.add_argument("--layer", choices=list(INVALIDATION_TARGETS))
     target.add_argument("--tag", help="e.g. doc:<doc_id>: the answers built on that document")
     target.add_argument("--all", action="store_true", help="every entry of every layer")
     invalidate.add_argument("--url", default=DEFAULT_URL)

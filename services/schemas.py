@@ -1,13 +1,94 @@
-"""Request and response bodies, as DESIGN.md fixes them."""
+"""Request and response bodies, as DESIGN.md fixes them.
+
+Numbers and flags in JSON bodies are strict (``"top_k": "4"`` or ``true`` is refused, not read
+as 4); floats must be finite. Every string refuses lone surrogates (``"\\ud800"``, valid JSON
+but no text), and a query needs at least one visible character. The layer names come from
+``rag.cache.registry``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import unicodedata
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
+from rag.cache.registry import INVALIDATION_TARGETS, REPORTED
 from rag.sessions import SESSION_ID, SessionView, TurnPlan
-from rag.types import Answer, CacheMode, ScoredChunk, SemanticInfo
+from rag.types import Answer, CacheMode, CacheStatus, ScoredChunk, SemanticInfo
+
+# Letters that draw nothing although Unicode files them as letters or marks (Hangul fillers,
+# the combining grapheme joiner); format characters (U+200B, U+FEFF, U+2060…) are found by
+# their category.
+_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+
+
+def _no_lone_surrogates(value: object) -> object:
+    if not isinstance(value, str):
+        return value  # the type check that follows refuses it
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        escape = f"\\u{ord(value[exc.start]):04x}"
+        raise ValueError(
+            f"text must be valid Unicode: a lone surrogate ({escape}, half of a UTF-16 pair) at "
+            f"character {exc.start}"
+        ) from None
+    return value
+
+
+def _visible(char: str) -> bool:
+    return not (
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+    )
+
+
+def _has_visible_character(value: str) -> str:
+    if not any(_visible(c) for c in value):
+        raise ValueError(
+            "query must contain a visible character, not only whitespace or invisible "
+            "characters such as U+200B or U+FEFF"
+        )
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_no_lone_surrogates)]
+QueryText = Annotated[
+    Text, Field(min_length=1, description="The question."), AfterValidator(_has_visible_character)
+]
+
+
+# JSON bodies are strict (no "4" for 4, no true for 1); query strings are text, read leniently.
+def _top_k(*, strict: bool) -> Any:
+    return Field(ge=1, strict=strict, description="How many chunks to retrieve.")
+
+
+def _threshold(*, strict: bool) -> Any:
+    return Field(
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        strict=strict,
+        description="Cosine threshold of the semantic cache.",
+    )
+
+
+def _semantic(*, strict: bool) -> Any:
+    return Field(
+        strict=strict,
+        description="Consult the semantic cache after an exact miss "
+        "(default: RAG_SEMANTIC_ENABLED).",
+    )
+
 
 SessionId = Annotated[
     str,
@@ -16,33 +97,47 @@ SessionId = Annotated[
         description="A conversation: 1 to 128 letters, digits, '.', '_' or '-'.",
     ),
 ]
+SESSION_ID_DESCRIPTION = (
+    "Ask within a conversation: a follow-up is rewritten into a standalone question (using the "
+    "session's history) before retrieval and caching."
+)
 
 
 class CacheOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: CacheMode = CacheMode.DEFAULT
-    semantic: bool | None = Field(
-        default=None,
-        description="Consult the semantic cache after an exact miss "
-        "(default: RAG_SEMANTIC_ENABLED).",
-    )
-    threshold: float | None = Field(
-        default=None, ge=0.0, le=1.0, description="Cosine threshold of the semantic cache."
-    )
+    semantic: Annotated[bool, _semantic(strict=True)] | None = None
+    threshold: Annotated[float, _threshold(strict=True)] | None = None
 
 
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, description="The question.")
-    top_k: int | None = Field(default=None, ge=1, description="How many chunks to retrieve.")
+    query: QueryText
+    top_k: Annotated[int, _top_k(strict=True)] | None = None
     cache: CacheOptions = Field(default_factory=CacheOptions)
-    session_id: SessionId | None = Field(
-        default=None,
-        description="Ask within a conversation: a follow-up is rewritten into a standalone "
-        "question (using the session's history) before retrieval and caching.",
-    )
+    session_id: SessionId | None = Field(default=None, description=SESSION_ID_DESCRIPTION)
+
+
+class AskQuery(BaseModel):
+    """``GET /ask/stream``'s query parameters: ``AskRequest`` with ``cache`` flattened. Query
+    strings are text, so numbers and flags are parsed from it (``top_k=4``, ``semantic=true``)."""
+
+    query: QueryText
+    top_k: Annotated[int, _top_k(strict=False)] | None = None
+    mode: CacheMode = CacheMode.DEFAULT
+    semantic: Annotated[bool, _semantic(strict=False)] | None = None
+    threshold: Annotated[float, _threshold(strict=False)] | None = None
+    session_id: SessionId | None = Field(default=None, description=SESSION_ID_DESCRIPTION)
+
+    def as_request(self) -> AskRequest:
+        return AskRequest(
+            query=self.query,
+            top_k=self.top_k,
+            cache=CacheOptions(mode=self.mode, semantic=self.semantic, threshold=self.threshold),
+            session_id=self.session_id,
+        )
 
 
 class SourcePublic(BaseModel):
@@ -70,10 +165,30 @@ class SemanticPublic(BaseModel):
         return cls(similarity=info.similarity, matched_query=info.matched_query)
 
 
-class CacheStatusesPublic(BaseModel):
-    embedding: str
-    search: str
-    llm: str
+def _reported_layers(statuses: dict[str, CacheStatus]) -> dict[str, CacheStatus]:
+    if list(statuses) != [layer.name for layer in REPORTED]:
+        raise ValueError(f"cache statuses must be given for {[layer.name for layer in REPORTED]}")
+    return statuses
+
+
+# What each layer of rag.cache.registry.REPORTED did for the request ("semantic" only where the
+# semantic cache can serve the layer).
+CacheStatusesPublic = Annotated[
+    dict[str, CacheStatus],
+    AfterValidator(_reported_layers),
+    WithJsonSchema(
+        {
+            "title": "CacheStatuses",
+            "type": "object",
+            "properties": {
+                layer.name: {"type": "string", "enum": [s.value for s in layer.statuses]}
+                for layer in REPORTED
+            },
+            "required": [layer.name for layer in REPORTED],
+            "additionalProperties": False,
+        }
+    ),
+]
 
 
 class UsagePublic(BaseModel):
@@ -103,7 +218,7 @@ class AskResponse(BaseModel):
         return cls(
             answer=answer.text,
             sources=[SourcePublic.of(s) for s in answer.sources],
-            cache=CacheStatusesPublic(**answer.cache.as_dict()),
+            cache={layer: CacheStatus(s) for layer, s in answer.cache.as_dict().items()},
             usage=UsagePublic(
                 prompt_tokens=answer.usage.prompt_tokens,
                 completion_tokens=answer.usage.completion_tokens,
@@ -118,9 +233,9 @@ class AskResponse(BaseModel):
 class DocumentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    doc_id: str = Field(min_length=1, max_length=200)
-    text: str = Field(min_length=1)
-    source: str | None = None
+    doc_id: Text = Field(min_length=1, max_length=200)
+    text: Text = Field(min_length=1)
+    source: Text | None = None
 
 
 class DocumentPublic(BaseModel):
@@ -135,22 +250,35 @@ class DocumentDeleted(BaseModel):
     deleted_chunks: int
 
 
+def _invalidation_target(name: str) -> str:
+    if name not in INVALIDATION_TARGETS:
+        raise ValueError(f"layer must be one of: {', '.join(INVALIDATION_TARGETS)}")
+    return name
+
+
+InvalidationLayer = Annotated[
+    str,
+    AfterValidator(_invalidation_target),
+    Field(json_schema_extra={"enum": list(INVALIDATION_TARGETS)}),
+]
+
+
 class CacheInvalidate(BaseModel):
     """Exactly one of ``layer``, ``tag`` or ``all``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    layer: Literal["embedding", "search", "llm", "semantic"] | None = Field(
-        default=None, description="Delete every entry of this layer (in this namespace)."
+    layer: InvalidationLayer | None = Field(
+        default=None, description="Delete every entry of this layer (in every namespace)."
     )
-    tag: str | None = Field(
+    tag: Text | None = Field(
         default=None,
         min_length=1,
         max_length=300,
         description="Delete exactly the entries with this tag, e.g. 'doc:<doc_id>' for the "
         "answers (exact and semantic) built on that document.",
     )
-    all: bool = Field(default=False, description="Delete every entry of every layer.")
+    all: bool = Field(default=False, strict=True, description="Delete every entry of every layer.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CacheInvalidate:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from services.cli import main
+from rag.cache.registry import INVALIDATION_TARGETS
+from services.cli import build_parser, main
 from tests.conftest import Running
 
 
@@ -67,6 +69,32 @@ def test_ask_stream_and_stats_against_a_running_service(
         "rate",
     ]
     assert "llm" in table and "upstream calls: llm" in table
+    rows = table.split("\n\n")[0].splitlines()[1:]
+    reported = httpx.get(f"{running.url}/stats").json()["layers"]
+    assert [row.split()[0] for row in rows] == list(reported)  # every layer the service counts
+
+
+def test_invalidate_offers_the_registry_layers(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for name in INVALIDATION_TARGETS:
+        assert parser.parse_args(["cache", "invalidate", "--layer", name]).layer == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["cache", "invalidate", "--layer", "everything"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'everything'" in err
+    assert all(repr(name) in err for name in INVALIDATION_TARGETS)
+
+
+def test_serve_refuses_weak_production_keys_without_printing_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "Zq8-too-short"
+    monkeypatch.setenv("RAG_ENVIRONMENT", "production")
+    monkeypatch.setenv("RAG_ADMIN_API_KEY", key)
+    assert main(["serve", "--port", "1"]) == 2
+    out = capsys.readouterr()
+    assert "the settings are not valid" in out.err and "at least 16 characters" in out.err
+    assert key not in out.err + out.out
 
 
 def test_client_commands_say_when_the_service_is_not_running(

@@ -11,12 +11,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
+from rag.wiring import Services
+from services.api.deps import get_services
+from services.app import create_app
 from tests.conftest import ScriptedApp, keys_of, serve_scripted
+from tests.scripted_llm import WORDS
+from tests.sse import parse
 
+ADMIN = "admin-key-0123456789abcdef"
 ACME = "acme-key-0123456789abcdef"
 GLOBEX = "globex-key-0123456789abcdef"
 ANON = "anonymous-key-0123456789abcdef"  # a bare key: its tenant is named after its hash
@@ -28,9 +35,18 @@ def tenants(
 ) -> Iterator[ScriptedApp]:
     keys = [f"acme:{ACME}", f"globex:{GLOBEX}", ANON]
     with serve_scripted(
-        tmp_path_factory, embedder, valkey_url, "tenants", api_keys=keys, max_body_bytes=64_000
+        tmp_path_factory,
+        embedder,
+        valkey_url,
+        "tenants",
+        api_keys=keys,
+        admin_api_key=ADMIN,
+        max_body_bytes=64_000,
     ) as running:
         yield running
+
+
+BEARER_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 
 def ask(running: ScriptedApp, key: str | None, query: str, **body: object) -> httpx.Response:
@@ -94,7 +110,7 @@ def test_admin_invalidation_reaches_every_tenant(tenants: ScriptedApp) -> None:
     for key in (ACME, GLOBEX):
         ask(tenants, key, question)
         assert ask(tenants, key, question).json()["cache"]["llm"] == "hit"
-    r = httpx.post(f"{tenants.url}/cache/invalidate", json={"layer": "llm"})
+    r = httpx.post(f"{tenants.url}/cache/invalidate", json={"layer": "llm"}, headers=BEARER_ADMIN)
     assert r.status_code == 200 and r.json()["deleted"] >= 2
     for key in (ACME, GLOBEX):
         assert ask(tenants, key, question).json()["cache"]["llm"] == "miss"
@@ -143,6 +159,172 @@ def test_bad_input_gets_a_clear_4xx(
     assert says in r.text
 
 
+ACME_JSON = {"Authorization": f"Bearer {ACME}", "content-type": "application/json"}
+ADMIN_JSON = {**BEARER_ADMIN, "content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "says"),
+    [
+        # valid JSON that Python reads, but that strict JSON cannot echo back
+        ("/ask", r'{"query": "\ud800"}', "lone surrogate (\\ud800"),
+        ("/ask", r'{"query": "What is Redis?\udc00"}', "lone surrogate"),
+        ("/ask", '{"query": "x", "cache": {"threshold": NaN}}', "finite"),
+        ("/ask", '{"query": "x", "cache": {"threshold": -Infinity}}', "finite"),
+        ("/ask", '{"query": "x", "top_k": 1e400}', "integer"),
+        ("/ask", '{"query": "x", "top_k": NaN}', "integer"),
+        ("/ask", '{"query": "x", "unknown": NaN}', "unknown"),
+        ("/ask", "NaN", "dictionary"),
+        ("/ask", r'{"query": "x", "session_id": "\ud800"}', "session_id"),
+        ("/ask", '{"query": "x", "session_id": Infinity}', "session_id"),
+        ("/ask/stream", r'{"query": "\ud800"}', "lone surrogate"),
+        ("/ask/stream", '{"query": "x", "cache": {"threshold": NaN}}', "finite"),
+        ("/documents", r'{"doc_id": "\ud800", "text": "x"}', "lone surrogate"),
+        ("/documents", r'{"doc_id": "d", "text": "a\udfffb"}', "lone surrogate"),
+        ("/documents", '{"doc_id": NaN, "text": "x"}', "doc_id"),
+        ("/cache/invalidate", r'{"layer": "\ud800"}', "layer must be one of"),
+        ("/cache/invalidate", r'{"tag": "doc:\ud800"}', "lone surrogate"),
+        ("/cache/invalidate", '{"all": NaN}', "boolean"),
+    ],
+)
+def test_input_json_cannot_echo_gets_a_json_422(
+    tenants: ScriptedApp, path: str, raw: str, says: str
+) -> None:
+    calls = tenants.llm.calls
+    headers = ADMIN_JSON if path in ("/documents", "/cache/invalidate") else ACME_JSON
+    r = httpx.post(f"{tenants.url}{path}", content=raw.encode(), headers=headers, timeout=30)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/json"
+    detail = r.json()["detail"]
+    assert isinstance(detail, list) and detail
+    said = " ".join(f"{e['msg']} {' '.join(map(str, e['loc']))}" for e in detail)
+    assert says in said, said
+    assert tenants.llm.calls == calls
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/cache/invalidate", {"all": "yes"}, "all"),
+        ("/cache/invalidate", {"all": 1}, "all"),
+        ("/cache/invalidate", {"layer": "everything"}, "layer"),
+        ("/ask", {"query": "What is Redis?", "top_k": "4"}, "top_k"),
+        ("/ask", {"query": "What is Redis?", "top_k": True}, "top_k"),
+        ("/ask", {"query": "What is Redis?", "top_k": 4.0}, "top_k"),
+        ("/ask", {"query": "What is Redis?", "cache": {"semantic": "yes"}}, "semantic"),
+        ("/ask", {"query": "What is Redis?", "cache": {"threshold": "0.9"}}, "threshold"),
+    ],
+)
+def test_numbers_and_flags_are_strict(
+    tenants: ScriptedApp, path: str, body: dict[str, object], field: str
+) -> None:
+    headers = BEARER_ADMIN if path == "/cache/invalidate" else {"Authorization": f"Bearer {ACME}"}
+    r = httpx.post(f"{tenants.url}{path}", json=body, headers=headers, timeout=30)
+    assert r.status_code == 422, r.text
+    assert field in {str(part) for error in r.json()["detail"] for part in error["loc"]}
+
+
+def test_the_layers_of_invalidation_come_from_the_registry(tenants: ScriptedApp) -> None:
+    from rag.cache.registry import INVALIDATION_TARGETS
+
+    schema = httpx.get(f"{tenants.url}/openapi.json").json()["components"]["schemas"]
+    layer = schema["CacheInvalidate"]["properties"]["layer"]["anyOf"][0]
+    assert layer["enum"] == list(INVALIDATION_TARGETS)
+    for name in INVALIDATION_TARGETS:
+        r = httpx.post(
+            f"{tenants.url}/cache/invalidate", json={"layer": name}, headers=BEARER_ADMIN
+        )
+        assert r.status_code == 200, (name, r.text)
+
+
+@pytest.mark.parametrize("query", ["\u200b", "\ufeff", "\u2060", " \u200b\t\u200d\n", "\u3164"])
+def test_invisible_queries_are_refused_before_any_llm_call(
+    tenants: ScriptedApp, query: str
+) -> None:
+    calls = tenants.llm.calls
+    acme = {"Authorization": f"Bearer {ACME}"}
+    for r in (
+        httpx.post(f"{tenants.url}/ask", json={"query": query}, headers=acme),
+        httpx.post(f"{tenants.url}/ask/stream", json={"query": query}, headers=acme),
+        httpx.get(f"{tenants.url}/ask/stream", params={"query": query}, headers=acme),
+    ):
+        assert r.status_code == 422, r.text
+        assert "visible character" in r.json()["detail"][0]["msg"]
+    assert tenants.llm.calls == calls
+
+
+def test_stream_query_parameters_are_validated_like_the_body(tenants: ScriptedApp) -> None:
+    acme = {"Authorization": f"Bearer {ACME}"}
+    url = f"{tenants.url}/ask/stream"
+    for params in ({"query": "x", "threshold": "nan"}, {"query": "x", "top_k": "0"}):
+        r = httpx.get(url, params=params, headers=acme)
+        assert r.status_code == 422, r.text
+    ok = httpx.get(url, params={"query": "What is Redis?", "top_k": "2"}, headers=acme)
+    assert ok.status_code == 200 and "event: done" in ok.text
+
+
+def test_stats_and_metrics_need_a_key_when_api_keys_are_set(tenants: ScriptedApp) -> None:
+    for path in ("/stats", "/metrics"):
+        assert httpx.get(f"{tenants.url}{path}").status_code == 401
+        wrong = httpx.get(f"{tenants.url}{path}", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "RAG_API_KEYS" in wrong.json()["detail"]
+        for key in (ACME, ANON, ADMIN):
+            r = httpx.get(f"{tenants.url}{path}", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200, (path, key, r.text)
+    assert httpx.get(f"{tenants.url}/healthz").status_code == 200  # stays open for probes
+
+
+def test_an_idle_stream_gets_keep_alive_comments(
+    tenants: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fastapi.routing
+
+    monkeypatch.setattr(fastapi.routing, "_PING_INTERVAL", 0.03)  # "slow": 0.1 s between words
+    r = httpx.post(
+        f"{tenants.url}/ask/stream",
+        json={"query": "Please answer slow: what is cached?", "cache": {"mode": "no-store"}},
+        headers={"Authorization": f"Bearer {ACME}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert ": ping\n\n" in r.text
+    events = parse(r.text)
+    assert [name for name, _ in events][:1] == ["meta"] and events[-1][0] == "done"
+    assert "".join(d["text"] for n, d in events if n == "token") == "".join(WORDS * 6)
+
+
+def test_shed_load_is_a_503_with_retry_after(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> None:
+    """With one generation allowed (none waiting), a second new question while a slow answer is
+    generated gets a JSON 503 with Retry-After, by /ask and before /ask/stream starts."""
+    limits = {"max_generations": 1, "max_waiting_generations": 0, "overload_retry_after_s": 7}
+    with (
+        serve_scripted(tmp_path_factory, embedder, valkey_url, "shed", **limits) as app,
+        httpx.Client(base_url=app.url, timeout=60) as client,
+        client.stream("POST", "/ask/stream", json={"query": "Answer slow: what is Redis?"}) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(lines) == "event: meta"  # the slow generation holds the one place
+        for path in ("/ask", "/ask/stream"):
+            shed = client.post(path, json={"query": "What is Qdrant?"})
+            assert shed.status_code == 503, shed.text
+            assert shed.headers["retry-after"] == "7"
+            assert "retry in 7 s" in shed.json()["detail"]
+
+
+def test_an_unexpected_error_is_a_json_500_that_tells_nothing(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path))  # no lifespan: nothing is started
+
+    def broken() -> Services:
+        raise RuntimeError("secret internals")
+
+    app.dependency_overrides[get_services] = broken
+    r = TestClient(app, raise_server_exceptions=False).get("/healthz")
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal server error"}
+
+
 def test_production_refuses_missing_and_placeholder_keys(tmp_path: Path) -> None:
     good = "k" * 32
     base = {"data_dir": tmp_path, "environment": "production"}
@@ -157,6 +339,30 @@ def test_production_refuses_missing_and_placeholder_keys(tmp_path: Path) -> None
     Settings(data_dir=tmp_path, admin_api_key="changeme")  # type: ignore[arg-type]  # development
     with pytest.raises(ValidationError, match="same key twice"):
         Settings(data_dir=tmp_path, api_keys=["a:samekey", "b:samekey"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("admin", "api_keys", "says"),
+    [
+        (" " * 40, [], "needs admin_api_key"),
+        ("\t\n", [], "needs admin_api_key"),
+        ("Zq8-short-key", [], "at least 16 characters"),
+        ("   Zq8-short-key   ", [], "at least 16 characters"),  # padding is not length
+        ("Zq8vT1mN4pL7xR2kW9", ["acme:Zq8vT1mN4pL7xR2kW9"], "equal to admin_api_key"),
+        ("Zq8vT1mN4pL7xR2kW9", ["Zq8vT1mN4pL7xR2kW9"], "equal to admin_api_key"),
+    ],
+)
+def test_production_refuses_weak_admin_keys_without_printing_them(
+    tmp_path: Path, admin: str, api_keys: list[str], says: str
+) -> None:
+    with pytest.raises(ValidationError, match=says) as refused:
+        Settings(  # type: ignore[call-arg]
+            data_dir=tmp_path, environment="production", admin_api_key=admin, api_keys=api_keys
+        )
+    message = str(refused.value)
+    assert "input_value" not in message
+    for secret in {admin.strip(), "Zq8vT1mN4pL7xR2kW9"} - {""}:
+        assert secret not in message
 
 
 def test_no_pickle_anywhere() -> None:

@@ -197,3 +197,42 @@ def test_error_event_mid_answer_is_shown(running: Running, browser: Browser) -> 
     expect(page.locator("#answer")).to_have_text("Half an")
     assert badge(page, "llm") == "miss"
     page.close()
+
+
+def test_badges_and_stats_rows_follow_the_layers_the_server_reports(
+    running: Running, browser: Browser
+) -> None:
+    """No layer list in the page: a layer the server adds (here a fourth) gets its badge and its
+    stats row. Both responses are scripted; the page is the real one."""
+    cache = {"embedding": "hit", "search": "hit", "rewrite": "miss", "llm": "semantic"}
+    frames = [
+        ("meta", {"cache": cache, "sources": [], "semantic": SEMANTIC}),
+        ("token", {"text": "Cached."}),
+        ("done", {"cache": cache, "usage": {}, "timings_ms": {}}),
+    ]
+    body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in frames)
+    row = {"hit": 3, "miss": 1, "bypass": 0, "hit_rate": 0.75}
+    stats = {
+        "layers": {name: row for name in cache},
+        "upstream_calls": {"llm": 1, "embedding": 1, "search": 1},
+        "tokens_saved": 10,
+        "cost_saved_usd": 0.001,
+    }
+    page = browser.new_page()
+    page.route(
+        "**/ask/stream",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+    )
+    page.route("**/stats", lambda route: route.fulfill(status=200, json=stats))
+    page.goto(f"{running.url}/")
+    ask_and_wait(page, QUESTION)
+    layers = page.locator("#badges .badge").evaluate_all("bs => bs.map(b => b.dataset.layer)")
+    assert layers == list(cache)
+    assert [badge(page, layer) for layer in cache] == ["hit", "hit", "miss", "semantic"]
+    rows = page.locator("#stats-rows tr").evaluate_all("rs => rs.map(r => r.dataset.layer)")
+    assert rows == list(cache)
+    assert stats_cell(page, "rewrite", 1) == "75 %"
+    page.close()
+
+
+SEMANTIC = {"similarity": 0.97, "matched_query": "What does EXPIRE do?"}

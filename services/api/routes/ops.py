@@ -1,0 +1,81 @@
+"""Operating the service: ``/healthz``, ``/stats`` (JSON), ``/metrics`` (Prometheus) and the
+page at ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from rag.errors import RetrievalError
+from rag.generation import OpenAIGenerator
+from rag.wiring import Services
+from services.api.deps import ReaderDep, ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+WEB_PAGE = Path(__file__).resolve().parents[2] / "static" / "index.html"
+
+
+@router.get("/", include_in_schema=False)
+async def web_page() -> FileResponse:
+    """The page to ask questions and watch answers stream with their cache badges."""
+    return FileResponse(WEB_PAGE, media_type="text/html; charset=utf-8")
+
+
+async def _chunks(services: Services) -> int | None:
+    try:
+        return await services.corpus.retriever.count()
+    except RetrievalError:
+        return None
+
+
+async def _llm_state(services: Services) -> str:
+    """``up`` or ``down``: whether the LLM server answers (``OpenAIGenerator.ping``);
+    ``unknown`` when the services hold no generator that can tell."""
+    generator = getattr(services, "generator", None)  # the one every tenant shares
+    if not isinstance(generator, OpenAIGenerator):
+        return "unknown"
+    return "up" if await generator.ping() else "down"
+
+
+@router.get("/healthz")
+async def healthz(services: ServicesDep) -> JSONResponse:
+    """Always 200; ``status`` is ``degraded`` when the cache store, the vector DB or the LLM is
+    down (the service still answers what it can: the cache fails open)."""
+    cache_up, chunks, llm = await asyncio.gather(
+        services.corpus.store.ping(), _chunks(services), _llm_state(services)
+    )
+    healthy = cache_up and chunks is not None and llm != "down"
+    return JSONResponse(
+        {
+            "status": "ok" if healthy else "degraded",
+            "cache": "up" if cache_up else "down",
+            "vector_db": "up" if chunks is not None else "down",
+            "llm": llm,
+            "chunks": chunks,
+        }
+    )
+
+
+@router.get("/stats")
+async def stats(services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
+    snapshot = services.metrics.snapshot()
+    semantic = [t.pipeline.semantic for t in services.tenants.values() if t.pipeline.semantic]
+    if semantic:
+        snapshot["semantic"] = semantic[0].stats()  # settings are the same for every tenant
+        for counter in ("entries", "evictions"):  # counts are summed over them
+            snapshot["semantic"][counter] = sum(cache.stats()[counter] for cache in semantic)
+        snapshot["semantic"]["synced"] = all(cache.synced for cache in semantic)
+    return snapshot
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(services: ServicesDep, _: ReaderDep) -> Response:
+    return Response(
+        services.metrics.prometheus_text(),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )
