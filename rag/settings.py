@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     embedding_model_path: str
     embedding_model_id: str = Field(min_length=1)
     embedding_batch_size: int = Field(ge=1)
+    ingest_threads: int = Field(ge=0)  # 0: every core this process may use
 
     llm_base_url: str
     llm_api_key: SecretStr
@@ -87,6 +88,9 @@ class Settings(BaseSettings):
     single_flight: bool
     flight_lock_ttl_s: float = Field(gt=0)
     flight_wait_s: float = Field(gt=0)
+    max_generations: int = Field(ge=1)
+    max_waiting_generations: int = Field(ge=0)
+    overload_retry_after_s: int = Field(ge=1)
 
     semantic_enabled: bool
     semantic_threshold: float = Field(ge=0, le=1)

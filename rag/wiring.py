@@ -63,6 +63,7 @@ class Services:
     corpus: Corpus
     tenants: dict[str, Tenant]
     metrics: Metrics
+    generator: OpenAIGenerator  # the LLM every tenant shares (``/healthz`` pings it)
 
     @property
     def default(self) -> Tenant:
@@ -234,4 +235,6 @@ async def open_services(
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
             report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
-        yield Services(corpus=corpus, tenants=tenants, metrics=shared.metrics)
+        yield Services(
+            corpus=corpus, tenants=tenants, metrics=shared.metrics, generator=shared.generator
+        )

@@ -34,6 +34,9 @@ class ScriptedLLM:
     words_sent: list[int] = field(default_factory=list)
 
     async def handle(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.endswith("/models"):  # a health check
+            model = {"id": "scripted", "object": "model", "created": 0, "owned_by": "tests"}
+            return httpx2.Response(200, json={"object": "list", "data": [model]})
         self.calls += 1
         body = json.loads(request.content)
         prompt = body["messages"][-1]["content"]

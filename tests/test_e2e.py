@@ -3,7 +3,6 @@ SmolLM2 on llama.cpp. Model text is checked loosely, cache behaviour exactly."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from rag.embedding import SentenceTransformerEmbedder
 from rag.generation import OpenAIGenerator
 from rag.settings import Settings
-from rag.wiring import Services
 from services.app import create_app
 from tests.conftest import Running, keys_of, serve
 from tests.sse import iter_events, parse
@@ -242,14 +240,6 @@ def test_health_stats_and_metrics(running: Running) -> None:
     assert "rag_cost_saved_usd_total" in metrics
 
 
-SERVICES_HOLD_THE_GENERATOR = "generator" in {f.name for f in dataclasses.fields(Services)}
-needs_generator = pytest.mark.xfail(
-    not SERVICES_HOLD_THE_GENERATOR,
-    reason="/healthz pings the LLM through Services.generator, which rag.wiring does not set yet",
-    strict=True,
-)
-
-
 async def test_ping_tells_a_running_llm_from_an_unreachable_one(llm_base_url: str) -> None:
     async def ping(base_url: str) -> bool:
         async with openai.AsyncOpenAI(base_url=base_url, api_key="not-needed") as client:
@@ -260,7 +250,6 @@ async def test_ping_tells_a_running_llm_from_an_unreachable_one(llm_base_url: st
     assert await ping("http://127.0.0.1:1/v1") is False
 
 
-@needs_generator
 def test_health_reports_the_llm(
     running: Running, tmp_path: Path, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> None:
