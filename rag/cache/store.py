@@ -2,9 +2,12 @@
 
 ``RedisStore`` is the one *fail-open* client: every Redis call on the request path (cache reads
 and writes, locks, the answer relay, tags, pub/sub announcements) goes through ``RedisStore.run``.
-A call that errors or passes its deadline is logged (once per outage), returns the caller's
-fallback, and the store then skips Redis for ``retry_after_s`` (a small circuit breaker) so that
-requests do not each wait on a dead server; the first call after that window probes it again.
+A call that errors or passes its deadline is logged (once per outage) and returns the caller's
+fallback. A refused or broken connection opens a small circuit breaker at once: Redis is skipped
+for ``retry_after_s`` so that requests do not each wait on a dead server, and the first call after
+that window probes it again. A deadline passed opens it only after ``timeouts_to_open`` in a row:
+on a busy machine one late answer is the event loop's lag more often than Redis's, and skipping
+the cache for a second would send every request of that second to the LLM.
 Callers never see a Redis exception: a slow or dead Redis means misses and no coordination, never
 a 500 or a cut stream.
 
@@ -20,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from rag.cache.connect import REDIS_ERRORS, RedisClient
 from rag.cache.connect import get_many as redis_get_many
 from rag.errors import CacheUnavailableError
@@ -34,11 +39,18 @@ class RedisStore:
     class does not own it), and the fail-open gateway for every other Redis call."""
 
     def __init__(
-        self, *, client: RedisClient, timeout_s: float, retry_after_s: float = 1.0
+        self,
+        *,
+        client: RedisClient,
+        timeout_s: float,
+        retry_after_s: float = 1.0,
+        timeouts_to_open: int = 3,
     ) -> None:
         self.client = client
         self.timeout_s = timeout_s
         self._retry_after_s = retry_after_s
+        self._timeouts_to_open = timeouts_to_open
+        self._timeouts = 0  # deadlines passed in a row
         self._closed_until = 0.0  # monotonic time before which Redis is not tried
         self.available = True
         self.round_trips = 0  # commands or pipelines sent; read by the benchmark
@@ -56,8 +68,12 @@ class RedisStore:
             if self.available:
                 log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
             self.available = False
-            self._closed_until = time.monotonic() + self._retry_after_s
+            timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
+            self._timeouts = self._timeouts + 1 if timed_out else self._timeouts_to_open
+            if self._timeouts >= self._timeouts_to_open:
+                self._closed_until = time.monotonic() + self._retry_after_s
             return fallback
+        self._timeouts = 0
         if not self.available:
             log.info("cache store reachable again")
             self.available = True

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from rag.cache.memory import MemoryStore
+from rag.cache.store import RedisStore
 from rag.cache.registry import INVALIDATION_TARGETS, LAYERS, REPORTED
 from rag.cache.tags import LAYERS as INVALIDATABLE
 from rag.metrics import Metrics
@@ -58,3 +59,31 @@ def test_metrics_export_every_layer_from_the_start() -> None:
     for layer in LAYERS:
         assert f'layer="{layer.name}",result="miss"' in text
     assert 'layer="embedding",result="semantic"' not in text
+
+
+class SlowClient:
+    """Answers MGET after ``delay_s``: a Redis that is late, or an event loop that is."""
+
+    def __init__(self) -> None:
+        self.delay_s = 0.0
+        self.calls = 0
+
+    async def mget(self, keys: list[str]) -> list[bytes]:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        return [b"v"] * len(keys)
+
+
+async def test_one_late_answer_is_a_miss_but_does_not_open_the_breaker() -> None:
+    client = SlowClient()
+    store = RedisStore(client=client, timeout_s=0.01, timeouts_to_open=3)  # type: ignore[arg-type]
+    client.delay_s = 0.05
+    assert await store.get_many(["k"]) == [None] and not store.available
+    client.delay_s = 0
+    assert await store.get_many(["k"]) == [b"v"] and store.available
+    client.delay_s = 0.05
+    for _ in range(3):
+        await store.get_many(["k"])
+    client.delay_s, calls = 0, client.calls
+    assert await store.get_many(["k"]) == [None]  # open: Redis not even tried
+    assert client.calls == calls
