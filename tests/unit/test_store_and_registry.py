@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from rag.cache.memory import MemoryStore
-from rag.cache.store import RedisStore
 from rag.cache.registry import INVALIDATION_TARGETS, LAYERS, REPORTED
+from rag.cache.store import RedisStore
 from rag.cache.tags import LAYERS as INVALIDATABLE
 from rag.metrics import Metrics
 from rag.types import CacheStatus
