@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.settings import Settings
 from rag.wiring import Services
@@ -47,6 +46,63 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+Ask = Callable[[str], Awaitable[tuple[float, dict[str, Any]]]]
+
+
+async def cold_and_warm(ask: Ask, questions: int) -> tuple[list[float], list[float]]:
+    """Each question twice: first with every layer missing (the local LLM runs), then hitting."""
+    cold, warm = [], []
+    for q in QUESTIONS[:questions]:
+        ms, body = await ask(q)
+        assert body["cache"]["llm"] == "miss", body["cache"]
+        cold.append(ms)
+        ms, body = await ask(q)
+        assert body["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}, body["cache"]
+        warm.append(ms)
+    return cold, warm
+
+
+async def interleaved(
+    client: httpx.AsyncClient, ask: Ask, store: Any, repeats: int
+) -> tuple[list[float], list[float], float]:
+    """An exact repeat and the bare route, alternately: their latencies, and the Redis round
+    trips per repeat."""
+    q = QUESTIONS[0]
+    for _ in range(20):  # warm-up of both paths
+        await ask(q)
+        await client.get("/bench/one-redis-get")
+    trips_before = store.round_trips
+    ask_ms, bare_ms = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        r = await client.post("/ask", json={"query": q})
+        ask_ms.append((time.perf_counter() - started) * 1000)
+        assert r.json()["cache"]["llm"] == "hit"
+        started = time.perf_counter()
+        await client.get("/bench/one-redis-get")
+        bare_ms.append((time.perf_counter() - started) * 1000)
+    return ask_ms, bare_ms, (store.round_trips - trips_before) / repeats
+
+
+def report(
+    trips: float, ask_ms: list[float], bare_ms: list[float], cold: list[float], warm: list[float]
+) -> None:
+    p50_ask, p50_bare = statistics.median(ask_ms), statistics.median(bare_ms)
+    print(f"exact repeat /ask: {trips:.2f} Redis round trips per request (goal <= 2)")
+    print(
+        f"server-side p50: /ask hit {p50_ask:.2f} ms, "
+        f"bare route with one Redis GET {p50_bare:.2f} ms "
+        f"-> ratio {p50_ask / p50_bare:.2f}x (goal <= 1.5x); p99 {pct(ask_ms, 0.99):.2f} vs "
+        f"{pct(bare_ms, 0.99):.2f} ms; n={len(ask_ms)}"
+    )
+    print(
+        f"cold vs warm /ask with the local LLM: p50 {statistics.median(cold):.0f} ms vs "
+        f"{statistics.median(warm):.2f} ms -> "
+        f"{statistics.median(cold) / statistics.median(warm):.0f}x "
+        f"faster warm; n={len(cold)} questions"
+    )
+
+
 async def main(repeats: int, questions: int) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-"))
     settings = Settings(data_dir=data_dir, namespace=f"bench-{uuid.uuid4().hex[:8]}")
@@ -59,59 +115,19 @@ async def main(repeats: int, questions: int) -> None:
 
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
-        store = services.corpus.store
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
 
-            async def ask(q: str) -> tuple[float, dict]:  # type: ignore[type-arg]
+            async def ask(q: str) -> tuple[float, dict[str, Any]]:
                 started = time.perf_counter()
                 r = await client.post("/ask", json={"query": q})
                 elapsed = (time.perf_counter() - started) * 1000
                 r.raise_for_status()
                 return elapsed, r.json()
 
-            cold, warm = [], []
-            for q in QUESTIONS[:questions]:
-                ms, body = await ask(q)
-                assert body["cache"]["llm"] == "miss", body["cache"]
-                cold.append(ms)
-                ms, body = await ask(q)
-                assert body["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}, body[
-                    "cache"
-                ]
-                warm.append(ms)
-
-            trips_before = store.round_trips
-            q = QUESTIONS[0]
-            for _ in range(20):  # warm-up of both paths
-                await ask(q)
-                await client.get("/bench/one-redis-get")
-            trips_before = store.round_trips
-            ask_ms, bare_ms = [], []
-            for _ in range(repeats):
-                started = time.perf_counter()
-                r = await client.post("/ask", json={"query": q})
-                ask_ms.append((time.perf_counter() - started) * 1000)
-                assert r.json()["cache"]["llm"] == "hit"
-                started = time.perf_counter()
-                await client.get("/bench/one-redis-get")
-                bare_ms.append((time.perf_counter() - started) * 1000)
-            trips = (store.round_trips - trips_before) / repeats
-
-    p50_ask, p50_bare = statistics.median(ask_ms), statistics.median(bare_ms)
-    print(f"exact repeat /ask: {trips:.2f} Redis round trips per request (goal <= 2)")
-    print(
-        f"server-side p50: /ask hit {p50_ask:.2f} ms, "
-        f"bare route with one Redis GET {p50_bare:.2f} ms "
-        f"-> ratio {p50_ask / p50_bare:.2f}x (goal <= 1.5x); p99 {pct(ask_ms, 0.99):.2f} vs "
-        f"{pct(bare_ms, 0.99):.2f} ms; n={repeats}"
-    )
-    print(
-        f"cold vs warm /ask with the local LLM: p50 {statistics.median(cold):.0f} ms vs "
-        f"{statistics.median(warm):.2f} ms -> "
-        f"{statistics.median(cold) / statistics.median(warm):.0f}x "
-        f"faster warm; n={len(cold)} questions"
-    )
+            cold, warm = await cold_and_warm(ask, questions)
+            ask_ms, bare_ms, trips = await interleaved(client, ask, services.corpus.store, repeats)
+    report(trips, ask_ms, bare_ms, cold, warm)
 
 
 if __name__ == "__main__":

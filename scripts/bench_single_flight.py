@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey, local_llm_server

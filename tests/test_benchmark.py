@@ -1,14 +1,14 @@
-"""The cost-savings benchmark (``scripts/benchmark.py``): its workload generator and accounting,
-a fast in-process run on the real parts, and the service counters it relies on."""
+"""The cost-savings benchmark (``rag_bench``, run as ``scripts/benchmark.py``): its workload
+generator and accounting, a fast in-process run on the real parts, and the service counters it
+relies on."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -16,31 +16,25 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rag.embedding import SentenceTransformerEmbedder
+from rag_bench.cli import FAST_SIZE, benchmark, parse_args
+from rag_bench.pricing import Prices
+from rag_bench.records import Record
+from rag_bench.summary import summarize
+from rag_bench.workload import OWN_PAIRS, Query, generate_workload, load_workload
 from tests.conftest import ScriptedApp, serve_scripted
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
 
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmark", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark"] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
 # -- workload and accounting (pure) ---------------------------------------------------------
 
 
-def test_generated_workload_mixes_repeats_paraphrases_and_uniques(bench: ModuleType) -> None:
-    def make(seed: int) -> list[Any]:
-        return bench.generate_workload(  # type: ignore[no-any-return]
+def test_generated_workload_mixes_repeats_paraphrases_and_uniques() -> None:
+    def make(seed: int) -> list[Query]:
+        return generate_workload(
             size=60,
             seed=seed,
             shares=(0.6, 0.2, 0.2),
-            pairs=[bench.OWN_PAIRS],  # in every clone
+            pairs=[OWN_PAIRS],  # in every clone
             zipf_s=1.1,
             distinct=None,
         )
@@ -51,7 +45,7 @@ def test_generated_workload_mixes_repeats_paraphrases_and_uniques(bench: ModuleT
     kinds = {k: sum(q.kind == k for q in queries) for k in ("first", "repeat", "paraphrase")}
     assert kinds["repeat"] > 0 and kinds["paraphrase"] > 0
     assert sum(q.kind == "unique" for q in queries) == 12
-    texts_by_group: dict[str, set[str]] = {}
+    texts_by_group: dict[str | None, set[str]] = {}
     for n, q in enumerate(queries):
         earlier = queries[:n]
         if q.kind == "repeat":
@@ -68,16 +62,14 @@ def test_generated_workload_mixes_repeats_paraphrases_and_uniques(bench: ModuleT
     assert max(len(t) for t in texts_by_group.values()) <= 2
 
 
-def test_a_workload_file_gives_queries_with_optional_groups(
-    bench: ModuleType, tmp_path: Path
-) -> None:
+def test_a_workload_file_gives_queries_with_optional_groups(tmp_path: Path) -> None:
     path = tmp_path / "workload.jsonl"
     path.write_text(
         '{"query": "How long are answers cached?", "group": 1}\n\n'
         '{"query": "For how long is an answer cached?", "group": "1"}\n'
         '{"query": "What is Redis?"}\n'
     )
-    queries = bench.load_workload(path)
+    queries = load_workload(path)
     assert [(q.text, q.group) for q in queries] == [
         ("How long are answers cached?", "1"),
         ("For how long is an answer cached?", "1"),
@@ -85,12 +77,12 @@ def test_a_workload_file_gives_queries_with_optional_groups(
     ]
     path.write_text('{"query": "ok"}\n{"text": "no query field"}\n')
     with pytest.raises(ValueError, match=":2: every line needs"):
-        bench.load_workload(path)
+        load_workload(path)
 
 
-def test_a_semantic_hit_on_another_group_counts_as_wrong(bench: ModuleType) -> None:
-    def hit(query: str, group: str | None, matched: str) -> Any:
-        return bench.Record(
+def test_a_semantic_hit_on_another_group_counts_as_wrong() -> None:
+    def hit(query: str, group: str | None, matched: str) -> Record:
+        return Record(
             index=0,
             query=query,
             group=group,
@@ -110,8 +102,8 @@ def test_a_semantic_hit_on_another_group_counts_as_wrong(bench: ModuleType) -> N
         hit("Closing a file?", None, "How do I close a file?"),  # unlabeled: not judged
     ]
     stats = {"upstream_calls": {"llm": 0, "embedding": 3, "search": 3}}
-    prices = bench.Prices.load("gpt-4o-mini", "text-embedding-3-small")
-    summary = bench.summarize(
+    prices = Prices.load("gpt-4o-mini", "text-embedding-3-small")
+    summary = summarize(
         records, stats=stats, memory={"measured": False}, groups=groups, prices=prices, seconds=1
     )
     assert summary["semantic"]["hits"] == 3
@@ -121,29 +113,37 @@ def test_a_semantic_hit_on_another_group_counts_as_wrong(bench: ModuleType) -> N
     assert summary["embedding"]["extra_calls"] == 0  # three search misses needed three vectors
 
 
-def test_prices_come_from_the_table(bench: ModuleType) -> None:
-    prices = bench.Prices.load("gpt-4o-mini", "text-embedding-3-small")
-    assert (prices.input, prices.output, prices.embedding) == (0.15, 0.60, 0.02)
+def test_prices_come_from_the_table() -> None:
+    prices = Prices.load("gpt-4o-mini", "text-embedding-3-small")
+    assert (prices.llm.input, prices.llm.output, prices.embedding) == (0.15, 0.60, 0.02)
     assert prices.llm_cost(1_000_000, 1_000_000) == pytest.approx(0.75)
     assert prices.missing == ()
-    assert bench.Prices.load("no-such-model", "text-embedding-3-small").missing == (
-        "no-such-model",
+    assert prices.as_dict()["taken"] != "unknown"
+    free = Prices.load("no-such-model", "text-embedding-3-small")
+    assert free.missing == ("no-such-model",)
+    assert free.llm_cost(1_000_000, 1_000_000) == 0.0
+
+
+def test_the_script_is_a_thin_wrapper_over_the_package() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120
     )
+    assert done.returncode == 0, done.stderr
+    assert "--in-process" in done.stdout and "CLEARS ITS CACHE NAMESPACE" in done.stdout
 
 
 # -- a fast run on the real parts -------------------------------------------------------------
 
 
 def test_fast_in_process_run_reports_every_figure(
-    bench: ModuleType,
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
     valkey_url: str,
     llm_base_url: str,
 ) -> None:
-    argv = ["--in-process", "--fast", "--out", str(tmp_path), "--pairs", str(bench.OWN_PAIRS)]
-    bench.benchmark(
-        bench.parse_args(argv),
+    argv = ["--in-process", "--fast", "--out", str(tmp_path), "--pairs", str(OWN_PAIRS)]
+    benchmark(
+        parse_args(argv),
         argv=argv,
         embedder=embedder,
         redis_url=valkey_url,
@@ -154,7 +154,7 @@ def test_fast_in_process_run_reports_every_figure(
     assert (tmp_path / "latency_cdf.png").read_bytes()[:4] == b"\x89PNG"
     results = json.loads((tmp_path / "results.json").read_text())
     n = results["workload"]["requests"]
-    assert n == bench.FAST_SIZE and results["workload"]["kinds"]["repeat"] > 0
+    assert n == FAST_SIZE and results["workload"]["kinds"]["repeat"] > 0
     configs, savings = results["configs"], results["savings"]
     assert set(configs) == {"no_cache", "exact", "exact_semantic"}
     assert set(savings) == {"exact", "exact_semantic"}
