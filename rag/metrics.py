@@ -14,6 +14,7 @@ from rag.types import CacheStatus
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._labelled: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.cache_requests = Counter(
             "rag_cache_requests",
             "Cache lookups by layer and result (hit, miss, semantic, bypass).",
@@ -69,7 +70,19 @@ class Metrics:
                 self.cache_requests.labels(layer.name, result.value)
 
     def record_cache(self, layer: str, status: CacheStatus) -> None:
-        self.cache_requests.labels(layer, status.value).inc()
+        self._children(self.cache_requests, layer, status.value).inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self._children(self.stage_seconds, stage).observe(seconds)
+
+    def _children(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: ``labels()`` takes a lock and builds a
+        tuple on every call, which adds up on the cached path."""
+        key = (id(metric), labels)
+        child = self._labelled.get(key)
+        if child is None:
+            child = self._labelled[key] = metric.labels(*labels)
+        return child
 
     def prometheus_text(self) -> bytes:
         return generate_latest(self.registry)

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"]
     namespace: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     data_dir: Path
+    access_log: bool
     seed_sample_corpus: bool
 
     redis_url: str

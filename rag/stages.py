@@ -42,7 +42,7 @@ class Timer:
 
     def record(self, stage: str, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self._metrics.stage_seconds.labels(stage).observe(elapsed)
+        self._metrics.observe_stage(stage, elapsed)
         self.timings_ms[stage] = round(self.timings_ms.get(stage, 0.0) + elapsed * 1000, 3)
 
     def finish(self) -> dict[str, float]:

@@ -54,7 +54,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  open {base}/docs for the OpenAPI page\n",
         flush=True,
     )
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=settings.access_log,
+    )
     return 0
 
 
@@ -70,12 +76,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         documents = collect_documents([Path(p) for p in args.paths])
         if not documents:
             return _fail("no .txt, .md or .html files found in the given paths")
-        async with open_corpus(Settings()) as corpus:
-            chunks = sum(len(corpus.ingestor.chunk(d)) for d in documents)
+        settings = Settings()
+        async with open_corpus(settings) as corpus:
+            # A batch ingest has the machine: every core (the server keeps one for the LLM).
+            corpus.embedder.use_threads(settings.ingest_threads)
+            plan = corpus.ingestor.plan(documents)
             with tqdm(
-                total=chunks, unit="chunk", desc=f"ingesting {len(documents)} documents"
+                total=len(plan.chunks), unit="chunk", desc=f"ingesting {len(documents)} documents"
             ) as bar:
-                report = await corpus.ingestor.add(documents, progress=bar)
+                report = await corpus.ingestor.write(plan, progress=bar)
         print(
             f"ingested {report.documents} documents as {report.chunks} chunks "
             f"(replaced {report.replaced_chunks}); corpus version {report.corpus_version}"

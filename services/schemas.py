@@ -215,11 +215,21 @@ class AskResponse(BaseModel):
 
     @classmethod
     def of(cls, answer: Answer, turn: TurnPlan | None = None) -> AskResponse:
-        return cls(
+        """Built without validation (``model_construct``): every value comes from the library's
+        own types, and validating four source texts again on every cached answer costs time."""
+        return cls.model_construct(
             answer=answer.text,
-            sources=[SourcePublic.of(s) for s in answer.sources],
-            cache={layer: CacheStatus(s) for layer, s in answer.cache.as_dict().items()},
-            usage=UsagePublic(
+            sources=[
+                SourcePublic.model_construct(
+                    doc_id=s.chunk.doc_id,
+                    chunk_id=s.chunk.chunk_id,
+                    score=s.score,
+                    text=s.chunk.text,
+                )
+                for s in answer.sources
+            ],
+            cache=dict(answer.cache),
+            usage=UsagePublic.model_construct(
                 prompt_tokens=answer.usage.prompt_tokens,
                 completion_tokens=answer.usage.completion_tokens,
             ),

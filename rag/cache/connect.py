@@ -60,4 +60,6 @@ async def get_many(client: RedisClient, keys: Sequence[str | bytes]) -> list[byt
     and no need to force the keys of different layers into one slot)."""
     if isinstance(client, RedisCluster):
         return cast(list[bytes | None], await client.mget_nonatomic(list(keys)))
-    return cast(list[bytes | None], await client.mget(list(keys)))
+    # The command itself, not ``client.mget``: redis-py 8 wraps ``mget`` in a deprecation check
+    # that inspects its arguments on every call, a tenth of a cached request's CPU time.
+    return cast(list[bytes | None], await client.execute_command("MGET", *keys))  # type: ignore[no-untyped-call]

@@ -68,7 +68,8 @@ class SlowClient:
         self.delay_s = 0.0
         self.calls = 0
 
-    async def mget(self, keys: list[str]) -> list[bytes]:
+    async def execute_command(self, command: str, *keys: str) -> list[bytes]:
+        assert command == "MGET"
         self.calls += 1
         await asyncio.sleep(self.delay_s)
         return [b"v"] * len(keys)
