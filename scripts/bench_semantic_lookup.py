@@ -9,35 +9,44 @@ questions (hit path) and unrelated questions (miss path).
 Entries are real MiniLM vectors of qqp-train questions, topped up with jittered copies of them
 to reach the size (same anisotropic distribution; embedding 100k questions would take minutes).
 
+Side by side in the same run: the current rule (cosine 0.94 + guards + MLP) and the
+cross-encoder rule (low cosine gate, the top candidates read by the cross-encoder in one batch),
+and, for each, the verifier alone scoring one query against its 5 nearest stored questions.
+Torch runs on one thread (``torch.set_num_threads(1)``), as on a shared core.
+
 Usage: python scripts/bench_semantic_lookup.py [--sizes 10000 100000] [--queries 400]
+       [--cross-encoder config/semantic_cross_encoder.npz --ce-threshold G --ce-min-score S]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
-import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
+import torch
+
+from rag.cache.layers import AnswerCache
+from rag.cache.store import RedisStore
+from rag.embedding import SentenceTransformerEmbedder, default_model_path
+from rag.local import embedded_valkey
+from rag.semantic.cache import SemanticCache
+from rag.semantic.guards import facts
+from rag.semantic.index import IndexEntry, SemanticIndex
+from rag.semantic.rule import SemanticRule
+from rag.semantic.verifier import pair_features
+from rag.settings import DEFAULT_CROSS_ENCODER, DEFAULT_VERIFIER
+from rag.types import Completion, Usage
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from rag.cache.layers import AnswerCache  # noqa: E402
-from rag.cache.store import RedisStore  # noqa: E402
-from rag.embedding import SentenceTransformerEmbedder, default_model_path  # noqa: E402
-from rag.local import embedded_valkey  # noqa: E402
-from rag.semantic.cache import SemanticCache  # noqa: E402
-from rag.semantic.index import IndexEntry, SemanticIndex  # noqa: E402
-from rag.semantic.rule import SemanticRule  # noqa: E402
-from rag.settings import Settings  # noqa: E402
-from rag.types import Completion, Usage  # noqa: E402
 
 PAIRS = ROOT.parent / "shared" / "data" / "pairs" / "qqp-train.jsonl"
 
@@ -46,88 +55,184 @@ def p50(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-async def run(sizes: list[int], n_queries: int) -> None:
-    settings = Settings()
+def questions(n_queries: int) -> tuple[int, list[str], list[str]]:
+    """The paraphrased pairs' count, the stored questions (the first sides of the paraphrased
+    pairs first), and the queries (their other sides, then unrelated questions)."""
     rows = [json.loads(line) for line in PAIRS.read_text().splitlines()]
     positives = [r for r in rows if r["label"] == 1][: n_queries // 2]
     stored_texts = [r["a"] for r in positives] + [r["a"] for r in rows[:3000]]
     unrelated = [r["b"] for r in rows[-(n_queries // 2) :]]
+    return len(positives), stored_texts, [r["b"] for r in positives] + unrelated
+
+
+def entry_matrix(
+    stored: np.ndarray[Any, Any], size: int, rng: np.random.Generator
+) -> np.ndarray[Any, Any]:
+    """``size`` unit vectors: the stored ones, then jittered copies of them."""
+    extra = stored[rng.integers(0, len(stored), size - len(stored))]
+    extra = extra + rng.normal(0, 0.08, extra.shape).astype(np.float32)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.vstack([stored, extra]).astype(np.float32)
+
+
+async def fill(
+    client: aioredis.Redis,
+    index: SemanticIndex,
+    *,
+    ns: str,
+    scope: str,
+    texts: list[str],
+    matrix: np.ndarray[Any, Any],
+    answer_key: str,
+    paraphrased: int,
+) -> None:
+    expires = time.time() + 600
+    for i, (text, vector) in enumerate(zip(texts, matrix, strict=True)):
+        entry = IndexEntry(
+            key=f"rag:{ns}:sem:{scope}:{i}",
+            scope=scope,
+            query=text,
+            answer_key=answer_key,
+            expires_at=expires,
+        )
+        index.add(entry, vector)
+    # the hit path fetches the entry itself from Redis: store the paraphrased ones
+    for i in range(paraphrased):
+        await client.set(
+            f"rag:{ns}:sem:{scope}:{i}",
+            json.dumps({"schema": 1, "kind": "sem", "sources": []}),
+            ex=600,
+        )
+
+
+async def measure(
+    cache: SemanticCache,
+    scope: str,
+    matrix: np.ndarray[Any, Any],
+    query_texts: list[str],
+    query_vectors: list[Any],
+) -> tuple[list[float], list[float], int]:
+    """Each query's lookup time and brute-force floor (seconds), and the number of hits."""
+    lookups, floors, hits = [], [], 0
+    for text, vector in zip(query_texts, query_vectors, strict=True):
+        started = time.perf_counter()
+        match = await cache.lookup(scope=scope, query=text, vector=vector)
+        lookups.append(time.perf_counter() - started)
+        hits += match is not None
+        started = time.perf_counter()
+        scores = matrix @ vector
+        int(np.argmax(scores))
+        floors.append(time.perf_counter() - started)
+    return lookups, floors, hits
+
+
+def semantic_cache(
+    client: aioredis.Redis,
+    store: RedisStore,
+    ns: str,
+    rule: SemanticRule,
+    index: SemanticIndex,
+    answers: AnswerCache,
+) -> SemanticCache:
+    return SemanticCache(
+        store=store,
+        namespace=ns,
+        rule=rule,
+        index=index,
+        answer_cache=answers,
+        scope_parts={},
+        dimension=384,
+        ttl_s=600,
+    )
+
+
+def verifier_alone(
+    rule: SemanticRule,
+    stored_texts: list[str],
+    stored_vectors: np.ndarray[Any, Any],
+    query_texts: list[str],
+    query_vectors: list[Any],
+) -> list[float]:
+    """Seconds to score each query against its 5 nearest stored questions (one batch)."""
+    times = []
+    for text, vector in zip(query_texts, query_vectors, strict=True):
+        top = np.argsort(stored_vectors @ vector)[-5:]
+        candidates = [(stored_texts[i], stored_vectors[i]) for i in top]
+        if rule.kind == "mlp":
+            fq = facts(text)
+            started = time.perf_counter()
+            feats = [pair_features(vector, v, fq, facts(c)) for c, v in candidates]
+            rule.verifier.scores(np.stack(feats))  # type: ignore[arg-type]
+        else:
+            started = time.perf_counter()
+            rule.verifier.scores([(text, c) for c, _ in candidates])  # type: ignore[arg-type]
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def run(
+    sizes: list[int], n_queries: int, ce_path: Path, ce_threshold: float, ce_min_score: float
+) -> None:
+    torch.set_num_threads(1)
+    paraphrased, stored_texts, query_texts = questions(n_queries)
     embedder = SentenceTransformerEmbedder(
         model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
     )
     stored_vectors = np.stack(embedder.embed_sync(stored_texts))
-    query_texts = [r["b"] for r in positives] + unrelated
     query_vectors = embedder.embed_sync(query_texts)
-    rule = SemanticRule.load(
-        threshold=settings.semantic_threshold,
-        min_score=settings.semantic_min_score,
-        verifier_path=settings.verifier_path,
-    )
+    rules = {
+        "current (0.94+guards+MLP)": SemanticRule.load(
+            threshold=0.94, min_score=0.3, verifier_path=DEFAULT_VERIFIER
+        ),
+        "cross-encoder": SemanticRule.load(
+            threshold=ce_threshold, min_score=ce_min_score, verifier_path=ce_path
+        ),
+    }
     rng = np.random.default_rng(0)
+    stored_list = list(stored_texts)
+    print("verifier alone, one query vs its 5 nearest stored questions (ms):")
+    for name, rule in rules.items():
+        times = sorted(
+            verifier_alone(rule, stored_list, stored_vectors, query_texts, query_vectors)
+        )
+        p99 = times[int(0.99 * len(times))] * 1000
+        print(f"  {name:<28} p50 {p50(times):7.3f}  p99 {p99:7.3f}")
 
     with embedded_valkey() as url:
         client = aioredis.Redis.from_url(url)
         store = RedisStore(client=client, timeout_s=1.0)
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         answers = AnswerCache(
-            store=store, namespace=ns, llm_model="m", prompt_version="p", sampling={}, ttl_s=600
+            namespace=ns, llm_model="m", prompt_version="p", sampling={}, ttl_s=600
         )
         answer_key = answers.key("q", [])
-        await answers.put(answer_key, Completion("answer", ("ans", "wer"), Usage(), "stop", "m"))
+        completion = Completion("answer", ("ans", "wer"), Usage(), "stop", "m")
+        await client.set(answer_key, answers.encode(completion), ex=600)
         print(
-            f"{'entries':>8} {'lookup p50':>11} {'p99':>8} {'floor p50':>10} {'ratio':>6} "
-            f"{'hits':>5}  (ms; {len(query_texts)} queries, half paraphrases of stored ones)"
+            f"{'rule':<28} {'entries':>8} {'lookup p50':>11} {'p99':>8} {'floor p50':>10} "
+            f"{'ratio':>6} {'hits':>5}  (ms; {len(query_texts)} queries, half paraphrases)"
         )
-        for size in sizes:
+        for size, (name, rule) in itertools.product(sizes, rules.items()):
             index = SemanticIndex(dimension=384, max_entries=size)
-            cache = SemanticCache(
-                redis=client,
-                store=store,
-                namespace=ns,
-                rule=rule,
-                index=index,
-                answer_cache=answers,
-                scope_parts={},
-                dimension=384,
-                ttl_s=600,
-            )
+            cache = semantic_cache(client, store, ns, rule, index, answers)
             scope = cache.scope("v")
-            extra = stored_vectors[rng.integers(0, len(stored_vectors), size - len(stored_vectors))]
-            extra = extra + rng.normal(0, 0.08, extra.shape).astype(np.float32)
-            extra /= np.linalg.norm(extra, axis=1, keepdims=True)
-            matrix = np.vstack([stored_vectors, extra]).astype(np.float32)
-            texts = stored_texts + [f"filler question {i}" for i in range(len(extra))]
-            expires = time.time() + 600
-            for i, (text, vector) in enumerate(zip(texts, matrix, strict=True)):
-                entry = IndexEntry(
-                    key=f"rag:{ns}:sem:{scope}:{i}",
-                    scope=scope,
-                    query=text,
-                    answer_key=answer_key,
-                    expires_at=expires,
-                )
-                index.add(entry, vector)
-            # the hit path fetches the entry itself from Redis: store the paraphrased ones
-            for i in range(len(positives)):
-                await client.set(
-                    f"rag:{ns}:sem:{scope}:{i}",
-                    json.dumps({"schema": 1, "kind": "sem", "sources": []}),
-                    ex=600,
-                )
-
-            lookups, floors, hits = [], [], 0
-            for text, vector in zip(query_texts, query_vectors, strict=True):
-                started = time.perf_counter()
-                match = await cache.lookup(scope=scope, query=text, vector=vector)
-                lookups.append(time.perf_counter() - started)
-                hits += match is not None
-                started = time.perf_counter()
-                scores = matrix @ vector
-                int(np.argmax(scores))
-                floors.append(time.perf_counter() - started)
+            matrix = entry_matrix(stored_vectors, size, rng)
+            texts = stored_texts + [f"filler question {i}" for i in range(size - len(stored_texts))]
+            await fill(
+                client,
+                index,
+                ns=ns,
+                scope=scope,
+                texts=texts,
+                matrix=matrix,
+                answer_key=answer_key,
+                paraphrased=paraphrased,
+            )
+            lookups, floors, hits = await measure(cache, scope, matrix, query_texts, query_vectors)
             ordered = sorted(lookups)
+            p99 = ordered[int(0.99 * len(ordered))] * 1000
             print(
-                f"{size:>8} {p50(lookups):>11.3f} {ordered[int(0.99 * len(ordered))] * 1000:>8.3f} "
+                f"{name:<28} {size:>8} {p50(lookups):>11.3f} {p99:>8.3f} "
                 f"{p50(floors):>10.3f} {p50(lookups) / p50(floors):>6.2f} {hits:>5}"
             )
         await client.aclose()
@@ -140,5 +245,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--cross-encoder", type=Path, default=DEFAULT_CROSS_ENCODER)
+    parser.add_argument("--ce-threshold", type=float, default=0.7)
+    parser.add_argument("--ce-min-score", type=float, default=0.5)
     args = parser.parse_args()
-    asyncio.run(run(args.sizes, args.queries))
+    asyncio.run(
+        run(args.sizes, args.queries, args.cross_encoder, args.ce_threshold, args.ce_min_score)
+    )

@@ -175,14 +175,9 @@ class CrossEncoderVerifier:
                 raise ValueError(f"{path}: weight file format {int(data['format'])} != {FORMAT}")
             meta = ("layers", "trained", "max_length")
             layers, trained, max_length = (int(data[k]) for k in meta)
-            tensors = {
-                k: torch.from_numpy(data[k].astype(np.float32))
-                for k in data.files
-                if k.startswith(("layers.", "head."))
-            }
         model = PairEncoder(layers=layers)
         model.load_base(base or base_model_path())
-        model.load_state_dict(tensors, strict=False)
+        model.load_state_dict(load_weights(path), strict=False)
         model.eval()
         return cls(
             model=model,
@@ -200,6 +195,16 @@ class CrossEncoderVerifier:
         with torch.inference_mode():
             logits = self.model(ids, types, mask)
         return torch.sigmoid(logits).numpy().astype(np.float32)
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    """The fine-tuned tensors of a weight file, as float32."""
+    with np.load(path) as data:
+        return {
+            k: torch.from_numpy(data[k].astype(np.float32))
+            for k in data.files
+            if k.startswith(("layers.", "head."))
+        }
 
 
 def save_weights(

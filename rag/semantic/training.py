@@ -20,6 +20,7 @@ from rag.semantic.cross_encoder import (
     PairEncoder,
     base_model_path,
     encode_pairs,
+    load_weights,
     make_tokenizer,
     save_weights,
 )
@@ -44,16 +45,20 @@ def train_cross_encoder(
     plan: TrainingPlan,
     progress: Any = None,
     checkpoint_every: int = 0,
+    start_from: Path | None = None,
 ) -> None:
     """Fine-tune on ``lines`` (``{"a", "b", "label"}``) and write the weight file ``out``.
     ``progress``: a tqdm-like object (``update(n)``, ``set_postfix``), or None.
-    ``checkpoint_every``: also write ``out`` every that many steps (0: only at the end)."""
+    ``checkpoint_every``: also write ``out`` every that many steps (0: only at the end).
+    ``start_from``: a weight file of an earlier run to continue from (same layers)."""
     torch.manual_seed(plan.seed)
     rng = random.Random(plan.seed)
     base = base_model_path()
     tokenizer = make_tokenizer(base, plan.max_length)
     model = PairEncoder(layers=plan.layers)
     model.load_base(base)
+    if start_from is not None:
+        model.load_state_dict(load_weights(start_from), strict=False)
     frozen = plan.layers - plan.trained
     for name, parameter in model.named_parameters():
         learns = name.startswith("head.") or (
