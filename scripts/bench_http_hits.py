@@ -24,18 +24,17 @@ import uuid
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+from services.schemas import AskRequest
 
 QUERY = "How long are LLM answers cached?"
 
 
-def bare_app(redis_url: str, key: str):  # type: ignore[no-untyped-def]
+def bare_app(redis_url: str, key: str) -> FastAPI:
     """The floor: the same request model, one GET, the bytes back."""
-    import redis.asyncio as aioredis
-    from fastapi import FastAPI
-    from fastapi.responses import Response
-
-    from services.schemas import AskRequest
-
     app = FastAPI()
     client = aioredis.Redis.from_url(redis_url)
 

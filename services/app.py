@@ -23,6 +23,7 @@ from rag.settings import Settings
 from rag.wiring import open_services
 from services.api.errors import headers_for, http_status_for, json_safe
 from services.api.routes import ROUTERS
+from services.api.routes.ask import add_cached_path
 from services.limits import BodySizeLimit
 
 __all__ = ["create_app", "http_status_for"]
@@ -92,6 +93,7 @@ def create_app(
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _unexpected)
+    add_cached_path(app)  # first: the path every cached answer takes
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -31,26 +31,26 @@ def connect(settings: Settings, url: str | None = None) -> RedisClient:
     """A client for ``url`` (default: ``settings.redis_url``); the caller closes it
     (``aclose``). Connecting is lazy: a server that is down now is tried again on each command."""
     url = url or settings.redis_url
-    timeouts = {
-        "socket_timeout": settings.redis_timeout_s,
-        "socket_connect_timeout": settings.redis_timeout_s,
-    }
+    timeout = settings.redis_timeout_s
     if settings.redis_cluster:
         # One pool per node, ``redis_max_connections`` each. The cluster client has no blocking
         # pool: past that many connections to one node a command fails (and the cache is
         # skipped for it) instead of waiting.
         return RedisCluster.from_url(
-            url, max_connections=settings.redis_max_connections, **timeouts
-        )
-    # A blocking pool: under a burst, requests wait briefly for a connection rather than failing
-    # (followers of a generation each hold one while they wait for pieces).
-    return aioredis.Redis.from_pool(
-        aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout_s,
-            **timeouts,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
+    # A plain pool, not a blocking one: redis-py's BlockingConnectionPool spends as much time per
+    # command on its condition, timeout and lock as the cached path spends on everything else.
+    # Past ``redis_max_connections`` a command fails (the cache is skipped for it) instead of
+    # waiting; only a follower of another process's generation holds a connection while waiting.
+    return aioredis.Redis.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
 
 

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -54,7 +54,6 @@ async def _begin_turn(tenant: Tenant, body: AskRequest, options: AskOptions) -> 
     return await tenant.conversations.begin(body.session_id, body.query)
 
 
-@router.post("/ask", response_model=AskResponse)
 async def ask(body: AskRequest, tenant: TenantDep, settings: SettingsDep) -> Response:
     options = _options(body, settings)
     turn = await _begin_turn(tenant, body, options)
@@ -63,6 +62,12 @@ async def ask(body: AskRequest, tenant: TenantDep, settings: SettingsDep) -> Res
         await tenant.conversations.finish(turn, answer.text)
     # Serialized once here; returning the model would make FastAPI validate it again.
     return Response(AskResponse.of(answer, turn).model_dump_json(), media_type="application/json")
+
+
+def add_cached_path(app: FastAPI) -> None:
+    """``POST /ask`` as a plain route of the app, ahead of the routers: FastAPI spends ~10 µs per
+    request matching a route of an included router, a tenth of a cached answer's time."""
+    app.add_api_route("/ask", ask, methods=["POST"], response_model=AskResponse, tags=["ask"])
 
 
 def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
