@@ -213,10 +213,9 @@ class AnswerLayer:
         if found is None:
             return None, CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
         if job.mode.writes:
-            refresh_job = replace(job, mode=CacheMode.REFRESH)
 
             async def refresh() -> None:
-                async for _ in self.produce(refresh_job, semantic):
+                async for _ in self.produce(replace(job, mode=CacheMode.REFRESH), semantic):
                     pass
 
             self.answers.after_hit(job.key, found, raw, refresh=refresh)

@@ -14,6 +14,7 @@ several slots in one atomic step: multi-key reads are split by slot (``connect.g
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,6 +24,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 _SPACES = re.compile(r"\s+")
 
 
+@functools.lru_cache(maxsize=16384)  # a hot question's keys are built on every request
 def normalize_text(text: str) -> str:
     """The form of a query that keys are built from: Unicode NFC, whitespace collapsed.
 
@@ -31,6 +33,7 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
+@functools.lru_cache(maxsize=1024)
 def segment(value: str) -> str:
     """A model id or version made safe as one key segment (no ``:``, no braces, no spaces)."""
     return _UNSAFE.sub("_", value)
@@ -45,6 +48,13 @@ def digest(*parts: object) -> str:
 def build_key(namespace: str, layer: str, model: str, *segments: str, sha: str) -> str:
     """A cache entry's key; ``layer`` is a ``registry.Layer.segment``."""
     return ":".join(["rag", namespace, layer, segment(model), *map(segment, segments), sha])
+
+
+@functools.lru_cache(maxsize=16384)
+def text_key(namespace: str, layer: str, model: str, *segments: str, text: str) -> str:
+    """``build_key`` of a layer keyed on a query text alone (normalized); remembered, since the
+    keys of a hot question are built again on every request."""
+    return build_key(namespace, layer, model, *segments, sha=digest(normalize_text(text)))
 
 
 def layer_pattern(namespace: str, layer_segment: str) -> str:

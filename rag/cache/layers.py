@@ -5,6 +5,7 @@ layers' keys in one round trip."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from rag.cache.codec import (
     encode_json,
     encode_vector,
 )
-from rag.cache.keys import build_key, corpus_version_key, digest, normalize_text
+from rag.cache.keys import build_key, corpus_version_key, digest, normalize_text, text_key
 from rag.cache.registry import EMBEDDING, LLM, REWRITE, SEARCH, Layer
 from rag.cache.stage import Cached
 from rag.protocols import KVStore, Vector
@@ -47,6 +48,28 @@ def _is_stale(entry: dict[str, Any], xfetch_beta: float) -> bool:
     return now >= float(entry.get("fresh_until", math.inf))
 
 
+@functools.lru_cache(maxsize=16384)
+def _search_key(
+    namespace: str, layer: str, model: str, collection: str, version: str, k: int, text: str
+) -> str:
+    sha = digest(normalize_text(text), {"filters": None})
+    return build_key(namespace, layer, model, collection, version, f"k{k}", sha=sha)
+
+
+@functools.lru_cache(maxsize=16384)
+def _answer_key(
+    namespace: str,
+    layer: str,
+    model: str,
+    prompt_version: str,
+    sampling: tuple[tuple[str, float | int], ...],
+    text: str,
+    chunks: tuple[tuple[str, str], ...],
+) -> str:
+    sha = digest(normalize_text(text), [list(c) for c in chunks], dict(sampling))
+    return build_key(namespace, layer, model, prompt_version, sha=sha)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmbeddingCache:
     """query text → vector, per embedding model."""
@@ -58,9 +81,7 @@ class EmbeddingCache:
     layer: Layer = EMBEDDING
 
     def key(self, text: str) -> str:
-        return build_key(
-            self.namespace, self.layer.segment, self.model_id, sha=digest(normalize_text(text))
-        )
+        return text_key(self.namespace, self.layer.segment, self.model_id, text=text)
 
     def decode(self, raw: bytes) -> Cached[Vector]:
         return Cached(decode_vector(raw, self.dimension))
@@ -85,14 +106,14 @@ class SearchResultCache:
     layer: Layer = SEARCH
 
     def key(self, text: str, *, corpus_version: str, k: int) -> str:
-        return build_key(
+        return _search_key(
             self.namespace,
             self.layer.segment,
             self.embedding_model_id,
             self.collection,
             corpus_version,
-            f"k{k}",
-            sha=digest(normalize_text(text), {"filters": None}),
+            k,
+            text,
         )
 
     def decode(self, raw: bytes) -> Cached[list[ScoredChunk]]:
@@ -154,16 +175,14 @@ class AnswerCache:
     layer: Layer = LLM
 
     def key(self, text: str, chunks: Sequence[ScoredChunk]) -> str:
-        return build_key(
+        return _answer_key(
             self.namespace,
             self.layer.segment,
             self.llm_model,
             self.prompt_version,
-            sha=digest(
-                normalize_text(text),
-                [(c.chunk.chunk_id, c.chunk.content_hash) for c in chunks],
-                self.sampling,
-            ),
+            tuple(sorted(self.sampling.items())),
+            text,
+            tuple((c.chunk.chunk_id, c.chunk.content_hash) for c in chunks),
         )
 
     def decode(self, raw: bytes) -> Cached[Completion]:
