@@ -65,6 +65,17 @@ class AskLimits:
     max_query_chars: int
     semantic_by_default: bool = False
 
+    def check(self, query: str, options: AskOptions, *, semantic_configured: bool) -> None:
+        """``InvalidInputError`` saying what is wrong with a request, before any work."""
+        if not query.strip():
+            raise InvalidInputError("query must not be empty")
+        if len(query) > self.max_query_chars:
+            raise InvalidInputError(f"query is longer than {self.max_query_chars} characters")
+        if options.semantic and not semantic_configured:
+            raise InvalidInputError("the semantic cache is not configured in this service")
+        if not 1 <= options.top_k <= self.max_top_k:
+            raise InvalidInputError(f"top_k must be between 1 and {self.max_top_k}")
+
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -100,24 +111,30 @@ class RagPipeline:
         self.background = background  # the stages' refreshes and TTL extensions
 
     async def answer(self, query: str, options: AskOptions) -> Answer:
-        """The whole answer at once, generated through the same path as ``stream``."""
-        events = [event async for event in self.stream(query, options)]
-        start, end = events[0], events[-1]
-        assert isinstance(start, StreamStart) and isinstance(end, StreamEnd)
-        return Answer(
-            text="".join(e.text for e in events if isinstance(e, StreamToken)),
-            sources=start.sources,
-            cache=start.cache,
-            usage=end.usage,
-            timings_ms=end.timings_ms,
-            semantic=start.semantic,
-        )
+        """The whole answer at once; a miss is generated through the same path as ``stream``."""
+        plan = await self._plan(query, options)
+        if plan.cached is not None:  # nothing to run: no stream events to go through
+            usage, text, timings_ms = Usage(), plan.cached.text, plan.timer.finish()
+        else:
+            events = [event async for event in self._events(plan)]
+            end = events[-1]
+            assert isinstance(end, StreamEnd)
+            usage, timings_ms = end.usage, end.timings_ms
+            text = "".join(e.text for e in events if isinstance(e, StreamToken))
+        return Answer(text, plan.sources, plan.statuses, usage, timings_ms, plan.semantic)
 
     async def stream(self, query: str, options: AskOptions) -> AsyncGenerator[StreamEvent, None]:
         """``StreamStart``, then ``StreamToken``s (live, or the cached answer's original pieces),
         then ``StreamEnd``. Raises ``RagError`` subclasses; after ``StreamStart`` only
         ``UpstreamError``s."""
-        plan = await self._plan(query, options)
+        events = self._events(await self._plan(query, options))
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # now, not when collected: gives the generation slot back
+
+    async def _events(self, plan: _Plan) -> AsyncGenerator[StreamEvent, None]:
         try:
             yield StreamStart(cache=plan.statuses, sources=plan.sources, semantic=plan.semantic)
             if plan.cached is not None:
@@ -132,16 +149,7 @@ class RagPipeline:
                 plan.admission.release()
 
     def validate(self, query: str, options: AskOptions) -> None:
-        if not query.strip():
-            raise InvalidInputError("query must not be empty")
-        if len(query) > self.limits.max_query_chars:
-            raise InvalidInputError(
-                f"query is longer than {self.limits.max_query_chars} characters"
-            )
-        if options.semantic and self.semantic is None:
-            raise InvalidInputError("the semantic cache is not configured in this service")
-        if not 1 <= options.top_k <= self.limits.max_top_k:
-            raise InvalidInputError(f"top_k must be between 1 and {self.limits.max_top_k}")
+        self.limits.check(query, options, semantic_configured=self.semantic is not None)
 
     async def _plan(self, query: str, options: AskOptions) -> _Plan:
         self.validate(query, options)
