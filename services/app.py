@@ -8,6 +8,7 @@ The body size limit stays our own ASGI middleware (``services.limits``): FastAPI
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -46,6 +47,11 @@ def _lifespan(
         ) as services:
             app.state.services = services
             app.state.key_tenants = settings.api_key_tenants()
+            # Everything loaded so far (the models, the clients) lives as long as the app: keep
+            # it out of the garbage collector's full passes, which otherwise walk millions of
+            # objects and stall the event loop for tens of milliseconds (the p99 of cached hits).
+            gc.collect()
+            gc.freeze()
             yield
 
     return lifespan
