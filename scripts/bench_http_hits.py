@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> None:
         )
         wait_ready(bare_url)
         report(measure(args, rag_url, bare_url), len(body))
+        other_paths(rag_url)
     finally:
         for proc in procs:
             proc.terminate()
@@ -213,6 +214,36 @@ def report(results: dict[str, list[dict[str, float]]], body_bytes: int) -> None:
         )
     errors = sum(r["errors"] for rs in results.values() for r in rs)
     print(f"non-2xx responses: {errors:.0f}")
+
+
+def other_paths(rag_url: str, n: int = 200) -> None:
+    """Sequential timings (httpx, in this process) of the cached stream's first token and of a
+    semantic hit: a reworded question served from the first one's answer."""
+    first_token, semantic, served = [], [], 0
+    with httpx.Client(base_url=rag_url, timeout=60) as client:
+        for _ in range(n):
+            started = time.perf_counter()
+            with client.stream("GET", "/ask/stream", params={"query": QUERY}) as response:
+                for line in response.iter_lines():
+                    if line == "event: token":
+                        first_token.append((time.perf_counter() - started) * 1000)
+                        break
+        reworded = {"query": QUERY.rstrip("?").lower() + "?", "cache": {"semantic": True}}
+        for _ in range(n):
+            started = time.perf_counter()
+            found = client.post("/ask", json=reworded).json()
+            semantic.append((time.perf_counter() - started) * 1000)
+            served += found["cache"]["llm"] == "semantic"
+
+    def pcts(values: list[float]) -> str:
+        ordered = sorted(values)
+        p50, p99 = ordered[len(ordered) // 2], ordered[int(0.99 * len(ordered))]
+        return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+
+    print(
+        f"cached /ask/stream, time to the first token event (httpx, sequential): {pcts(first_token)}"
+    )
+    print(f"reworded question with semantic on ({served}/{n} semantic hits): {pcts(semantic)}")
 
 
 if __name__ == "__main__":
