@@ -240,9 +240,7 @@ def other_paths(rag_url: str, n: int = 200) -> None:
         p50, p99 = ordered[len(ordered) // 2], ordered[int(0.99 * len(ordered))]
         return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
 
-    print(
-        f"cached /ask/stream, time to the first token event (httpx, sequential): {pcts(first_token)}"
-    )
+    print(f"cached /ask/stream, time to the first token (httpx, sequential): {pcts(first_token)}")
     print(f"reworded question with semantic on ({served}/{n} semantic hits): {pcts(semantic)}")
 
 
