@@ -21,6 +21,8 @@ EVAL_SET = DATA / "semantic_eval.jsonl"
 # (verifier, gate, min score) -> (traps served at most, paraphrases served at least), shares
 PINNED = {
     "mlp": ("mlp", 0.94, 0.3, 0.2255, 0.0146),  # the shipped default: 124 of 550 traps served
+    # RAG_SEMANTIC_VERIFIER=cross-encoder, calibrated on tests/data/semantic_calibration.jsonl
+    "cross-encoder": ("cross-encoder", 0.65, 0.8521, 0.2127, 0.2021),
 }
 TOLERANCE = 0.02
 
