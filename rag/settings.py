@@ -1,4 +1,4 @@
-"""Settings: defaults in ``config/settings.toml``, overridden by ``RAG_*`` environment variables."""
+"""Settings: defaults in ``rag/config/settings.toml``, overridden by ``RAG_*`` environment variables."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parent / "config"  # package data: any install finds it
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
 DEFAULT_CROSS_ENCODER = CONFIG_DIR / "semantic_cross_encoder.npz"
@@ -34,7 +34,7 @@ def _is_placeholder(key: str) -> bool:
 class Settings(BaseSettings):
     """Every TTL, threshold and model id the service uses.
 
-    Field defaults live in ``config/settings.toml`` (one place, no code); they are required here so
+    Field defaults live in ``rag/config/settings.toml`` (one place, no code); they are required here so
     that a missing or mistyped default fails loudly at start-up instead of silently.
     """
 
@@ -190,5 +190,5 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Precedence: constructor arguments, then RAG_* variables, then config/settings.toml.
+        # Precedence: constructor arguments, then RAG_* variables, then rag/config/settings.toml.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))

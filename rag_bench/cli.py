@@ -9,7 +9,7 @@ is cleared with ``POST /cache/invalidate {"all": true}`` first):
 
 and reports per-layer hit rates, LLM calls avoided, latency p50/p95/p99 for misses, exact hits and
 semantic hits, tokens saved (counted with tiktoken on each prompt and answer, in the price model's
-encoding), dollars saved at ``config/prices.toml`` net of the embedding calls the caches add, the
+encoding), dollars saved at ``rag/config/prices.toml`` net of the embedding calls the caches add, the
 time spent on cache lookups, wrong semantic hits (a semantic hit whose matched question belongs to
 another group of the workload) and Redis memory per entry. Writes ``results.json``,
 ``report.md``, ``workload.jsonl`` and PNG charts into ``--out``.
@@ -130,12 +130,12 @@ def _run_arguments(p: argparse.ArgumentParser, defaults: Settings) -> None:
     run.add_argument(
         "--price-model",
         default=defaults.price_model or defaults.llm_model,
-        help="LLM tokens are priced as this model (config/prices.toml)",
+        help="LLM tokens are priced as this model (rag/config/prices.toml)",
     )
     run.add_argument(
         "--embedding-price-model",
         default="text-embedding-3-small",
-        help="embedding calls are priced as this model (config/prices.toml)",
+        help="embedding calls are priced as this model (rag/config/prices.toml)",
     )
 
 

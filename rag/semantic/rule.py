@@ -5,10 +5,10 @@ A candidate is served when its cosine to the query reaches ``threshold`` (the ca
 no lexical guard names a trap (when ``guards`` is on), and the verifier's score reaches
 ``min_score``. The verifier is either
 
-- the cross-encoder (``config/semantic_cross_encoder.npz``): reads both questions in one pass;
+- the cross-encoder (``rag/config/semantic_cross_encoder.npz``): reads both questions in one pass;
   the gate sits low (~0.7) where real rewordings live, and the top candidates of a query are
   scored in one batch; or
-- the small MLP over the two vectors (``config/semantic_verifier.npz``), behind a high gate.
+- the small MLP over the two vectors (``rag/config/semantic_verifier.npz``), behind a high gate.
 
 Which one is decided by the weight file the settings point at (``semantic_verifier``).
 """

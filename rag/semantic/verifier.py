@@ -1,7 +1,7 @@
 """The learned half of the semantic cache's verification: a small neural network (one hidden
 layer, numpy only) that scores whether two questions ask the same thing, from their MiniLM
 vectors and lexical features. Trained by ``rag semantic calibrate`` on labelled pairs; the
-default weights in ``config/semantic_verifier.npz`` come from ``qqp-train.jsonl``."""
+default weights in ``rag/config/semantic_verifier.npz`` come from ``qqp-train.jsonl``."""
 
 from __future__ import annotations
 
