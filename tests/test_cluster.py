@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
 from rag.cache.keys import flight_key
+from rag.cache.registry import INVALIDATION_TARGETS, REPORTED, TAG_SEGMENT
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
@@ -130,8 +131,8 @@ def test_every_layer_misses_then_hits(app: ClusterApp) -> None:
     assert second["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}
     assert second["answer"] == first["answer"] and second["sources"] == first["sources"]
     assert len(app.llm_requests) == calls + 1
-    for layer in ("emb", "search", "llm", "corpus"):
-        assert app.keys(layer), f"no {layer} key on the cluster"
+    for segment in [layer.segment for layer in REPORTED] + ["corpus"]:
+        assert app.keys(segment), f"no {segment} key on the cluster"
 
 
 def test_keys_spread_over_every_primary(app: ClusterApp) -> None:
@@ -178,8 +179,8 @@ def test_invalidate_all_empties_the_namespace_on_every_node(app: ClusterApp) -> 
     r = httpx.post(f"{app.url}/cache/invalidate", json={"all": True}, headers=ADMIN, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["deleted"] > 0
-    for layer in ("emb", "search", "llm", "sem", "tag"):
-        assert app.keys(layer) == [], layer
+    for segment in [*INVALIDATION_TARGETS.values(), TAG_SEGMENT]:  # every layer, sem, tags
+        assert app.keys(segment) == [], segment
     again = app.ask(QUESTION)
     assert again["cache"] == {"embedding": "miss", "search": "miss", "llm": "miss"}
 

@@ -201,7 +201,6 @@ def test_another_process_drops_an_invalidated_semantic_entry(
         client = aioredis.Redis.from_url(settings.redis_url)
         served = application.state.services.pipeline.semantic
         other = SemanticCache(  # another process's copy: its own index, fed only by Redis
-            redis=client,
             store=RedisStore(client=client, timeout_s=1.0),
             namespace=settings.namespace,
             rule=served.rule,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,11 +18,13 @@ from rag.cache.codec import (
 )
 from rag.cache.keys import build_key, normalize_text
 from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.stage import Background, CachedStage
+from rag.metrics import Metrics
 from rag.types import Chunk, Completion, ScoredChunk, Usage
 
 
 class RecordingStore:
-    """Remembers writes; enough for layers, which only ever ``set`` through the store."""
+    """Remembers writes; enough for the stages, which only ever ``set`` through the store."""
 
     available = True
 
@@ -52,21 +56,20 @@ def hit(
     )
 
 
-def emb_cache(store: RecordingStore, model: str = "all-MiniLM-L6-v2") -> EmbeddingCache:
-    return EmbeddingCache(store=store, namespace="ns", model_id=model, dimension=4, ttl_s=604800)
+def emb_cache(model: str = "all-MiniLM-L6-v2") -> EmbeddingCache:
+    return EmbeddingCache(namespace="ns", model_id=model, dimension=4, ttl_s=604800)
 
 
-def search_cache(store: RecordingStore, model: str = "all-MiniLM-L6-v2") -> SearchResultCache:
+def search_cache(model: str = "all-MiniLM-L6-v2") -> SearchResultCache:
     return SearchResultCache(
-        store=store, namespace="ns", embedding_model_id=model, collection="docs", ttl_s=3600
+        namespace="ns", embedding_model_id=model, collection="docs", ttl_s=3600
     )
 
 
 def answer_cache(
-    store: RecordingStore, model: str = "smol", prompt: str = "v1-abc", temperature: float = 0.0
+    model: str = "smol", prompt: str = "v1-abc", temperature: float = 0.0
 ) -> AnswerCache:
     return AnswerCache(
-        store=store,
         namespace="ns",
         llm_model=model,
         prompt_version=prompt,
@@ -76,7 +79,7 @@ def answer_cache(
 
 
 def test_key_shape_names_namespace_layer_and_model() -> None:
-    key = emb_cache(RecordingStore()).key("What is Redis?")
+    key = emb_cache().key("What is Redis?")
     assert key.startswith("rag:ns:emb:all-MiniLM-L6-v2:")
     assert len(key.rsplit(":", 1)[1]) == 64  # sha256 hex
 
@@ -91,34 +94,29 @@ def test_normalization_collapses_whitespace_but_keeps_case() -> None:
 
 
 def test_embedding_key_follows_model_and_text() -> None:
-    store = RecordingStore()
-    assert emb_cache(store).key("a  b") == emb_cache(store).key("a b")
-    assert emb_cache(store).key("a") != emb_cache(store).key("b")
-    assert emb_cache(store).key("a") != emb_cache(store, model="bge-small").key("a")
+    assert emb_cache().key("a  b") == emb_cache().key("a b")
+    assert emb_cache().key("a") != emb_cache().key("b")
+    assert emb_cache().key("a") != emb_cache(model="bge-small").key("a")
 
 
 def test_search_key_follows_embedding_model_corpus_version_and_k() -> None:
-    store = RecordingStore()
-    base = search_cache(store).key("q", corpus_version="v1", k=4)
-    assert base == search_cache(store).key("q", corpus_version="v1", k=4)
-    assert base != search_cache(store).key("q", corpus_version="v2", k=4)
-    assert base != search_cache(store).key("q", corpus_version="v1", k=5)
-    assert base != search_cache(store, model="bge-small").key("q", corpus_version="v1", k=4)
+    base = search_cache().key("q", corpus_version="v1", k=4)
+    assert base == search_cache().key("q", corpus_version="v1", k=4)
+    assert base != search_cache().key("q", corpus_version="v2", k=4)
+    assert base != search_cache().key("q", corpus_version="v1", k=5)
+    assert base != search_cache(model="bge-small").key("q", corpus_version="v1", k=4)
     assert ":v1:" in base and ":k4:" in base
 
 
 def test_answer_key_follows_llm_model_prompt_sampling_and_chunks() -> None:
-    store = RecordingStore()
     chunks = [hit()]
-    base = answer_cache(store).key("q", chunks)
-    assert base == answer_cache(store).key("q", chunks)
-    assert base != answer_cache(store, model="gpt-4o-mini").key("q", chunks)
-    assert base != answer_cache(store, prompt="v2-abc").key("q", chunks)
-    assert base != answer_cache(store, temperature=0.7).key("q", chunks)
-    assert base != answer_cache(store).key(
-        "q", [hit(text="Redis caches vectors.")]
-    )  # content changed
-    assert base != answer_cache(store).key("q", [hit(chunk_id="doc#1")])
+    base = answer_cache().key("q", chunks)
+    assert base == answer_cache().key("q", chunks)
+    assert base != answer_cache(model="gpt-4o-mini").key("q", chunks)
+    assert base != answer_cache(prompt="v2-abc").key("q", chunks)
+    assert base != answer_cache(temperature=0.7).key("q", chunks)
+    assert base != answer_cache().key("q", [hit(text="Redis caches vectors.")])  # content changed
+    assert base != answer_cache().key("q", [hit(chunk_id="doc#1")])
     assert base.startswith("rag:ns:llm:smol:v1-abc:")
 
 
@@ -146,13 +144,18 @@ def test_bad_json_entries_are_rejected(raw: bytes) -> None:
         decode_json(raw, "llm")
 
 
+def stage(codec: Any, store: RecordingStore) -> CachedStage[Any]:
+    """The layer's codec behind the stage that reads and writes it, as the app builds it."""
+    return CachedStage(codec=codec, store=store, metrics=Metrics(), background=Background())
+
+
 async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> None:
     store = RecordingStore()
-    emb, search, answers = emb_cache(store), search_cache(store), answer_cache(store)
+    emb, search, answers = emb_cache(), search_cache(), answer_cache()
     vector = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
-    await emb.put("q", vector)
+    await stage(emb, store).write(emb.key("q"), vector)
     search_key = search.key("q", corpus_version="v1", k=1)
-    await search.put(search_key, [hit()])
+    await stage(search, store).write(search_key, [hit()])
     completion = Completion(
         text="Redis caches answers.",
         pieces=("Redis", " caches", " answers."),
@@ -161,7 +164,7 @@ async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> N
         model="smol",
     )
     answer_key = answers.key("q", [hit()])
-    await answers.put(answer_key, completion)
+    await stage(answers, store).write(answer_key, completion)
     version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=86400)
     await version.bump()
 
@@ -171,23 +174,50 @@ async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> N
         answer_key: 3600,
         version.key: 86400,
     }
-    assert np.array_equal(emb.decode(store.writes[emb.key("q")][0]), vector)
+    assert np.array_equal(emb.decode(store.writes[emb.key("q")][0]).value, vector)
     assert search.decode(store.writes[search_key][0]).value == [hit()]
     assert answers.decode(store.writes[answer_key][0]).value == completion
+    # and the stage reads back what it wrote
+    found = await stage(answers, store).read(answer_key)
+    assert found is not None and found.value == completion
+
+
+async def test_a_corrupt_entry_is_a_miss_and_is_deleted() -> None:
+    store = RecordingStore()
+    answers = stage(answer_cache(), store)
+    store.writes["k"] = (b"\xff\xfe", 60)
+    assert await answers.read("k") is None
+    assert "k" not in store.writes
 
 
 async def test_corpus_version_is_created_when_missing_and_changes_on_bump() -> None:
     store = RecordingStore()
     version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
     first = await version.resolve(None)
+    assert first is not None
     assert await version.resolve(None) == first  # the stored one is reused, not redrawn
+    assert await version.resolve(first.encode()) == first
     assert await version.bump() != first
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe", b"x" * 100_000, b"not hex!", b"0" * 65, b"", b"ABCDEF"],
+    ids=["not-utf8", "100k-chars", "not-hex", "too-long", "empty", "upper-case"],
+)
+async def test_a_garbage_corpus_version_is_replaced_by_a_fresh_one(garbage: bytes) -> None:
+    store = RecordingStore()
+    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
+    store.writes[version.key] = (garbage, 60)
+    repaired = await version.resolve(garbage)
+    assert repaired is not None and re.fullmatch(r"[0-9a-f]{16}", repaired)
+    assert store.writes[version.key] == (repaired.encode(), 60)  # stored, with its TTL
+    assert await version.resolve(store.writes[version.key][0]) == repaired
 
 
 async def test_entries_turn_stale_after_their_soft_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     store = RecordingStore()
     answers = AnswerCache(
-        store=store,
         namespace="ns",
         llm_model="m",
         prompt_version="p",
@@ -196,7 +226,7 @@ async def test_entries_turn_stale_after_their_soft_ttl(monkeypatch: pytest.Monke
         soft_ttl_s=60,
     )
     completion = Completion("a", ("a",), Usage(), "stop", "m")
-    await answers.put("k", completion, compute_s=2.0)
+    await stage(answers, store).write("k", completion, compute_s=2.0)
     raw, ttl = store.writes["k"]
     assert ttl == 3600  # the hard TTL is what Redis enforces
     assert not answers.decode(raw).stale
@@ -210,7 +240,6 @@ async def test_xfetch_refreshes_some_entries_early_and_never_too_early(
 ) -> None:
     store = RecordingStore()
     search = SearchResultCache(
-        store=store,
         namespace="ns",
         embedding_model_id="m",
         collection="c",
@@ -218,7 +247,7 @@ async def test_xfetch_refreshes_some_entries_early_and_never_too_early(
         soft_ttl_s=100,
         xfetch_beta=1.0,
     )
-    await search.put("k", [hit()], compute_s=5.0)
+    await stage(search, store).write("k", [hit()], compute_s=5.0)
     raw = store.writes["k"][0]
     now = time.time()
     monkeypatch.setattr(time, "time", lambda: now + 95)  # 5 s before the soft TTL

@@ -20,9 +20,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from rag.cache.layers import AnswerCache
+from rag.cache.stage import Background, CachedStage
 from rag.cache.store import RedisStore
 from rag.embedding import SentenceTransformerEmbedder
 from rag.local import embedded_valkey
+from rag.metrics import Metrics
 from rag.semantic.cache import SemanticCache
 from rag.semantic.calibration import decide_all, embed_pairs, read_pairs, summarize
 from rag.semantic.index import SemanticIndex
@@ -60,30 +62,38 @@ async def client(valkey_url: str) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
-SemanticFactory = Callable[..., tuple[SemanticCache, AnswerCache]]
+Answers = CachedStage[Completion]  # the exact answer layer the semantic cache points into
+SemanticFactory = Callable[..., tuple[SemanticCache, Answers]]
+
+
+def semantic_cache(
+    redis: aioredis.Redis, ns: str, ttl_s: int = 60, max_entries: int = 1000, **scope: Any
+) -> tuple[SemanticCache, Answers]:
+    """A semantic cache and the answer layer it serves from, built as the app builds them."""
+    store = RedisStore(client=redis, timeout_s=1.0)
+    codec = AnswerCache(namespace=ns, llm_model="m", prompt_version="p1", sampling={}, ttl_s=ttl_s)
+    answers: Answers = CachedStage(
+        codec=codec, store=store, metrics=Metrics(), background=Background()
+    )
+    cache = SemanticCache(
+        store=store,
+        namespace=ns,
+        rule=live_rule(),
+        index=SemanticIndex(dimension=384, max_entries=max_entries),
+        answer_cache=codec,
+        scope_parts={**SCOPE, **scope},
+        dimension=384,
+        ttl_s=ttl_s,
+    )
+    return cache, answers
 
 
 @pytest.fixture
 def make_semantic(client: aioredis.Redis, namespace: str) -> SemanticFactory:
     def make(
         *, ns: str = namespace, ttl_s: int = 60, redis: aioredis.Redis = client, **scope: Any
-    ) -> tuple[SemanticCache, AnswerCache]:
-        store = RedisStore(client=redis, timeout_s=1.0)
-        answers = AnswerCache(
-            store=store, namespace=ns, llm_model="m", prompt_version="p1", sampling={}, ttl_s=ttl_s
-        )
-        cache = SemanticCache(
-            redis=redis,
-            store=store,
-            namespace=ns,
-            rule=live_rule(),
-            index=SemanticIndex(dimension=384, max_entries=1000),
-            answer_cache=answers,
-            scope_parts={**SCOPE, **scope},
-            dimension=384,
-            ttl_s=ttl_s,
-        )
-        return cache, answers
+    ) -> tuple[SemanticCache, Answers]:
+        return semantic_cache(redis, ns, ttl_s, **scope)
 
     return make
 
@@ -94,10 +104,8 @@ def vectors(embedder: SentenceTransformerEmbedder) -> dict[str, np.ndarray]:
     return dict(zip(texts, embedder.embed_sync(texts), strict=True))
 
 
-async def remember(
-    cache: SemanticCache, answers: AnswerCache, scope: str, vector: np.ndarray
-) -> str:
-    answer_key = answers.key(QUESTION, [])
+async def remember(cache: SemanticCache, answers: Answers, scope: str, vector: np.ndarray) -> str:
+    answer_key = answers.codec.key(QUESTION, [])
     completion = Completion(
         text="Use the reset link.",
         pieces=("Use", " the reset link."),
@@ -105,7 +113,7 @@ async def remember(
         finish_reason="stop",
         model="m",
     )
-    await answers.put(answer_key, completion)
+    await answers.write(answer_key, completion)
     await cache.add(scope=scope, query=QUESTION, vector=vector, answer_key=answer_key, sources=[])
     return answer_key
 
@@ -218,20 +226,11 @@ async def test_a_second_process_sees_a_new_entry(
             f"""
             import asyncio, numpy as np, redis.asyncio as aioredis, sys
             sys.path.insert(0, {str(ROOT)!r})
-            from tests.test_semantic_cache import SCOPE, live_rule, remember
-            from rag.cache.layers import AnswerCache
-            from rag.cache.store import RedisStore
-            from rag.semantic.cache import SemanticCache
-            from rag.semantic.index import SemanticIndex
+            from tests.test_semantic_cache import remember, semantic_cache
 
             async def main():
                 client = aioredis.Redis.from_url({valkey_url!r})
-                store = RedisStore(client=client, timeout_s=1.0)
-                answers = AnswerCache(store=store, namespace={namespace!r}, llm_model="m",
-                                      prompt_version="p1", sampling={{}}, ttl_s=60)
-                cache = SemanticCache(redis=client, store=store, namespace={namespace!r},
-                    rule=live_rule(), index=SemanticIndex(dimension=384, max_entries=10),
-                    answer_cache=answers, scope_parts=SCOPE, dimension=384, ttl_s=60)
+                cache, answers = semantic_cache(client, {namespace!r}, max_entries=10)
                 vector = np.load({str(vector_file)!r})
                 await remember(cache, answers, cache.scope("v1"), vector)
                 await client.aclose()

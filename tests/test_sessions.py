@@ -12,9 +12,18 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from rag.cache.store import RedisStore
+from rag.cache.layers import RewriteCache
+from rag.cache.stage import Background, CachedStage
+from rag.cache.store import RedisStore, StrictStore
+from rag.errors import CacheUnavailableError
 from rag.metrics import Metrics
-from rag.sessions import QuestionRewriter, SessionStore, Turn, leans_on_context
+from rag.sessions import (
+    QuestionRewriter,
+    SessionStore,
+    Turn,
+    leans_on_context,
+    rewrite_version,
+)
 from rag.tokens import get_encoding
 from rag.types import Completion, Usage
 from tests.conftest import Running
@@ -113,10 +122,9 @@ def store(
 ) -> SessionStore:
     values = {"ttl_s": 1800, "history_tokens": 1000} | kw
     return SessionStore(
-        redis=client,
+        store=StrictStore(client=client, timeout_s=1.0),
         namespace=f"test-{uuid.uuid4().hex[:8]}",
         encoding=get_encoding("cl100k_base", tmp_path_factory.mktemp("tiktoken")),
-        timeout_s=1.0,
         **values,
     )
 
@@ -166,6 +174,25 @@ async def test_concurrent_turns_of_one_session_are_all_kept(
     )
 
 
+async def test_an_unreachable_session_store_is_an_error_not_an_empty_history(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    sessions = store(dead, tmp_path_factory)
+    sid = session()
+    try:
+        for call in (
+            lambda: sessions.turns(sid),
+            lambda: sessions.view(sid),
+            lambda: sessions.append(sid, sessions.turn("q", "q", "a")),
+            lambda: sessions.delete(sid),
+        ):
+            with pytest.raises(CacheUnavailableError, match="session store"):
+                await call()
+    finally:
+        await dead.aclose()
+
+
 class ScriptedRewrites:
     """A generator that replies with the given texts in turn and counts its calls."""
 
@@ -183,6 +210,26 @@ class ScriptedRewrites:
 
     def stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str]:
         raise NotImplementedError
+
+
+def rewriter_for(
+    llm: ScriptedRewrites, client: aioredis.Redis, metrics: Metrics, ttl_s: int = 60
+) -> QuestionRewriter:
+    """A rewriter whose rewrites are a ``CachedStage`` over ``RewriteCache``, as in the app."""
+    codec = RewriteCache(
+        namespace=f"test-{uuid.uuid4().hex[:8]}",
+        llm_model=llm.model_id,
+        prompt_version=rewrite_version(),
+        sampling=llm.sampling,
+        ttl_s=ttl_s,
+    )
+    rewrites: CachedStage[str] = CachedStage(
+        codec=codec,
+        store=RedisStore(client=client, timeout_s=1.0),
+        metrics=metrics,
+        background=Background(),
+    )
+    return QuestionRewriter(generator=llm, rewrites=rewrites, metrics=metrics, max_chars=2000)
 
 
 HISTORY = [Turn("How long are embeddings cached?", "How long are embeddings cached?", "7 days.", 9)]
@@ -209,19 +256,16 @@ async def test_rewrite_or_fall_back_to_the_conversation_bound_form(
     client: aioredis.Redis, reply: str, expected: str
 ) -> None:
     llm = ScriptedRewrites(reply)
-    rewriter = QuestionRewriter(
-        generator=llm,
-        store=RedisStore(client=client, timeout_s=1.0),
-        metrics=Metrics(),
-        namespace=f"test-{uuid.uuid4().hex[:8]}",
-        ttl_s=60,
-        max_chars=2000,
-    )
+    metrics = Metrics()
+    rewriter = rewriter_for(llm, client, metrics)
     assert await rewriter.standalone("And search results?", []) == "And search results?"
     assert llm.calls == 0  # a first question is used as it is
     assert await rewriter.standalone("And search results?", HISTORY) == expected
     assert await rewriter.standalone("And search results?", HISTORY) == expected
     assert llm.calls == 1  # the second came from the cache
+    # counted as the rewrite layer: a miss (computed) then a hit
+    rows = metrics.snapshot()["layers"]["rewrite"]
+    assert (rows["miss"], rows["hit"], metrics.snapshot()["upstream_calls"]["llm"]) == (1, 1, 1)
     other = [Turn("What is XFetch?", "What is XFetch?", "Early refresh.", 6)]
     assert rewriter.key("And search results?", HISTORY) != rewriter.key(
         "And search results?", other

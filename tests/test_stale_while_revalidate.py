@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from rag.cache.keys import build_key, digest
+from rag.cache.layers import EmbeddingCache
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from tests.conftest import serve_scripted
@@ -76,11 +76,14 @@ def test_reading_an_embedding_extends_its_ttl(swr_app: tuple[str, Settings, Scri
     url, settings, _ = swr_app
     body = {"query": "Does reading an embedding keep it alive?"}
     httpx.post(f"{url}/ask", json=body, timeout=60)
-    key = build_key(
-        settings.namespace, "emb", settings.embedding_model_id, sha=digest(body["query"])
-    )
+    key = EmbeddingCache(  # the embedding layer's key for the query, as the app builds it
+        namespace=settings.namespace,
+        model_id=settings.embedding_model_id,
+        dimension=384,
+        ttl_s=settings.embedding_ttl_s,
+    ).key(body["query"])
     client = redis.Redis.from_url(settings.redis_url)
-    assert client.expire(key, 50)
+    assert client.expire(key, 50)  # fails if the key above is not the one the app wrote
     assert httpx.post(f"{url}/ask", json=body, timeout=60).json()["cache"]["embedding"] == "hit"
     deadline = time.monotonic() + 5
     while client.ttl(key) <= 50 and time.monotonic() < deadline:

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from rag.cache.store import RedisStore
+from rag.cache.store import RedisStore, StrictStore
+from rag.errors import CacheUnavailableError
 from tests.conftest import drop_namespace
 
 
@@ -88,4 +89,100 @@ async def test_store_recovers_after_the_retry_window(valkey_url: str, namespace:
     await store.set(f"rag:{namespace}:k", b"v", 60)
     assert store.available
     assert await store.get_many([f"rag:{namespace}:k"]) == [b"v"]
+    await client.aclose()
+
+
+async def test_run_gives_the_ops_result_or_else_the_fallback(store_and_client) -> None:  # type: ignore[no-untyped-def]
+    store, _, prefix = store_and_client
+
+    async def incr(client: aioredis.Redis) -> int:
+        return int(await client.incr(prefix + "n"))
+
+    async def broken(client: aioredis.Redis) -> int:
+        await client.execute_command("NO-SUCH-COMMAND")
+        return 1
+
+    assert await store.run("incr", incr, -1) == 1
+    assert store.available
+    assert await store.run("broken", broken, -1) == -1  # an error reply is a failure too
+    assert not store.available
+
+
+async def test_run_gives_the_fallback_past_its_deadline(valkey_url: str) -> None:
+    client = aioredis.Redis.from_url(valkey_url)
+    store = RedisStore(client=client, timeout_s=0.1, retry_after_s=60)
+    clock = asyncio.get_running_loop().time
+
+    async def slow(client: aioredis.Redis) -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    async def fast(client: aioredis.Redis) -> str:
+        return str(await client.ping())
+
+    started = clock()
+    assert await store.run("slow", slow, "fallback") == "fallback"
+    assert clock() - started < 1.0
+    assert not store.available
+    # one late answer does not open the breaker: the next call is tried, and closes it
+    assert await store.run("fast", fast, "skipped") == "True"
+    assert store.available
+    # three in a row do: the next call is not even tried
+    for _ in range(3):
+        assert await store.run("slow", slow, "fallback") == "fallback"
+    trips = store.round_trips
+    assert await store.run("fast", fast, "skipped") == "skipped"
+    assert store.round_trips == trips and not store.available
+
+    # an explicit longer deadline is honoured
+    patient = RedisStore(client=client, timeout_s=0.05)
+
+    async def a_bit_slow(client: aioredis.Redis) -> str:
+        await asyncio.sleep(0.2)
+        return "on time"
+
+    assert await patient.run("slowish", a_bit_slow, "fallback", timeout_s=1.0) == "on time"
+    await client.aclose()
+
+
+async def test_publish_reaches_a_subscriber(store_and_client) -> None:  # type: ignore[no-untyped-def]
+    store, client, prefix = store_and_client
+    pubsub = client.pubsub()
+    await pubsub.subscribe(prefix + "channel")
+    await store.publish(prefix + "channel", "hello")
+    message = None
+    for _ in range(20):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            break
+    assert message is not None and message["data"] == b"hello"
+    await pubsub.aclose()
+
+
+async def test_strict_store_answers_or_raises(valkey_url: str, namespace: str) -> None:
+    live = aioredis.Redis.from_url(valkey_url)
+    strict = StrictStore(client=live, timeout_s=1.0)
+    key = f"rag:{namespace}:strict"
+    await strict.run("session store", lambda c: c.set(key, b"v", ex=60))
+    assert await strict.run("session store", lambda c: c.get(key)) == b"v"
+    await live.delete(key)
+    await live.aclose()
+
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
+    strict = StrictStore(client=dead, timeout_s=0.5)
+    for _ in range(2):  # no breaker: every call tries, and every failure raises
+        with pytest.raises(CacheUnavailableError, match="session store"):
+            await strict.run("session store", lambda c: c.get(key))
+    await dead.aclose()
+
+
+async def test_strict_store_raises_past_its_deadline(valkey_url: str) -> None:
+    client = aioredis.Redis.from_url(valkey_url)
+    strict = StrictStore(client=client, timeout_s=0.1)
+
+    async def slow(client: aioredis.Redis) -> None:
+        await asyncio.sleep(5)
+
+    with pytest.raises(CacheUnavailableError, match="TimeoutError"):
+        await strict.run("session store", slow)
     await client.aclose()
