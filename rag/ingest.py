@@ -4,6 +4,7 @@ served again."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -55,6 +56,14 @@ class Document:
     doc_id: str
     text: str
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class IngestPlan:
+    """Documents chunked and checked, ready to ``Ingestor.write``."""
+
+    documents: tuple[Document, ...]
+    chunks: tuple[Chunk, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,41 +188,79 @@ class Ingestor:
             for i, text in enumerate(texts)
         ]
 
+    def plan(self, documents: Sequence[Document]) -> IngestPlan:
+        """Chunk everything, so that bad input fails before anything is written and a progress
+        bar knows its total (``len(plan.chunks)``) without chunking twice."""
+        return IngestPlan(
+            documents=tuple(documents),
+            chunks=tuple(c for d in documents for c in self.chunk(d)),
+        )
+
     async def add(
         self, documents: Sequence[Document], progress: Progress | None = None
     ) -> IngestReport:
-        """Chunk everything first (so bad input fails before anything is written), then embed and
-        upsert batch by batch."""
-        chunks = [c for d in documents for c in self.chunk(d)]
+        """Add or replace ``documents``: ``plan`` then ``write``."""
+        return await self.write(self.plan(documents), progress)
+
+    async def write(self, plan: IngestPlan, progress: Progress | None = None) -> IngestReport:
+        """Replace the planned documents' chunks, embedding and upserting batch by batch."""
         progress = progress or _NoProgress()
+        doc_ids = list(dict.fromkeys(d.doc_id for d in plan.documents))
         replaced = 0
-        for doc_id in dict.fromkeys(d.doc_id for d in documents):
+        for doc_id in doc_ids:
             replaced += await self._retriever.delete_document(doc_id)
         try:
-            for start in range(0, len(chunks), self._batch_size):
-                batch = chunks[start : start + self._batch_size]
-                vectors = await self._embedder.embed([c.text for c in batch])
-                await self._retriever.upsert(batch, vectors)
-                progress.update(len(batch))
+            await self._embed_and_upsert(plan.chunks, progress)
         finally:
             # Also after a failure part-way: the corpus may have changed, so search entries of the
             # old version must not be served.
             version = await self._corpus_version.bump()
-            for doc_id in dict.fromkeys(d.doc_id for d in documents):
+            for doc_id in doc_ids:
                 await self._drop_answers_of(doc_id)
             progress.close()
         log.info(
             "ingested %d documents, %d chunks (corpus version %s)",
-            len(documents),
-            len(chunks),
+            len(plan.documents),
+            len(plan.chunks),
             version,
         )
         return IngestReport(
-            documents=len(documents),
-            chunks=len(chunks),
+            documents=len(plan.documents),
+            chunks=len(plan.chunks),
             replaced_chunks=replaced,
             corpus_version=version,
         )
+
+    async def _embed_and_upsert(self, chunks: Sequence[Chunk], progress: Progress) -> None:
+        """Longest first, so that each batch holds texts of about one length and pads little
+        (sentence-transformers sorts only within one ``encode`` call); and batch n+1 is embedded,
+        on the embedder's thread, while batch n is written (Qdrant local mode commits every
+        point to SQLite on its own)."""
+        ordered = sorted(chunks, key=lambda c: len(c.text), reverse=True)
+        batches = [
+            ordered[start : start + self._batch_size]
+            for start in range(0, len(ordered), self._batch_size)
+        ]
+        if not batches:
+            return
+        vectors = await self._embedder.embed([c.text for c in batches[0]])
+        for i, batch in enumerate(batches):
+            following = None
+            if i + 1 < len(batches):
+                following = asyncio.create_task(
+                    self._embedder.embed([c.text for c in batches[i + 1]])
+                )
+                # Let it reach the embedder's thread first: a local-mode upsert never yields.
+                await asyncio.sleep(0)
+            try:
+                await self._retriever.upsert(batch, vectors)
+            except BaseException:
+                if following is not None:
+                    following.cancel()
+                raise
+            progress.update(len(batch))
+            if following is not None:
+                vectors = await following
 
     async def delete(self, doc_id: str) -> int:
         removed = await self._retriever.delete_document(validate_doc_id(doc_id))

@@ -116,7 +116,7 @@ class RagPipeline:
         if plan.cached is not None:  # nothing to run: no stream events to go through
             usage, text, timings_ms = Usage(), plan.cached.text, plan.timer.finish()
         else:
-            events = [event async for event in self._events(plan)]
+            events = [event async for event in self._events(plan, live=False)]
             end = events[-1]
             assert isinstance(end, StreamEnd)
             usage, timings_ms = end.usage, end.timings_ms
@@ -134,7 +134,7 @@ class RagPipeline:
         finally:
             await events.aclose()  # now, not when collected: gives the generation slot back
 
-    async def _events(self, plan: _Plan) -> AsyncGenerator[StreamEvent, None]:
+    async def _events(self, plan: _Plan, *, live: bool = True) -> AsyncGenerator[StreamEvent, None]:
         try:
             yield StreamStart(cache=plan.statuses, sources=plan.sources, semantic=plan.semantic)
             if plan.cached is not None:
@@ -142,7 +142,7 @@ class RagPipeline:
                     yield StreamToken(piece)
                 yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
                 return
-            async for event in self._generate(plan):
+            async for event in self._generate(plan, live=live):
                 yield event
         finally:
             if plan.admission is not None:
@@ -207,7 +207,7 @@ class RagPipeline:
         )
         return replace(plan, cached=match.completion, sources=match.sources, semantic=info)
 
-    async def _generate(self, plan: _Plan) -> AsyncIterator[StreamToken | StreamEnd]:
+    async def _generate(self, plan: _Plan, *, live: bool) -> AsyncIterator[StreamToken | StreamEnd]:
         """A fresh answer, generated once however many identical requests want it."""
         started = time.perf_counter()
         completion: Completion | None = None
@@ -220,7 +220,7 @@ class RagPipeline:
                 yield item
 
         relay = self.answers.relay
-        source = relay.relay(plan.job.key, produce) if relay is not None else produce()
+        source = relay.relay(plan.job.key, produce, live=live) if relay else produce()
         async for item in source:
             if isinstance(item, Completion):
                 completion = item

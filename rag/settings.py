@@ -1,4 +1,5 @@
-"""Settings: defaults in ``rag/config/settings.toml``, overridden by ``RAG_*`` environment variables."""
+"""Settings: defaults in ``rag/config/settings.toml`` (package data), overridden by ``RAG_*``
+environment variables."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def _is_placeholder(key: str) -> bool:
 class Settings(BaseSettings):
     """Every TTL, threshold and model id the service uses.
 
-    Field defaults live in ``rag/config/settings.toml`` (one place, no code); they are required here so
-    that a missing or mistyped default fails loudly at start-up instead of silently.
+    Field defaults live in ``rag/config/settings.toml`` (one place, no code); they are required
+    here so that a missing or mistyped default fails loudly at start-up instead of silently.
     """
 
     model_config = SettingsConfigDict(

@@ -214,11 +214,6 @@ def test_a_garbage_corpus_version_is_repaired_and_answers_go_on(
     client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag bug: CorpusVersion.resolve repairs only string garbage; a key of another type "
-    "makes set_if_absent's GET fail with WRONGTYPE, which RedisStore.run treats as an outage",
-)
 def test_a_corpus_version_of_the_wrong_type_is_repaired(on_valkey: ScriptedApp) -> None:
     app = on_valkey
     question = "How long are answers cached (wrong type)?"

@@ -178,14 +178,6 @@ async def test_a_leader_that_died_midway_is_a_clear_error_never_half_an_answer(
     assert seen == PIECES[:2] and produce.runs == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FlightFailedError,
-    reason="rag bug (regression of #13/#14): a follower's XREAD that answers past the store's "
-    "deadline goes through the fail-open RedisStore.run, which returns its fallback (None); "
-    "_follow then raises 'lost the answer being generated: cache unreachable' although "
-    "the stream is intact (before, a late read was read again)",
-)
 async def test_a_follower_whose_read_answers_late_resumes_where_it_was(
     clients: list[aioredis.Redis], namespace: str
 ) -> None:

@@ -177,13 +177,6 @@ def test_two_processes_on_one_redis_make_one_llm_call(two_processes: tuple[str, 
     assert calls(url)["llm"] + calls(other_url)["llm"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag regression (#14 relay): a follower that already holds pieces fails with "
-    "'the request generating this answer went away' (502) when the leader dies, even for /ask, "
-    "whose client has seen nothing; the old relay held /ask pieces back and took over. Before any "
-    "piece, takeover still works: tests/test_relay.py",
-)
 def test_a_killed_leader_is_taken_over_and_the_answer_arrives(
     two_processes: tuple[str, str, Any],
 ) -> None:

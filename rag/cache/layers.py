@@ -266,16 +266,17 @@ class CorpusVersion:
         store cannot give one (no search cache for this request)."""
         if raw is not None and _VERSION.fullmatch(raw):
             return raw.decode()
-        if raw is not None:
-            log.warning("corpus version at %s is not a version token; replacing it", self.key)
-            version = await self.bump()
-            return version if self.store.available else None
-        current = await self.store.set_if_absent(
-            self.key, secrets.token_hex(8).encode(), self.ttl_s
-        )
-        if current is not None and _VERSION.fullmatch(current):
-            return current.decode()
-        return None
+        if raw is None:  # absent, or of another type (MGET reads those as absent)
+            drawn = secrets.token_hex(8).encode()
+            current = await self.store.set_if_absent(self.key, drawn, self.ttl_s)
+            if current is not None and _VERSION.fullmatch(current):
+                return current.decode()
+            if not self.store.available:
+                return None
+        # Garbage, or a key of another type: a plain SET replaces whatever is there.
+        log.warning("corpus version at %s is not a version token; replacing it", self.key)
+        version = await self.bump()
+        return version if self.store.available else None
 
     async def bump(self) -> str:
         version = secrets.token_hex(8)

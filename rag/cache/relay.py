@@ -51,6 +51,7 @@ class _Run:
         self.error: BaseException | None = None
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
+        self.restarts = 0  # generations started over after a leader elsewhere went away
         self._changed = asyncio.Event()
 
     @property
@@ -73,16 +74,30 @@ class _Run:
         self.error = error
         self._wake()
 
-    async def read(self, wait_s: float) -> AsyncIterator[str | Completion]:
+    def restart(self) -> None:
+        """Drop the pieces so far: the answer is generated again from its start."""
+        self.pieces = []
+        self.restarts += 1
+        self._wake()
+
+    async def read(self, wait_s: float, *, live: bool) -> AsyncIterator[str | Completion]:
         """Every piece from the first, then the ``Completion``; raises the run's error. Gives
-        up after ``wait_s`` without progress."""
-        sent = 0
+        up after ``wait_s`` without progress. ``live``: pass pieces on as they come; such a
+        reader cannot follow a restart once it passed a piece on. Otherwise all pieces come at
+        the end, so a restart costs nothing but time."""
+        sent, restarts = 0, self.restarts
         while True:
             changed = self._changed
-            while sent < len(self.pieces):
+            if self.restarts != restarts:
+                if sent:
+                    raise FlightFailedError(ABANDONED)  # what it passed on may differ
+                restarts = self.restarts
+            while live and sent < len(self.pieces):
                 yield self.pieces[sent]
                 sent += 1
             if self.completion is not None:
+                for piece in self.pieces[sent:]:
+                    yield piece
                 yield self.completion
                 return
             if self.error is not None:
@@ -119,17 +134,20 @@ class AnswerRelay:
         """Whether an answer for ``key`` is being produced in this process."""
         return key in self._runs
 
-    async def relay(self, key: str, produce: Produce) -> AsyncIterator[str | Completion]:
+    async def relay(
+        self, key: str, produce: Produce, *, live: bool = True
+    ) -> AsyncIterator[str | Completion]:
         """The pieces of the answer for ``key`` and then its ``Completion``. ``produce`` runs at
         most once per key at a time (across processes while Redis answers) and must store the
-        answer itself."""
+        answer itself. ``live``: pieces as they come (a stream), else all at the end (``/ask``,
+        which then survives a takeover)."""
         run = self._runs.get(key)
         if run is None:
             run = self._runs[key] = _Run()
             run.task = asyncio.create_task(self._drive(key, run, produce), name=f"relay {key}")
         run.readers += 1
         try:
-            async for item in run.read(self._wait_s):
+            async for item in run.read(self._wait_s, live=live):
                 yield item
         finally:
             run.readers -= 1
@@ -177,7 +195,10 @@ class AnswerRelay:
                 return
             if await self._follow(lock, stream, deadline, run):
                 return
-            # the leader went away before passing anything on: try to take over
+            # The leader went away: try to take over. Readers that passed none of its pieces on
+            # (``/ask``, or a stream that had not started) get the new generation's.
+            if run.pieces:
+                run.restart()
 
     async def _generate(self, run: _Run, produce: Produce, stream: str | None) -> None:
         outcome: dict[str, str] = {"error": ABANDONED}  # unless it ends otherwise
@@ -218,15 +239,15 @@ class AnswerRelay:
 
     async def _follow(self, lock: RedisLock, stream: str, deadline: float, run: _Run) -> bool:
         """Follow another process's generation into ``run``. True: ``run`` finished; False: the
-        leader is gone (or Redis is) and nothing was passed on, so this process may take over."""
+        leader is gone (its lock expired, or Redis is), so this process may take over."""
         last_id: bytes | str = "0"
         digest = hashlib.sha256()
         while True:
-            batches = await self._read(stream, last_id)
-            if batches is None:  # Redis failed mid-way
-                if run.pieces:
-                    raise FlightFailedError("lost the answer being generated: cache unreachable")
-                return False
+            # None: the read failed or came late; read again from the same place, unless the
+            # lock check below finds the leader (or Redis) gone
+            batches = await self._read(stream, last_id) or []
+            if batches:  # progress: the wait is for the next piece, not for the whole answer
+                deadline = time.monotonic() + self._wait_s
             for _, entries in batches:
                 for entry_id, fields in entries:
                     if int(entry_id.split(b"-")[0]) != len(run.pieces) + 1:
@@ -241,14 +262,11 @@ class AnswerRelay:
                         return True
                     else:
                         error = fields.get(b"error", b"").decode()
-                        if error == ABANDONED and not run.pieces:
+                        if error == ABANDONED:
                             return False
                         raise FlightFailedError(error or "the answer being generated failed")
             if not batches:
-                held = await lock.exists()
-                if not held:  # expired (leader died), or Redis does not answer
-                    if run.pieces:
-                        raise FlightFailedError(ABANDONED)
+                if not await lock.exists():  # expired (the leader died), or Redis is away
                     return False
                 if time.monotonic() >= deadline:
                     raise FlightTimeoutError(

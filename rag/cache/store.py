@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rag.cache.connect import REDIS_ERRORS, RedisClient
@@ -64,6 +65,9 @@ class RedisStore:
         try:
             async with asyncio.timeout(timeout_s or self.timeout_s):  # no extra task
                 result = await op(self.client)
+        except ResponseError as exc:  # Redis answered: the data is wrong (WRONGTYPE), not Redis
+            log.warning("cache store refused %s: %s", what, exc)
+            return fallback
         except REDIS_ERRORS as exc:
             if self.available:
                 log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
