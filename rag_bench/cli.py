@@ -10,8 +10,8 @@ is cleared with ``POST /cache/invalidate {"all": true}`` first):
 and reports per-layer hit rates, LLM calls avoided, latency p50/p95/p99 for misses, exact hits and
 semantic hits, tokens saved (counted with tiktoken on each prompt and answer, in the price model's
 encoding), dollars saved at ``rag/config/prices.toml`` net of the embedding calls the caches add,
-the time spent on cache lookups, wrong semantic hits (a semantic hit whose matched question belongs to
-another group of the workload) and Redis memory per entry. Writes ``results.json``,
+the time spent on cache lookups, wrong semantic hits (a semantic hit whose matched question
+belongs to another group of the workload) and Redis memory per entry. Writes ``results.json``,
 ``report.md``, ``workload.jsonl`` and PNG charts into ``--out``.
 
 Workload: ``--workload FILE.jsonl`` (lines ``{"query": ..., "group"?: ...}``; queries of one group
