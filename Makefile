@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test test-unit bench lint clean
 
 install: $(STAMP)
 
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 run: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/rag serve --host 127.0.0.1 --port 8000
 
+# Three tiers: tests/unit (in-memory fakes, seconds), tests/integration (real Redis, Valkey,
+# MiniLM, Qdrant), tests/e2e (over HTTP with the real local LLM, and the browser).
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-unit: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/unit
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/bench_hot_path.py
@@ -30,7 +35,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) scripts/benchmark.py --in-process --out bench-results/default
 
 lint: install
-	$(VENV)/bin/ruff check rag services tests scripts
+	$(VENV)/bin/ruff check rag rag_bench services tests scripts
 	$(VENV)/bin/mypy
 
 clean:

@@ -1,16 +1,39 @@
-"""Unit tests for reading and chunking documents (real tiktoken encoding, seeded offline)."""
+"""Reading and chunking documents (real tiktoken encoding, seeded offline), and the ingestion
+path: its chunks and vectors (real MiniLM, real Qdrant local mode), its overlap of embedding with
+writing, and what a failure part-way leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tiktoken
+import torch
+from qdrant_client import AsyncQdrantClient
 
-from rag.errors import InvalidInputError
-from rag.ingest import TokenChunker, collect_documents, html_to_text, read_document, validate_doc_id
+from rag.cache.layers import CorpusVersion
+from rag.cache.memory import MemoryStore
+from rag.embedding import SentenceTransformerEmbedder
+from rag.errors import InvalidInputError, RetrievalError
+from rag.ingest import (
+    Document,
+    Ingestor,
+    TokenChunker,
+    collect_documents,
+    html_to_text,
+    read_document,
+    validate_doc_id,
+)
+from rag.protocols import Embedder, Retriever, Vector
+from rag.retrieval import QdrantRetriever
 from rag.tokens import get_encoding
+from rag.types import Chunk, ScoredChunk
+from rag.wiring import SAMPLE_CORPUS
+from tests.unit.fakes import HashEmbedder
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +113,147 @@ def test_unreadable_files_are_clear_errors(
 def test_bad_doc_ids_are_rejected(doc_id: str) -> None:
     with pytest.raises(InvalidInputError, match="doc_id"):
         validate_doc_id(doc_id)
+
+
+def _ingestor(
+    embedder: Embedder, retriever: Retriever, encoding: tiktoken.Encoding, batch_size: int
+) -> tuple[Ingestor, CorpusVersion]:
+    version = CorpusVersion(store=MemoryStore(), namespace="t", collection="c", ttl_s=60)
+    chunker = TokenChunker(encoding=encoding, size=60, overlap=12)
+    ingestor = Ingestor(
+        embedder=embedder,
+        retriever=retriever,
+        chunker=chunker,
+        corpus_version=version,
+        batch_size=batch_size,
+    )
+    return ingestor, version
+
+
+async def test_ingestion_writes_the_same_chunks_and_vectors_as_before(
+    embedder: SentenceTransformerEmbedder, encoding: tiktoken.Encoding, tmp_path: Path
+) -> None:
+    """Sorting by length and overlapping batches must not change what is stored: the chunks and
+    vectors the path before issue 16 wrote (document order, calls of ``batch_size``)."""
+    documents = collect_documents([SAMPLE_CORPUS])
+    client = AsyncQdrantClient(path=str(tmp_path / "qdrant"))
+    retriever = QdrantRetriever(client=client, collection="c", dimension=embedder.dimension)
+    await retriever.ensure_collection()
+    ingestor, version = _ingestor(embedder, retriever, encoding, batch_size=4)
+    try:
+        before = await version.resolve(None)
+        report = await ingestor.add(documents)
+        points, _ = await client.scroll("c", limit=1000, with_payload=True, with_vectors=True)
+    finally:
+        await client.close()
+
+    expected = [c for d in documents for c in ingestor.chunk(d)]  # the old order and batches
+    old_vectors = [
+        v
+        for i in range(0, len(expected), 4)
+        for v in embedder.embed_sync([c.text for c in expected[i : i + 4]])
+    ]
+    assert len(expected) > 3 * 4  # several batches, reordered by length
+    assert report.chunks == len(expected) and report.documents == len(documents)
+    assert report.corpus_version != before
+    stored = {p.payload["chunk_id"]: p for p in points if p.payload}
+    assert sorted(stored) == sorted(c.chunk_id for c in expected)
+    for chunk, vector in zip(expected, old_vectors, strict=True):
+        payload = stored[chunk.chunk_id].payload or {}
+        assert (payload["doc_id"], payload["text"], payload["hash"]) == (
+            chunk.doc_id,
+            chunk.text,
+            chunk.content_hash,
+        )
+        got = np.asarray(stored[chunk.chunk_id].vector, dtype=np.float32)
+        # Only the padding of a batch differs, which moves a float in its last digits.
+        np.testing.assert_allclose(got, vector, atol=1e-5)
+
+
+class _Journal:
+    """A retriever that writes nothing and an embedder of hash vectors, both keeping a journal;
+    the upsert blocks without yielding, as Qdrant local mode does."""
+
+    def __init__(self, fail_on_upsert: int | None = None) -> None:
+        self.events: list[str] = []
+        self.upserted: list[str] = []
+        self.fail_on_upsert = fail_on_upsert
+        self._hash = HashEmbedder()
+        self.model_id = self._hash.model_id
+        self.dimension = self._hash.dimension
+        self._embeds = self._upserts = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[Vector]:
+        n, self._embeds = self._embeds, self._embeds + 1
+        self.events.append(f"embed {n} start")
+        await asyncio.sleep(0.01)  # a model on another thread
+        self.events.append(f"embed {n} end")
+        return await self._hash.embed(texts)
+
+    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> None:
+        n, self._upserts = self._upserts, self._upserts + 1
+        if n == self.fail_on_upsert:
+            raise RetrievalError("cannot write to the vector DB: disk full")
+        self.events.append(f"upsert {n}")
+        self.upserted += [c.chunk_id for c in chunks]
+
+    async def search(self, vector: Vector, k: int) -> list[ScoredChunk]:
+        return []
+
+    async def delete_document(self, doc_id: str) -> int:
+        return 0
+
+    async def count(self) -> int:
+        return len(self.upserted)
+
+
+def _documents() -> list[Document]:
+    return [
+        Document(doc_id=f"d{i}", text=" ".join(f"w{i}x{j}" for j in range(40 + 25 * i)), source="")
+        for i in range(4)
+    ]
+
+
+async def test_the_next_batch_is_embedded_while_one_is_written(
+    encoding: tiktoken.Encoding,
+) -> None:
+    journal = _Journal()
+    ingestor, _ = _ingestor(journal, journal, encoding, batch_size=2)
+    plan = ingestor.plan(_documents())
+    report = await ingestor.write(plan)
+    upserts = [e for e in journal.events if e.startswith("upsert")]
+    assert len(upserts) == -(-len(plan.chunks) // 2) >= 3
+    for n in range(len(upserts) - 1):  # batch n+1 is on the embedder before batch n is written
+        assert journal.events.index(f"embed {n + 1} start") < journal.events.index(f"upsert {n}")
+    assert sorted(journal.upserted) == sorted(c.chunk_id for c in plan.chunks)
+    assert report.chunks == len(plan.chunks)
+
+
+async def test_a_failed_write_part_way_stops_with_its_error_and_bumps_the_version(
+    encoding: tiktoken.Encoding,
+) -> None:
+    journal = _Journal(fail_on_upsert=1)
+    ingestor, version = _ingestor(journal, journal, encoding, batch_size=2)
+    before = await version.resolve(None)
+    with pytest.raises(RetrievalError, match="disk full"):
+        await ingestor.add(_documents())
+    await asyncio.sleep(0.05)  # an embedding left running would have finished by now
+    # the embedding started for the next batch was cancelled; nothing was started after it
+    assert journal.events[-3:] == ["upsert 0", "embed 1 end", "embed 2 start"]
+    assert len(journal.upserted) == 2
+    (raw,) = await version.store.get_many([version.key])
+    assert await version.resolve(raw) != before
+
+
+def test_use_threads_sets_the_count_of_the_thread_that_runs_the_model(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """torch keeps the count per thread: setting it on the caller's thread would not reach the
+    embedder's worker, which is why a batch ingest ran on one thread."""
+    try:
+        assert embedder.use_threads(2) == 2
+        assert embedder._executor.submit(torch.get_num_threads).result() == 2
+        assert embedder.use_threads(0) >= 1
+    finally:
+        embedder.use_threads(1)
+    assert embedder._executor.submit(torch.get_num_threads).result() == 1

@@ -25,6 +25,7 @@ from rag.settings import Settings
 from services.app import create_app
 from services.serving import free_port
 from tests.conftest import keys_of, serve, serve_scripted
+from tests.paths import ROOT
 from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import parse
 
@@ -106,7 +107,7 @@ def _start_app_process(env: dict[str, str], data_dir: Path) -> tuple[subprocess.
     process = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
         env={**os.environ, **env, "RAG_DATA_DIR": str(data_dir)},
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

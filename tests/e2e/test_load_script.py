@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 from types import ModuleType
+
+from tests.paths import ROOT
 
 
 def load_script() -> ModuleType:
-    path = Path(__file__).resolve().parent.parent / "scripts" / "load.py"
+    path = ROOT / "scripts" / "load.py"
     spec = importlib.util.spec_from_file_location("load_script", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

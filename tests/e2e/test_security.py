@@ -20,6 +20,7 @@ from rag.wiring import Services
 from services.api.deps import get_services
 from services.app import create_app
 from tests.conftest import ScriptedApp, keys_of, serve_scripted
+from tests.paths import ROOT
 from tests.scripted_llm import WORDS
 from tests.sse import parse
 
@@ -366,7 +367,7 @@ def test_production_refuses_weak_admin_keys_without_printing_them(
 
 
 def test_no_pickle_anywhere() -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = ROOT
     sources = [*root.glob("rag/**/*.py"), *root.glob("services/**/*.py")]
     assert sources
     offenders = [

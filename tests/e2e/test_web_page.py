@@ -18,10 +18,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import Running
+from tests.paths import ROOT
 
 # The README's screenshot is refreshed only on request (UPDATE_SCREENSHOT=1), so that a test run
 # does not change a tracked file; otherwise it goes to a temporary folder.
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "web-page.png"
+DOCS_SCREENSHOT = ROOT / "docs" / "web-page.png"
 QUESTION = "What does the EXPIRE command do in Redis?"
 PHONE = {"width": 390, "height": 844}
 ANSWER_TIMEOUT_MS = 120_000

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
+from tests.paths import DATA
 
-DATA = Path(__file__).parent / "data"
+DATA = DATA
 EVAL_SET = DATA / "semantic_eval.jsonl"
 
 # (verifier, gate, min score) -> (traps served at most, paraphrases served at least), shares

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 from rag.semantic.families import FAMILIES, generate
+from tests.paths import DATA
 
-EVAL_SET = Path(__file__).parent / "data" / "semantic_eval.jsonl"
+EVAL_SET = DATA / "semantic_eval.jsonl"
 HELD_OUT = {
-    "paraphrase-reword", "prefix-antonym", "comparison-flip", "complementary-qualifier",
+    "paraphrase-reword",
+    "prefix-antonym",
+    "comparison-flip",
+    "complementary-qualifier",
     "role-swap",
 }
 

@@ -22,8 +22,9 @@ from rag_bench.records import Record
 from rag_bench.summary import summarize
 from rag_bench.workload import OWN_PAIRS, Query, generate_workload, load_workload
 from tests.conftest import ScriptedApp, serve_scripted
+from tests.paths import ROOT
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "benchmark.py"
+SCRIPT = ROOT / "scripts" / "benchmark.py"
 
 # -- workload and accounting (pure) ---------------------------------------------------------
 

@@ -33,10 +33,10 @@ from rag.settings import Settings
 from rag.types import Completion, Usage
 from services.cli import main
 from tests.conftest import serve_scripted
+from tests.paths import ROOT
 from tests.scripted_llm import ScriptedLLM
 from tests.sse import parse
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAPS = ROOT / "tests" / "data" / "semantic_traps.jsonl"
 SCOPE = {"embedding": "all-MiniLM-L6-v2", "llm": "m", "prompt": "p1", "sampling": {"t": 0}}
 QUESTION, PARAPHRASE, TRAP = (

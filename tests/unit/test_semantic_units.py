@@ -188,6 +188,9 @@ def test_rule_gate_guards_and_verifier_decide_in_one_batch_or_one_by_one() -> No
     assert one_by_one == many
     assert rule.kind == "mlp"
     # a stricter verifier turns the same pair down, and says so
-    assert rule.__class__(threshold=0.5, min_score=0.999, verifier=rule.verifier).decide(
-        "How do I reset my password?", q, *candidates[0]
-    ).reason == "verifier"
+    assert (
+        rule.__class__(threshold=0.5, min_score=0.999, verifier=rule.verifier)
+        .decide("How do I reset my password?", q, *candidates[0])
+        .reason
+        == "verifier"
+    )
