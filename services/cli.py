@@ -1,4 +1,5 @@
-"""The ``rag`` command: ``serve``, ``ingest``, ``ask``, ``cache stats``. It lives in ``services``
+"""The ``rag`` command: ``serve``, ``ingest``, ``ask``, ``cache stats|invalidate`` (and
+``semantic …``, in ``services.cli_semantic``). It lives in ``services``
 because ``serve`` runs the FastAPI app.
 
 ``serve`` and ``ingest`` work in-process; ``ask`` and ``cache stats`` talk to a running service
@@ -19,17 +20,13 @@ import httpx
 
 from rag.cache.registry import INVALIDATION_TARGETS
 from rag.types import CacheStatus
+from services.cli_semantic import add_semantic_commands, fail
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 class CliError(Exception):
     """Ends the command with its message and exit status 2."""
-
-
-def _fail(message: str) -> int:
-    print(f"rag: error: {message}", file=sys.stderr)
-    return 2
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -42,7 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:  # the settings hide the values they refuse: no key is shown
-        return _fail(f"the settings are not valid: {exc}")
+        return fail(f"the settings are not valid: {exc}")
     base = f"http://{args.host}:{args.port}"
     print(
         "Starting the RAG service (first start loads the models and ingests the sample corpus).\n"
@@ -75,7 +72,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def run() -> int:
         documents = collect_documents([Path(p) for p in args.paths])
         if not documents:
-            return _fail("no .txt, .md or .html files found in the given paths")
+            return fail("no .txt, .md or .html files found in the given paths")
         settings = Settings()
         async with open_corpus(settings) as corpus:
             # A batch ingest has the machine: every core (the server keeps one for the LLM).
@@ -94,7 +91,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run())
     except (RagError, RuntimeError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 def _headers(*, admin: bool = False, either: bool = False) -> dict[str, str]:
@@ -135,7 +132,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "POST", f"{args.url}/ask/stream", json=body, headers=_headers(), timeout=120
         ) as r:
             if r.status_code >= 400:
-                return _fail(f"{r.status_code}: {r.read().decode()}")
+                return fail(f"{r.status_code}: {r.read().decode()}")
             event = ""
             for line in r.iter_lines():
                 if line.startswith("event: "):
@@ -150,9 +147,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
                         print(f"\n\ntimings_ms: {data['timings_ms']}", file=sys.stderr)
                     elif event == "error":
                         print()
-                        return _fail(data["detail"])
+                        return fail(data["detail"])
     except httpx.TransportError as exc:
-        return _fail(f"cannot reach the service at {args.url} ({exc}); is `rag serve` running?")
+        return fail(f"cannot reach the service at {args.url} ({exc}); is `rag serve` running?")
     return 0
 
 
@@ -173,167 +170,6 @@ def cmd_cache_stats(args: argparse.Namespace) -> int:
     )
     print(
         f"tokens saved: {stats['tokens_saved']:.0f}, dollars saved: {stats['cost_saved_usd']:.4f}"
-    )
-    return 0
-
-
-async def _embedded_pairs(path: str) -> tuple[Any, Any]:
-    from tqdm import tqdm
-
-    from rag.embedding import SentenceTransformerEmbedder, default_model_path
-    from rag.semantic.calibration import embed_pairs, read_pairs
-    from rag.settings import Settings
-
-    settings = Settings()
-    lines = read_pairs(Path(path))
-    embedder = SentenceTransformerEmbedder(
-        model_path=settings.embedding_model_path or default_model_path(),
-        model_id=settings.embedding_model_id,
-        batch_size=settings.embedding_batch_size,
-    )
-    try:
-        with tqdm(total=2 * len(lines), unit="question", desc="embedding") as bar:
-            return settings, await embed_pairs(lines, embedder, progress=bar)
-    finally:
-        embedder.close()
-
-
-def cmd_semantic_eval(args: argparse.Namespace) -> int:
-    """Decide each pair with exactly the live semantic cache's rule."""
-    from rag.errors import RagError
-    from rag.semantic.calibration import decide_all, summarize
-    from rag.semantic.rule import SemanticRule
-
-    try:
-        settings, pairs = asyncio.run(_embedded_pairs(args.pairs))
-    except (RagError, OSError) as exc:
-        return _fail(str(exc))
-    rule = SemanticRule.load(
-        threshold=settings.semantic_threshold,
-        min_score=settings.semantic_min_score,
-        verifier_path=settings.verifier_path,
-    )
-    decisions = decide_all(rule, pairs)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as out:
-            for line, decision in zip(pairs.lines, decisions, strict=True):
-                echoed = {**line, "hit": decision.hit, "similarity": round(decision.similarity, 6)}
-                out.write(json.dumps(echoed, ensure_ascii=False) + "\n")
-    print(json.dumps(summarize(rule, pairs, decisions), indent=2))
-    return 0
-
-
-def cmd_semantic_train(args: argparse.Namespace) -> int:
-    """Fine-tune the cross-encoder verifier on labelled pairs (CPU, one thread)."""
-    import torch
-    from tqdm import tqdm
-
-    from rag.errors import RagError
-    from rag.semantic.calibration import read_pairs
-    from rag.semantic.training import TrainingPlan, train_cross_encoder
-
-    torch.set_num_threads(1)  # the machine is shared: one core, bounded run
-    try:
-        lines = [line for path in args.pairs for line in read_pairs(Path(path))]
-    except (RagError, OSError) as exc:
-        return _fail(str(exc))
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "semantic_cross_encoder.npz"
-    plan = TrainingPlan(
-        layers=args.layers,
-        trained=args.trained,
-        max_length=args.max_length,
-        epochs=args.epochs,
-        seed=args.seed,
-    )
-    with tqdm(total=plan.epochs * len(lines), unit="pair", desc="training") as bar:
-        train_cross_encoder(lines, out, plan=plan, progress=bar)
-    print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); calibrate it with\n"
-        f"  RAG_SEMANTIC_VERIFIER_PATH={out} rag semantic calibrate PAIRS "
-        "--max-false-hit-rate 0.02"
-    )
-    return 0
-
-
-def cmd_semantic_budget(args: argparse.Namespace) -> int:
-    """Choose gate and min score so the upper confidence bound of the false-hit rate fits."""
-    from rag.errors import RagError
-    from rag.semantic.calibration import calibrate_budget
-    from rag.semantic.rule import SemanticRule
-
-    if not 0 < args.max_false_hit_rate < 1:
-        return _fail("--max-false-hit-rate must be between 0 and 1")
-    try:
-        settings, pairs = asyncio.run(_embedded_pairs(args.pairs))
-    except (RagError, OSError) as exc:
-        return _fail(str(exc))
-    rule = SemanticRule.load(
-        threshold=settings.semantic_threshold,
-        min_score=settings.semantic_min_score,
-        verifier_path=settings.verifier_path,
-    )
-    thresholds = args.thresholds or (
-        [0.55, 0.6, 0.65, 0.7, 0.75, 0.8] if rule.kind == "cross-encoder" else [0.85, 0.9, 0.94]
-    )
-    best, table = calibrate_budget(
-        rule, pairs, max_false_hit_rate=args.max_false_hit_rate, thresholds=thresholds
-    )
-    print(
-        f"{rule.kind} verifier; false-hit rate = label-0 pairs served / label-0 pairs; "
-        f"bound = upper one-sided 95 % Clopper-Pearson; budget {args.max_false_hit_rate}"
-    )
-    header = ("gate", "min_score", "false hits", "rate", "bound", "recall")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (6, 10, 11, 7, 7, 7), strict=True)))
-    for p in table:
-        print(
-            f"{p.threshold:>6.2f} {p.min_score:>10.4f} {p.false_hits:>5}/{p.negatives:<5} "
-            f"{p.false_hit_rate:>7.4f} {p.upper_bound:>7.4f} {p.recall:>7.3f}"
-        )
-    if best is None:
-        return _fail(f"no setting keeps the bound within {args.max_false_hit_rate} on these pairs")
-    print(
-        f"\nchosen: gate {best.threshold}, min_score {best.min_score}: recall {best.recall:.3f}, "
-        f"precision {best.precision:.3f}, false-hit rate {best.false_hit_rate:.4f} "
-        f"(upper bound {best.upper_bound:.4f})\nto use it set\n"
-        f"  RAG_SEMANTIC_THRESHOLD={best.threshold} RAG_SEMANTIC_MIN_SCORE={best.min_score}"
-    )
-    return 0
-
-
-def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
-    """Train the verifier and choose threshold and min score for a target precision."""
-    from rag.errors import RagError
-    from rag.semantic.calibration import calibrate, plot
-
-    if args.max_false_hit_rate is not None:
-        return cmd_semantic_budget(args)
-    if not 0 < args.target_precision < 1:
-        return _fail("--target-precision must be between 0 and 1")
-    try:
-        _, pairs = asyncio.run(_embedded_pairs(args.pairs))
-        result = calibrate(pairs, target_precision=args.target_precision, seed=args.seed)
-    except (RagError, OSError) as exc:
-        return _fail(str(exc))
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    verifier_path, png_path = out_dir / "semantic_verifier.npz", out_dir / "calibration.png"
-    result.verifier.save(verifier_path)
-    plot(result, args.target_precision, png_path)
-    print(f"precision/recall on the held-out 20 % at precision >= {args.target_precision}:")
-    print(f"{'threshold':>10} {'min_score':>10} {'precision':>10} {'recall':>8}")
-    for row in result.table:
-        print(
-            f"{row['threshold']:>10.2f} {row['min_score']:>10.2f} "
-            f"{row['precision']:>10.3f} {row['recall']:>8.3f}"
-        )
-    print(
-        f"\nchosen: threshold {result.threshold}, min_score {result.min_score} "
-        f"(precision {result.precision:.3f}, recall {result.recall:.3f})\n"
-        f"wrote {verifier_path} and {png_path}; to use them set\n"
-        f"  RAG_SEMANTIC_THRESHOLD={result.threshold} RAG_SEMANTIC_MIN_SCORE={result.min_score} "
-        f"RAG_SEMANTIC_VERIFIER_PATH={verifier_path}"
     )
     return 0
 
@@ -389,37 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     invalidate.add_argument("--url", default=DEFAULT_URL)
     invalidate.set_defaults(func=cmd_cache_invalidate)
 
-    semantic = sub.add_parser("semantic", help="evaluate and calibrate the semantic cache")
-    semantic_sub = semantic.add_subparsers(dest="semantic_command", required=True)
-    evaluate = semantic_sub.add_parser("eval", help="decide labelled pairs with the live rule")
-    evaluate.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
-    evaluate.add_argument("--out", help="echo each line with hit and similarity added")
-    evaluate.set_defaults(func=cmd_semantic_eval)
-    calib = semantic_sub.add_parser("calibrate", help="choose the rule's parameters")
-    calib.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
-    goal = calib.add_mutually_exclusive_group(required=True)
-    goal.add_argument(
-        "--max-false-hit-rate",
-        type=float,
-        help="choose gate and min score of the configured verifier so the upper 95 %% bound of "
-        "the share of label-0 pairs served stays within this",
-    )
-    goal.add_argument(
-        "--target-precision", type=float, help="retrain the MLP verifier for this precision"
-    )
-    calib.add_argument("--thresholds", type=float, nargs="+", help="cosine gates to try")
-    calib.add_argument("--out-dir", default=".data/semantic")
-    calib.add_argument("--seed", type=int, default=0)
-    calib.set_defaults(func=cmd_semantic_calibrate)
-    train = semantic_sub.add_parser("train", help="fine-tune the cross-encoder verifier")
-    train.add_argument("pairs", nargs="+", help='JSONL files: {"a", "b", "label"} per line')
-    train.add_argument("--out-dir", default=".data/semantic")
-    train.add_argument("--layers", type=int, default=6, help="encoder depth used (MiniLM: 6)")
-    train.add_argument("--trained", type=int, default=2, help="top layers fine-tuned")
-    train.add_argument("--max-length", type=int, default=64, help="tokens per pair")
-    train.add_argument("--epochs", type=int, default=1)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=cmd_semantic_train)
+    add_semantic_commands(sub)
     return parser
 
 
@@ -430,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover
