@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,10 @@ from fastapi.responses import Response
 from services.schemas import AskRequest
 
 QUERY = "How long are LLM answers cached?"
+LUA = (  # wrk's request: a POST of the cached question
+    'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
+)
 
 
 def bare_app(redis_url: str, key: str) -> FastAPI:
@@ -97,6 +102,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="instead: hit throughput of 1 and of N `rag serve` processes on one Redis",
+    )
     parser.add_argument("--serve-bare", nargs=2, metavar=("PORT", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
@@ -104,7 +115,54 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not on PATH: apt-get install wrk")
-    run(args)
+    if args.workers:
+        scale(args)
+    else:
+        run(args)
+
+
+def start_rag(redis_url: str, namespace: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """A `rag serve` process with a local-mode Qdrant folder of its own, on the shared Redis."""
+    from services.serving import free_port
+
+    port, data_dir = free_port(), tempfile.mkdtemp(prefix="bench-http-")
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "RAG_REDIS_URL": redis_url,
+        "RAG_NAMESPACE": namespace,
+        "RAG_DATA_DIR": data_dir,
+    }
+    rag = str(Path(sys.executable).with_name("rag"))
+    cmd = [rag, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(cmd, env=env), f"http://127.0.0.1:{port}", data_dir
+
+
+def scale(args: argparse.Namespace) -> None:
+    """Hits per second of 1 process, then of ``--workers`` processes driven together (32
+    connections in all, split between them), in interleaved rounds."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    started = [start_rag(args.redis_url, namespace) for _ in range(args.workers)]
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(LUA)
+    try:
+        for _, url, _ in started:
+            wait_ready(url)
+        totals: dict[int, list[float]] = {}
+        for _ in range(args.rounds):
+            for n in (1, args.workers):
+                urls = [url for _, url, _ in started[:n]]
+                with ThreadPoolExecutor(n) as pool:
+                    runs = pool.map(run_wrk, urls, [32 // n] * n, [args.duration] * n, [script] * n)
+                    totals.setdefault(n, []).append(sum(r["rps"] for r in runs))
+        for n, rps in totals.items():
+            print(f"{n} process(es): {statistics.median(rps):.0f} cached /ask per s (median)")
+    finally:
+        script.unlink()
+        for proc, _, data_dir in started:
+            proc.terminate()
+            proc.wait(timeout=30)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -166,10 +224,7 @@ def measure(
     args: argparse.Namespace, rag_url: str, bare_url: str
 ) -> dict[str, list[dict[str, float]]]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
-    )
+    script.write_text(LUA)
     results: dict[str, list[dict[str, float]]] = {}
     for round_ in range(args.rounds):
         for connections in (1, 32):
