@@ -170,17 +170,9 @@ def verifier_alone(
     return times
 
 
-async def run(
-    sizes: list[int], n_queries: int, ce_path: Path, ce_threshold: float, ce_min_score: float
-) -> None:
-    torch.set_num_threads(1)
-    paraphrased, stored_texts, query_texts = questions(n_queries)
-    embedder = SentenceTransformerEmbedder(
-        model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
-    )
-    stored_vectors = np.stack(embedder.embed_sync(stored_texts))
-    query_vectors = embedder.embed_sync(query_texts)
-    rules = {
+def load_rules(ce_path: Path, ce_threshold: float, ce_min_score: float) -> dict[str, SemanticRule]:
+    """The two rules compared: the shipped MLP verifier and the cross-encoder under test."""
+    return {
         "current (0.94+guards+MLP)": SemanticRule.load(
             threshold=0.94, min_score=0.3, verifier_path=DEFAULT_VERIFIER
         ),
@@ -188,16 +180,35 @@ async def run(
             threshold=ce_threshold, min_score=ce_min_score, verifier_path=ce_path
         ),
     }
-    rng = np.random.default_rng(0)
-    stored_list = list(stored_texts)
+
+
+def report_verifier_alone(
+    rules: dict[str, SemanticRule],
+    stored_texts: list[str],
+    stored_vectors: np.ndarray[Any, Any],
+    query_texts: list[str],
+    query_vectors: list[Any],
+) -> None:
     print("verifier alone, one query vs its 5 nearest stored questions (ms):")
     for name, rule in rules.items():
         times = sorted(
-            verifier_alone(rule, stored_list, stored_vectors, query_texts, query_vectors)
+            verifier_alone(rule, stored_texts, stored_vectors, query_texts, query_vectors)
         )
         p99 = times[int(0.99 * len(times))] * 1000
         print(f"  {name:<28} p50 {p50(times):7.3f}  p99 {p99:7.3f}")
 
+
+async def report_lookups(
+    sizes: list[int],
+    rules: dict[str, SemanticRule],
+    paraphrased: int,
+    stored_texts: list[str],
+    stored_vectors: np.ndarray[Any, Any],
+    query_texts: list[str],
+    query_vectors: list[Any],
+) -> None:
+    """Full semantic-cache lookups against an embedded Valkey, for each index size and rule."""
+    rng = np.random.default_rng(0)
     with embedded_valkey() as url:
         client = aioredis.Redis.from_url(url)
         store = RedisStore(client=client, timeout_s=1.0)
@@ -236,6 +247,23 @@ async def run(
                 f"{p50(floors):>10.3f} {p50(lookups) / p50(floors):>6.2f} {hits:>5}"
             )
         await client.aclose()
+
+
+async def run(
+    sizes: list[int], n_queries: int, ce_path: Path, ce_threshold: float, ce_min_score: float
+) -> None:
+    torch.set_num_threads(1)
+    paraphrased, stored_texts, query_texts = questions(n_queries)
+    embedder = SentenceTransformerEmbedder(
+        model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
+    )
+    stored_vectors = np.stack(embedder.embed_sync(stored_texts))
+    query_vectors = embedder.embed_sync(query_texts)
+    rules = load_rules(ce_path, ce_threshold, ce_min_score)
+    report_verifier_alone(rules, list(stored_texts), stored_vectors, query_texts, query_vectors)
+    await report_lookups(
+        sizes, rules, paraphrased, stored_texts, stored_vectors, query_texts, query_vectors
+    )
     embedder.close()
 
 

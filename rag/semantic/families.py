@@ -11,8 +11,10 @@ Every pair is ``{"a", "b", "label", "category"}``; the order of ``a`` and ``b`` 
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 Pair = dict[str, Any]
@@ -209,68 +211,10 @@ NEG_Z = ["rent", "taxes", "credit card", "phone bill", "student loan", "mortgage
 
 # Whole-question rewordings of one need, with slots; two phrasings of the same intent and the
 # same slot value are a paraphrase, the same phrasing with another slot value is not.
+# (The phrasings live in intents.json, beside this module.)
 INTENTS: list[tuple[list[str], list[str]]] = [
-    (["What time do you close on {s}?", "{S} closing hours?", "How late are you open on {s}?",
-      "Until what time is the store open on {s}?", "When do you shut on {s}?"],
-     ["Sunday", "Saturday", "Monday", "Friday"]),
-    (["How do I reset my {s} password?", "I forgot my {s} password, what do I do?",
-      "{S} password recovery steps?", "Locked out of {s}, can't remember the password. Help?",
-      "What's the procedure to get a new {s} password?"],
-     ["email", "bank", "Netflix", "Wi-Fi", "Instagram"]),
-    (["How much does it cost to ship a package to {s}?", "Shipping rates to {s}?",
-      "What would I pay to send a parcel to {s}?", "Price of delivery to {s}?",
-      "What are your postage fees for {s}?"],
-     ["Canada", "Australia", "Germany", "Mexico", "Japan"]),
-    (["Can I get my money back for {s}?", "Is {s} refundable?", "Refund for {s} - possible?",
-      "Will you reimburse me for {s}?", "Do you give refunds on {s}?"],
-     ["a concert ticket", "an unused gym membership", "a hotel booking", "a software licence"]),
-    (["How long does delivery to {s} take?", "Delivery time to {s}?",
-      "When will my order arrive if I live in {s}?", "How many days until a parcel reaches {s}?",
-      "What's the usual shipping time for {s}?"],
-     ["Texas", "Scotland", "Bavaria", "Ontario", "Queensland"]),
-    (["Where is the nearest {s}?", "Closest {s} to me?", "Is there a {s} near here?",
-      "How do I find a {s} close by?", "{S} nearby?"],
-     ["pharmacy", "ATM", "petrol station", "post office", "vet"]),
-    (["What do I need to bring to my {s} appointment?",
-      "Documents required for the {s} appointment?",
-      "Checklist for a {s} appointment?", "What should I have with me at the {s} appointment?"],
-     ["passport", "dentist", "driving test", "mortgage"]),
-    (["How do I close my {s} account?", "I want to delete my {s} account. How?",
-      "Steps to permanently remove a {s} account?", "Getting rid of my {s} account - how?",
-      "How can I deactivate and erase my {s} profile for good?"],
-     ["Facebook", "PayPal", "Amazon", "Spotify", "LinkedIn"]),
-    (["Why is my {s} so slow?", "My {s} is really sluggish, why?", "What makes a {s} slow down?",
-      "{S} running slowly - what's the cause?", "Reasons for a slow {s}?"],
-     ["laptop", "internet connection", "phone", "website"]),
-    (["Is it worth buying a {s}?", "Should I get a {s}?", "Are {s}s worth the money?",
-      "Would a {s} be a good purchase?", "Is a {s} a good investment?"],
-     ["dishwasher", "standing desk", "robot vacuum", "air purifier", "e-reader"]),
-    (["What is the best way to learn {s}?", "How should I go about learning {s}?",
-      "Most effective method to learn {s}?", "Tips for learning {s} quickly?",
-      "Where do I start if I want to learn {s}?"],
-     ["Spanish", "guitar", "chess", "calculus", "SQL", "piano"]),
-    (["How can I contact customer support?", "What's your support phone number?",
-      "How do I get in touch with a human agent?", "Is there a way to talk to customer service?",
-      "Who do I call when I need help with my account?"], [""]),
-    (["Can I change my {s} after booking?", "Is it possible to modify the {s} on a reservation?",
-      "Booking done - can the {s} still be changed?", "How do I update the {s} on my booking?"],
-     ["flight date", "room type", "passenger name", "pickup time"]),
-    (["How do I cancel my {s} subscription?", "Stop my {s} subscription - how?",
-      "I no longer want {s}; how do I unsubscribe?", "What's the way to end my {s} membership?",
-      "How can I stop paying for {s}?"],
-     ["Netflix", "Spotify", "Adobe", "gym", "Disney+"]),
-    (["What are the symptoms of {s}?", "How do I know if I have {s}?", "Signs of {s}?",
-      "What does {s} feel like?", "How can you tell you've got {s}?"],
-     ["the flu", "food poisoning", "a concussion", "dehydration", "strep throat"]),
-    (["How do I track my order?", "Where is my package right now?",
-      "Can I see the delivery status of my purchase?", "Order tracking - where do I find it?",
-      "How can I follow my shipment?"], [""]),
-    (["How do I make {s} at home?", "Homemade {s} recipe?", "What's a simple recipe for {s}?",
-      "Can you tell me how to prepare {s} myself?", "Easy way to cook {s} in my kitchen?"],
-     ["pizza", "sourdough bread", "ramen", "pancakes", "hummus"]),
-    (["What is the speed limit on {s}?", "How fast can I drive on {s}?",
-      "Maximum speed allowed on {s}?", "Speed limit for {s}?"],
-     ["German motorways", "UK motorways", "residential streets", "Italian highways"]),
+    (entry["phrasings"], entry["slots"])
+    for entry in json.loads((Path(__file__).parent / "intents.json").read_text("utf-8"))
 ]
 
 
