@@ -68,14 +68,11 @@ async def open_tenant(
     background = Background()
 
     def stage(codec: Any, *, sliding: bool = False) -> CachedStage[Any]:
+        """Every layer: one mechanism over the same store, metrics and coalescing."""
         return CachedStage(
-            codec=codec,
-            store=store,
-            metrics=shared.metrics,
-            background=background,
-            flight=flight,
-            sliding=sliding,
-        )
+            codec=codec, store=store, metrics=shared.metrics, background=background,
+            flight=flight, sliding=sliding,
+        )  # fmt: skip
 
     answer_cache = _answer_cache(settings, ns, generator)
     semantic = _semantic_cache(stack, settings, corpus, shared, ns, answer_cache)
