@@ -163,7 +163,6 @@ def _raw(model: SentenceTransformer, texts: list[str]) -> float:
 
 
 async def run(documents: list[Document], slices: int, baseline: bool) -> None:
-    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     default_threads = torch.get_num_threads()  # what a plain script gets
     raw_model = SentenceTransformer(str(default_model_path()), device="cpu")
     embedder = SentenceTransformerEmbedder(
@@ -177,7 +176,8 @@ async def run(documents: list[Document], slices: int, baseline: bool) -> None:
     ratios: list[float] = []
     spent = {"embed": 0.0, "upsert": 0.0}  # inside the baseline
     total = 0
-    with embedded_valkey() as redis_url:
+    with embedded_valkey() as redis_url, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        root = Path(tmp)
         settings = Settings(
             data_dir=root / "data",
             redis_url=redis_url,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -84,9 +85,10 @@ async def run(sizes: list[int], queries: int, disk: bool) -> None:
     retrievers: dict[str, QdrantRetriever] = {}
     for size in sizes:
         retrievers[f"{size}"], _ = await _build(memory, size, seed=size)
-    folder = None
+    folder, path = None, ""
     if disk:
-        folder = AsyncQdrantClient(path=tempfile.mkdtemp(prefix="bench-qdrant-"))
+        path = tempfile.mkdtemp(prefix="bench-qdrant-")
+        folder = AsyncQdrantClient(path=path)
         retrievers[f"{sizes[0]} on disk"], rate = await _build(folder, sizes[0], seed=sizes[0])
         print(f"local mode on a folder: {rate:.0f} points/s upserted (one SQLite commit a point)")
     times: dict[str, list[float]] = {name: [] for name in retrievers}
@@ -108,6 +110,7 @@ async def run(sizes: list[int], queries: int, disk: bool) -> None:
     await memory.close()
     if folder is not None:
         await folder.close()
+        shutil.rmtree(path)
 
 
 def main() -> None:
