@@ -115,7 +115,9 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
     for key in keys_of(s.redis_url, s.namespace):
         layer = key.split(":")[2]
         ttl = running.redis.ttl(key)
-        assert 0 < ttl <= limits[layer], (key, ttl)
+        if ttl == -2:  # gone since the scan (a lock released, an entry expired): nothing to check
+            continue
+        assert 0 < ttl <= limits[layer], (key, ttl)  # -1 would be a key without a TTL
         seen.add(layer)
         if layer in ("emb", "search"):
             assert f":{s.embedding_model_id}:" in key
