@@ -230,6 +230,11 @@ def summarize(run: Run) -> dict[str, Any]:
         and run.restarted_at_s <= o.at_s <= run.back_at_s
     ]
     latencies = [o.latency_ms for o in run.outcomes]
+    hits_after = [
+        o.at_s + o.latency_ms / 1000
+        for o in run.outcomes
+        if run.back_at_s is not None and o.llm == "hit" and o.at_s >= run.back_at_s
+    ]
     return {
         "requests": len(run.outcomes),
         "duration_s": run.duration_s,
@@ -253,6 +258,12 @@ def summarize(run: Run) -> dict[str, Any]:
             "back_at_s": run.back_at_s,
             "requests_started_while_down": len(outage),
             "their_llm_statuses": sorted({o.llm or "failed" for o in outage}),
+            # from Redis answering again to the first answer served from the cache
+            "hits_resumed_after_s": (
+                round(min(hits_after) - run.back_at_s, 2)
+                if hits_after and run.back_at_s is not None
+                else None
+            ),
         },
     }
 
