@@ -226,7 +226,7 @@ async def test_a_second_process_sees_a_new_entry(
             f"""
             import asyncio, numpy as np, redis.asyncio as aioredis, sys
             sys.path.insert(0, {str(ROOT)!r})
-            from tests.test_semantic_cache import remember, semantic_cache
+            from tests.e2e.test_semantic_cache import remember, semantic_cache
 
             async def main():
                 client = aioredis.Redis.from_url({valkey_url!r})
