@@ -26,12 +26,13 @@ def _chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
 
 @dataclass
 class ScriptedLLM:
-    """Behaves by the question: 'slow' streams 42 words 0.1 s apart, 'break' drops the connection
-    after three words (twenty when slow), 'fail' answers HTTP 500, 'throttle' 429, anything else
-    streams WORDS (or returns them as one completion when not asked to stream)."""
+    """Behaves by the question: 'slow' streams 42 words ``slow_s`` (0.1 s) apart, 'break' drops
+    the connection after three words (twenty when slow), 'fail' answers HTTP 500, 'throttle' 429,
+    anything else streams WORDS (or returns them as one completion when not asked to stream)."""
 
     calls: int = 0
     words_sent: list[int] = field(default_factory=list)
+    slow_s: float = 0.1  # between the words of a 'slow' answer
 
     async def handle(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "GET" and request.url.path.endswith("/models"):  # a health check
@@ -77,7 +78,7 @@ class ScriptedLLM:
             if "break" in question and i == (20 if "slow" in question else 3):
                 raise httpx2.ReadError("connection reset by scripted peer")
             if "slow" in question:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(self.slow_s)
             self.words_sent[-1] += 1
             yield _chunk({"content": word})
         yield _chunk({}, finish="stop")

@@ -107,7 +107,7 @@ def make_rig(
     flight: bool = True,
     limiter: GenerationLimiter | None = None,
 ) -> Rig:
-    store, llm, metrics = MemoryStore(), ScriptedLLM(), Metrics()
+    store, llm, metrics = MemoryStore(), ScriptedLLM(slow_s=0.02), Metrics()
     embedder = HashEmbedder()
     retriever = ListRetriever(["Answers are cached for one hour.", "Embeddings for a week."])
     generator = OpenAIGenerator(
