@@ -12,6 +12,7 @@ its cache (``rag.stages``), read top to bottom in ``_plan`` and ``_generate``.
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 
@@ -59,6 +60,18 @@ class StreamEnd:
 StreamEvent = StreamStart | StreamToken | StreamEnd
 
 
+# Letters that render as nothing (fillers), besides the whitespace and format categories.
+_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+
+
+def _visible(char: str) -> bool:
+    return not (
+        char.isspace()
+        or char in _BLANK_LETTERS
+        or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp")
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AskLimits:
     max_top_k: int
@@ -67,8 +80,11 @@ class AskLimits:
 
     def check(self, query: str, options: AskOptions, *, semantic_configured: bool) -> None:
         """``InvalidInputError`` saying what is wrong with a request, before any work."""
-        if not query.strip():
-            raise InvalidInputError("query must not be empty")
+        if not any(_visible(char) for char in query):
+            raise InvalidInputError(
+                "query must not be empty: it has no visible character, only whitespace or "
+                "invisible characters such as U+200B or U+FEFF"
+            )
         if len(query) > self.max_query_chars:
             raise InvalidInputError(f"query is longer than {self.max_query_chars} characters")
         if options.semantic and not semantic_configured:

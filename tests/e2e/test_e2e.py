@@ -203,7 +203,7 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
     ("body", "status", "message"),
     [
         ({"query": ""}, 422, "query"),
-        ({"query": "   "}, 422, "visible character"),
+        ({"query": "   "}, 400, "query must not be empty"),
         ({"query": "x", "top_k": 0}, 422, "top_k"),
         ({"query": "x", "top_k": 500}, 400, "top_k must be between 1 and 20"),
         ({"query": "x" * 3000}, 400, "longer than 2000"),
