@@ -211,7 +211,7 @@ class AnswerLayer:
         raw = fetched.get(job.key, UNFETCHED)
         found = await self.answers.read(job.key, raw)
         if found is None:
-            return None, CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
+            return None, self.answers.status(None, count=False)
         if job.mode.writes:
 
             async def refresh() -> None:

@@ -127,7 +127,9 @@ class SourcePublic(BaseModel):
 
     @classmethod
     def of(cls, hit: ScoredChunk) -> SourcePublic:
-        return cls(
+        """Built without validation: the values are the library's own, and a cached answer's
+        response builds four of these on every hit."""
+        return cls.model_construct(
             doc_id=hit.chunk.doc_id,
             chunk_id=hit.chunk.chunk_id,
             score=hit.score,
@@ -198,15 +200,7 @@ class AskResponse(BaseModel):
         own types, and validating four source texts again on every cached answer costs time."""
         return cls.model_construct(
             answer=answer.text,
-            sources=[
-                SourcePublic.model_construct(
-                    doc_id=s.chunk.doc_id,
-                    chunk_id=s.chunk.chunk_id,
-                    score=s.score,
-                    text=s.chunk.text,
-                )
-                for s in answer.sources
-            ],
+            sources=[SourcePublic.of(s) for s in answer.sources],
             cache=dict(answer.cache),
             usage=UsagePublic.model_construct(
                 prompt_tokens=answer.usage.prompt_tokens,

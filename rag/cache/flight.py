@@ -147,7 +147,7 @@ class SingleFlight:
         finally:
             del self._local[key]
 
-    async def once_in_a_while(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+    async def once_in_a_while(self, key: str, refresh: Callable[[], Awaitable[object]]) -> None:
         """Run ``refresh`` unless another process is refreshing ``key`` right now (it holds the
         refresh lock); nobody waits for it."""
         if self._store is None:

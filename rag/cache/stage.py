@@ -66,7 +66,7 @@ class Background:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def refresh_once(self, key: str, refresh: Callable[[], Awaitable[None]]) -> None:
+    def refresh_once(self, key: str, refresh: Callable[[], Awaitable[object]]) -> None:
         if key in self._refreshing:
             return
         self._refreshing.add(key)
@@ -123,13 +123,15 @@ class CachedStage(Generic[V]):
     async def write(self, key: str, value: V, *, compute_s: float = 0.0) -> None:
         await self._store.set(key, self.codec.encode(value, compute_s=compute_s), self.codec.ttl_s)
 
-    def status(self, found: Cached[V] | None) -> CacheStatus:
-        """Hit, miss, or bypass when the store could not be read; counted."""
+    def status(self, found: Cached[V] | None, *, count: bool = True) -> CacheStatus:
+        """Hit, miss, or bypass when the store could not be read; counted unless the caller
+        counts the final status itself."""
         if found is not None:
             status = CacheStatus.HIT
         else:
             status = CacheStatus.MISS if self._store.available else CacheStatus.BYPASS
-        self.record(status)
+        if count:
+            self.record(status)
         return status
 
     def record(self, status: CacheStatus) -> None:
@@ -152,7 +154,7 @@ class CachedStage(Generic[V]):
         found = await self.read(key, raw)
         status = self.status(found)
         if found is not None:
-            refresh = (lambda: self._recompute(key, compute)) if mode.writes else None
+            refresh = (lambda: self._compute_and_write(key, compute)) if mode.writes else None
             self.after_hit(key, found, raw, refresh=refresh)
             return found.value, status
         if not mode.writes:
@@ -161,21 +163,16 @@ class CachedStage(Generic[V]):
 
     async def compute(self, key: str, compute: Callable[[], Awaitable[V]]) -> V:
         """``compute`` and write the result, once per key however many ask at the same time."""
-
-        async def compute_and_write() -> V:
-            started = time.perf_counter()
-            value = await compute()
-            await self.write(key, value, compute_s=time.perf_counter() - started)
-            return value
-
         if self._flight is None:
-            return await compute_and_write()
+            return await self._compute_and_write(key, compute)
 
         async def read_landed() -> V | None:
             found = await self.read(key)
             return found.value if found is not None else None
 
-        return await self._flight.run(key, read_landed, compute_and_write)
+        return await self._flight.run(
+            key, read_landed, lambda: self._compute_and_write(key, compute)
+        )
 
     def after_hit(
         self,
@@ -183,7 +180,7 @@ class CachedStage(Generic[V]):
         found: Cached[V],
         raw: bytes | None,
         *,
-        refresh: Callable[[], Awaitable[None]] | None,
+        refresh: Callable[[], Awaitable[object]] | None,
     ) -> None:
         """Sliding TTL and stale-while-revalidate, both in the background."""
         if self._sliding and isinstance(raw, bytes):
@@ -195,10 +192,11 @@ class CachedStage(Generic[V]):
             else:
                 self._background.refresh_once(key, lambda: flight.once_in_a_while(key, refresh))
 
-    async def _recompute(self, key: str, compute: Callable[[], Awaitable[V]]) -> None:
+    async def _compute_and_write(self, key: str, compute: Callable[[], Awaitable[V]]) -> V:
         started = time.perf_counter()
         value = await compute()
         await self.write(key, value, compute_s=time.perf_counter() - started)
+        return value
 
     def _slide(self, key: str, raw: bytes) -> None:
         """At most once per tenth of the TTL per key, so hot keys do not cost a write per read."""
