@@ -115,6 +115,9 @@ class Settings(BaseSettings):
 
     admin_api_key: SecretStr
     api_keys: list[SecretStr]
+    metrics_api_key: SecretStr
+    tenant_rate_per_s: float = Field(ge=0, allow_inf_nan=False)
+    tenant_burst: int = Field(ge=1)
 
     @property
     def verifier_path(self) -> Path:
@@ -160,7 +163,13 @@ class Settings(BaseSettings):
                 "environment 'production' refuses an API key (api_keys) equal to admin_api_key: "
                 "a tenant's key must not open the admin endpoints"
             )
-        if any(_is_placeholder(key) for key in [admin, *keys]):
+        metrics = self.metrics_api_key.get_secret_value()
+        if metrics and metrics in [admin, *keys]:
+            raise ValueError(
+                "environment 'production' refuses a metrics_api_key equal to another key: "
+                "the scraper's token must open /metrics only"
+            )
+        if any(_is_placeholder(key) for key in [admin, *keys, *([metrics] if metrics else [])]):
             raise ValueError(
                 f"environment 'production' refuses placeholder keys: every key needs at least "
                 f"{MIN_KEY_CHARS} characters and none of {', '.join(_PLACEHOLDER_WORDS)} "

@@ -1,15 +1,21 @@
-"""Load shedding for LLM generations: a bounded number run at once and a bounded number wait for
-a slot; past that a new generation is refused at once (``OverloadedError``, a 503 with
-``Retry-After``) instead of joining an unbounded queue. Requests served from a cache, and requests
-that follow an identical generation already running, never need a slot."""
+"""Load shedding.
+
+- LLM generations: a bounded number run at once and a bounded number wait for a slot; past that a
+  new generation is refused at once (``OverloadedError``, a 503 with ``Retry-After``) instead of
+  joining an unbounded queue. Requests served from a cache, and requests that follow an identical
+  generation already running, never need a slot. A freed slot goes to the waiting generation the
+  most requests wait for: after the cache was lost, a hot question is answered again first.
+- Tenants: a token bucket per tenant bounds its request rate (``RateLimitedError``, a 429)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import math
+import time
+from collections.abc import AsyncIterator, Callable
 
-from rag.errors import OverloadedError
+from rag.errors import OverloadedError, RateLimitedError
 
 
 class Admission:
@@ -26,7 +32,9 @@ class Admission:
 
 class GenerationLimiter:
     def __init__(self, *, max_running: int, max_waiting: int, retry_after_s: int) -> None:
-        self._slots = asyncio.Semaphore(max_running)
+        self._free = max_running
+        # (how many requests wait for it, woken when granted a slot), oldest first
+        self._waiting: list[tuple[Callable[[], int], asyncio.Future[None]]] = []
         self.capacity = max_running + max_waiting
         self.retry_after_s = retry_after_s
         self.admitted = 0  # running or waiting for a slot
@@ -43,7 +51,57 @@ class GenerationLimiter:
         return Admission(self)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of the running slots (waiting for one if needed) for the block."""
-        async with self._slots:
+    async def slot(self, demand: Callable[[], int] = lambda: 1) -> AsyncIterator[None]:
+        """Hold one of the running slots for the block, waiting for one if needed. ``demand``
+        tells how many requests wait for this generation when a slot is handed out."""
+        if self._free and not self._waiting:
+            self._free -= 1
+        else:
+            granted = asyncio.get_running_loop().create_future()
+            entry = (demand, granted)
+            self._waiting.append(entry)
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if entry in self._waiting:
+                    self._waiting.remove(entry)
+                elif not granted.cancelled():
+                    self._hand_on()  # granted just as it was cancelled: pass the slot on
+                raise
+        try:
             yield
+        finally:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """A slot was freed: to the waiter the most requests wait for (the oldest on a tie)."""
+        if not self._waiting:
+            self._free += 1
+            return
+        best = max(self._waiting, key=lambda entry: entry[0]())
+        self._waiting.remove(best)
+        best[1].set_result(None)
+
+
+class TokenBucket:
+    """Requests per second per tenant: each request takes a token; tokens come back at
+    ``rate_per_s`` up to ``burst``. In this process only (each worker allows the rate)."""
+
+    def __init__(
+        self, *, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate, self._burst, self._clock = rate_per_s, float(burst), clock
+        self._tokens, self._at = float(burst), clock()
+
+    def take(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            retry_after_s = max(1, math.ceil((1 - self._tokens) / self._rate))
+            raise RateLimitedError(
+                f"this API key made more than {self._rate:g} requests per second "
+                f"(bursts of {self._burst:.0f}); retry in {retry_after_s} s",
+                retry_after_s=retry_after_s,
+            )
+        self._tokens -= 1

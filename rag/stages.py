@@ -236,7 +236,7 @@ class AnswerLayer:
         started = time.perf_counter()
         self._metrics.llm_calls.inc()
         completion: Completion | None = None
-        async with self._limiter.slot() if self._limiter else contextlib.nullcontext():
+        async with self._slot(job.key):
             async for item in self._generator.stream(build_messages(job.query, job.sources)):
                 if isinstance(item, Completion):
                     completion = item
@@ -249,6 +249,14 @@ class AnswerLayer:
         if job.mode.writes and completion.finish_reason in _CACHEABLE_FINISH:
             await self._store_answer(job, completion, time.perf_counter() - started, semantic)
         yield completion
+
+    def _slot(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """A running slot for the generation of ``key``; the more requests wait for it, the
+        sooner it gets one."""
+        if self._limiter is None:
+            return contextlib.nullcontext()
+        relay = self.relay
+        return self._limiter.slot(lambda: relay.readers(key) if relay else 1)
 
     async def _store_answer(
         self, job: Job, completion: Completion, compute_s: float, semantic: SemanticCache | None

@@ -26,7 +26,7 @@ from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
 from rag.sessions import Conversations, QuestionRewriter, SessionStore, rewrite_version
 from rag.settings import Settings
-from rag.shedding import GenerationLimiter
+from rag.shedding import GenerationLimiter, TokenBucket
 from rag.stages import AnswerLayer, CachedRetrieval
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class Tenant:
     pipeline: RagPipeline
     conversations: Conversations
     invalidation: TagIndex  # deletes this tenant's entries by layer
+    rate: TokenBucket | None = None  # its request rate, when RAG_TENANT_RATE_PER_S is set
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,8 +111,13 @@ async def open_tenant(
         settings, corpus, shared, ns, stage(_rewrite_cache(settings, ns, generator))
     )
     invalidation = TagIndex(store=store, namespace=ns)
+    rate = settings.tenant_rate_per_s
     return Tenant(
-        namespace=ns, pipeline=pipeline, conversations=conversations, invalidation=invalidation
+        namespace=ns,
+        pipeline=pipeline,
+        conversations=conversations,
+        invalidation=invalidation,
+        rate=TokenBucket(rate_per_s=rate, burst=settings.tenant_burst) if rate else None,
     )
 
 

@@ -134,6 +134,11 @@ class AnswerRelay:
         """Whether an answer for ``key`` is being produced in this process."""
         return key in self._runs
 
+    def readers(self, key: str) -> int:
+        """How many requests in this process wait for the answer for ``key``."""
+        run = self._runs.get(key)
+        return run.readers if run is not None else 0
+
     async def relay(
         self, key: str, produce: Produce, *, live: bool = True
     ) -> AsyncIterator[str | Completion]:

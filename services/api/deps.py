@@ -3,8 +3,9 @@
 
 Keys: admin routes take ``Authorization: Bearer <RAG_ADMIN_API_KEY>`` (open when it is empty, in
 development); ``/ask`` and the session routes serve the tenant of one of ``RAG_API_KEYS`` (open
-when none is set); ``/stats`` and ``/metrics`` take any of those keys when ``RAG_API_KEYS`` is
-set."""
+when none is set); ``/stats`` takes any of those keys when ``RAG_API_KEYS`` is set, and so does
+``/metrics`` unless ``RAG_METRICS_API_KEY`` is set: then it takes that key only. A tenant over its
+request rate (``RAG_TENANT_RATE_PER_S``) gets a 429."""
 
 from __future__ import annotations
 
@@ -68,7 +69,15 @@ def _bearer_key(request: Request) -> str:
 
 async def get_tenant(request: Request) -> Tenant:
     """Whom /ask serves. With RAG_API_KEYS set, the tenant of the bearer key (or 401); without,
-    the one open tenant. Reads the header itself: one dependency on the cached path, not three."""
+    the one open tenant. Reads the header itself: one dependency on the cached path, not three.
+    Each request takes one of the tenant's tokens when its rate is limited (or 429)."""
+    tenant = _tenant_of(request)
+    if tenant.rate is not None:
+        tenant.rate.take()
+    return tenant
+
+
+def _tenant_of(request: Request) -> Tenant:
     services: Services = request.app.state.services
     key_tenants = _api_keys(request)
     if not key_tenants:
@@ -97,6 +106,16 @@ async def require_reader(request: Request, settings: SettingsDep) -> None:
         )
 
 
+async def require_scraper(request: Request, settings: SettingsDep) -> None:
+    """``/metrics``: with RAG_METRICS_API_KEY set, that key only; otherwise as ``/stats``."""
+    key = settings.metrics_api_key.get_secret_value()
+    if not key:
+        await require_reader(request, settings)
+    elif matching_key(_bearer_key(request), [key]) is None:
+        raise _unauthorized("/metrics needs 'Authorization: Bearer <RAG_METRICS_API_KEY>'")
+
+
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 AdminDep = Annotated[None, Depends(require_admin)]
 ReaderDep = Annotated[None, Depends(require_reader)]
+ScraperDep = Annotated[None, Depends(require_scraper)]

@@ -20,6 +20,7 @@ from rag.errors import (
     LLMTimeoutError,
     OverloadedError,
     RagError,
+    RateLimitedError,
     RetrievalError,
 )
 
@@ -34,6 +35,7 @@ _ERROR_STATUS: list[tuple[type[RagError], int]] = [
     (RetrievalError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (CacheUnavailableError, status.HTTP_503_SERVICE_UNAVAILABLE),
     (OverloadedError, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (RateLimitedError, status.HTTP_429_TOO_MANY_REQUESTS),
 ]
 
 
@@ -43,8 +45,9 @@ def http_status_for(exc: RagError) -> int:
 
 
 def headers_for(exc: RagError) -> dict[str, str]:
-    """``Retry-After`` when the service sheds load: clients may come back, and when."""
-    if isinstance(exc, OverloadedError):
+    """``Retry-After`` when the service sheds load or a tenant is over its rate: clients may
+    come back, and when."""
+    if isinstance(exc, OverloadedError | RateLimitedError):
         return {"Retry-After": str(exc.retry_after_s)}
     return {}
 

@@ -1,5 +1,7 @@
-"""scripts/load.py's verdicts: a cached answer that the LLM never generated for that question is
-counted wrong; a non-200 is counted failed. (The script itself runs the real stack: see README.)"""
+"""scripts/load.py's verdicts: a cached answer the LLM never generated for that question, two
+overlapping requests of one generation with different texts, and a slow reader whose text is not
+its follower's are counted as differing; a 5xx other than 503 and a stream that ends without
+``done`` or ``error`` are counted. (The script itself runs the real stack: see README.)"""
 
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ def load_script() -> ModuleType:
     return module
 
 
-def test_wrong_and_failed_answers_are_counted() -> None:
+def test_the_fault_run_counts_what_clients_must_never_see() -> None:
     load = load_script()
     out = load.Outcome
+    stream = "/ask/stream"
     run = load.Run(
         outcomes=[
             out(0.1, "q1", 200, 900.0, llm="miss", answer="A1"),
@@ -31,16 +34,26 @@ def test_wrong_and_failed_answers_are_counted() -> None:
             out(0.4, "q2", 200, 2.0, llm="hit", answer="A1"),  # q1's answer served for q2
             out(0.5, "q3", 200, 2.0, llm="hit", answer="A3"),  # never generated in this run
             out(0.6, "q4", 502, 50.0, error="upstream"),
+            out(0.7, "q5", 503, 3.0, error="shed", role="burst"),  # documented: not counted
+            out(1.0, "q6", 200, 900.0, llm="miss", answer="B1", endpoint=stream, end="done"),
+            out(1.2, "q6", 200, 800.0, llm="miss", answer="B2", endpoint=stream, end="done"),
+            out(1.3, "q7", 200, 10.0, llm="miss", answer="C", endpoint=stream, end="cut"),
+            out(1.4, "q8", 200, 10.0, endpoint=stream, end="error", error="504 waited"),
+            out(2.0, "q9", 200, 40_000.0, "miss", "D", endpoint=stream, end="done", role="slow"),
+            out(3.0, "q9", 200, 900.0, llm="miss", answer="E", role="after-slow"),
         ],
         restarted_at_s=0.25,
         back_at_s=0.35,
+        faults={"restart": 0.25},
         duration_s=2.0,
         elapsed_s=5.0,
     )
     summary = load.summarize(run)
-    assert summary["throughput_rps"] == 3.0
-    assert summary["requests"] == 6
-    assert summary["wrong_answers"] == 2
-    assert summary["failed_requests"] == 1
-    assert summary["redis_restart"]["requests_started_while_down"] == 1
-    assert summary["by_llm_status"]["hit"]["requests"] == 3
+    assert summary["requests"] == 13
+    assert summary["differing_texts"] == 4  # q2, q3, the second q6, the slow reader's follower
+    assert summary["server_errors_other_than_503"] == 2  # the 502 and the 504 error event
+    assert summary["streams_cut_without_error"] == 1
+    assert summary["by_endpoint_and_status"]["/ask 503"] == 1
+    assert summary["redis_restart"]["hits_resumed_after_s"] == 0.05  # the hit at 0.4 s, 2 ms
+    assert summary["burst"]["statuses"] == {"503": 1}
+    assert load.failed(summary)

@@ -275,6 +275,52 @@ def test_stats_and_metrics_need_a_key_when_api_keys_are_set(tenants: ScriptedApp
     assert httpx.get(f"{tenants.url}/healthz").status_code == 200  # stays open for probes
 
 
+def test_metrics_can_have_its_own_key(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> None:
+    """With RAG_METRICS_API_KEY set, /metrics takes that key only, and that key opens nothing
+    else."""
+    scraper = "scraper-key-0123456789abcdef"
+    keys = {"api_keys": [f"acme:{ACME}"], "admin_api_key": ADMIN, "metrics_api_key": scraper}
+    with serve_scripted(tmp_path_factory, embedder, valkey_url, "scrape", **keys) as app:
+
+        def get(path: str, key: str | None) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return httpx.get(f"{app.url}{path}", headers=headers)
+
+        for key in (None, ACME, ADMIN):
+            refused = get("/metrics", key)
+            assert refused.status_code == 401 and "RAG_METRICS_API_KEY" in refused.text
+        scraped = get("/metrics", scraper)
+        assert scraped.status_code == 200 and "rag_llm_calls_total" in scraped.text
+        assert get("/stats", scraper).status_code == 401
+        assert get("/stats", ACME).status_code == 200
+        assert ask(app, scraper, "What is Redis?").status_code == 401
+
+
+def test_a_tenant_over_its_rate_gets_429_and_other_tenants_do_not(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> None:
+    keys = {"api_keys": [f"acme:{ACME}", f"globex:{GLOBEX}"], "admin_api_key": ADMIN}
+    rate = {"tenant_rate_per_s": 0.05, "tenant_burst": 2}
+    with serve_scripted(tmp_path_factory, embedder, valkey_url, "rate", **keys, **rate) as app:
+        for _ in range(2):
+            assert ask(app, ACME, "What is Redis?").status_code == 200
+        for over in (
+            ask(app, ACME, "What is Redis?"),
+            httpx.post(
+                f"{app.url}/ask/stream",
+                json={"query": "What is Redis?"},
+                headers={"Authorization": f"Bearer {ACME}"},
+            ),
+        ):
+            assert over.status_code == 429, over.text
+            assert int(over.headers["retry-after"]) >= 1
+            assert "requests per second" in over.json()["detail"]
+        assert ask(app, GLOBEX, "What is Redis?").status_code == 200  # its own bucket
+        assert httpx.get(f"{app.url}/healthz").status_code == 200  # probes are not counted
+
+
 def test_an_idle_stream_gets_keep_alive_comments(
     tenants: ScriptedApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -331,6 +377,8 @@ def test_production_refuses_missing_and_placeholder_keys(tmp_path: Path) -> None
     base = {"data_dir": tmp_path, "environment": "production"}
     with pytest.raises(ValidationError, match="needs admin_api_key"):
         Settings(**base)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="metrics_api_key equal to another key"):
+        Settings(**base, admin_api_key=good, metrics_api_key=good)  # type: ignore[arg-type]
     for placeholder in ["changeme", "change-me-in-production-please", "your-api-key-goes-here"]:
         with pytest.raises(ValidationError, match="placeholder"):
             Settings(**base, admin_api_key=placeholder)  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rag.errors import RetrievalError
 from rag.wiring import Services
-from services.api.deps import ReaderDep, ServicesDep
+from services.api.deps import ReaderDep, ScraperDep, ServicesDep
 
 router = APIRouter(tags=["operations"])
 
@@ -69,7 +69,7 @@ async def stats(services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(services: ServicesDep, _: ReaderDep) -> Response:
+async def metrics(services: ServicesDep, _: ScraperDep) -> Response:
     return Response(
         services.metrics.prometheus_text(),
         media_type="text/plain; version=0.0.4; charset=utf-8",
