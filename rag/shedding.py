@@ -75,12 +75,13 @@ class GenerationLimiter:
 
     def _hand_on(self) -> None:
         """A slot was freed: to the waiter the most requests wait for (the oldest on a tie)."""
-        if not self._waiting:
-            self._free += 1
-            return
-        best = max(self._waiting, key=lambda entry: entry[0]())
-        self._waiting.remove(best)
-        best[1].set_result(None)
+        while self._waiting:
+            best = max(self._waiting, key=lambda entry: entry[0]())
+            self._waiting.remove(best)
+            if not best[1].done():  # not cancelled a moment ago
+                best[1].set_result(None)
+                return
+        self._free += 1
 
 
 class TokenBucket:

@@ -68,6 +68,25 @@ async def test_a_cancelled_waiter_gives_nothing_away() -> None:
     assert entered == [0, 1, 2]
 
 
+async def test_a_slot_freed_as_its_next_waiter_is_cancelled_goes_to_the_one_after() -> None:
+    limiter, release, entered = _limiter(1), asyncio.Event(), []
+
+    async def generate(name: str) -> None:
+        async with limiter.slot():
+            entered.append(name)
+            if name == "holder":
+                await release.wait()
+
+    holder = asyncio.create_task(generate("holder"))
+    await asyncio.sleep(0)
+    gone, next_one = asyncio.create_task(generate("gone")), asyncio.create_task(generate("next"))
+    await asyncio.sleep(0)
+    release.set()  # the holder leaves first, while "gone" is still queued but already cancelled
+    gone.cancel()
+    await asyncio.wait_for(asyncio.gather(holder, next_one), timeout=2)
+    assert entered == ["holder", "next"] and gone.cancelled()
+
+
 def test_a_tenant_over_its_rate_is_refused_until_tokens_come_back() -> None:
     now = [100.0]
     bucket = TokenBucket(rate_per_s=0.5, burst=2, clock=lambda: now[0])
