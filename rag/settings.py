@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     flight_wait_s: float = Field(gt=0)
     max_generations: int = Field(ge=1)
     max_waiting_generations: int = Field(ge=0)
+    max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)
     overload_retry_after_s: int = Field(ge=1)
 
     semantic_enabled: bool

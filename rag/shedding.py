@@ -31,8 +31,11 @@ class Admission:
 
 
 class GenerationLimiter:
-    def __init__(self, *, max_running: int, max_waiting: int, retry_after_s: int) -> None:
+    def __init__(
+        self, *, max_running: int, max_waiting: int, retry_after_s: int, max_wait_s: float = 30.0
+    ) -> None:
         self._free = max_running
+        self._max_wait_s = max_wait_s
         # (how many requests wait for it, woken when granted a slot), oldest first
         self._waiting: list[tuple[Callable[[], int], asyncio.Future[None]]] = []
         self.capacity = max_running + max_waiting
@@ -42,13 +45,15 @@ class GenerationLimiter:
     def admit(self) -> Admission:
         """A place for one more generation, or ``OverloadedError`` when all are taken."""
         if self.admitted >= self.capacity:
-            raise OverloadedError(
-                f"too many answers are being generated ({self.capacity} running or waiting); "
-                f"retry in {self.retry_after_s} s",
-                retry_after_s=self.retry_after_s,
-            )
+            raise self._overloaded(f"{self.capacity} answers are being generated or wait")
         self.admitted += 1
         return Admission(self)
+
+    def _overloaded(self, why: str) -> OverloadedError:
+        return OverloadedError(
+            f"too many answers are being generated ({why}); retry in {self.retry_after_s} s",
+            retry_after_s=self.retry_after_s,
+        )
 
     @contextlib.asynccontextmanager
     async def slot(self, demand: Callable[[], int] = lambda: 1) -> AsyncIterator[None]:
@@ -61,12 +66,17 @@ class GenerationLimiter:
             entry = (demand, granted)
             self._waiting.append(entry)
             try:
-                await granted
-            except asyncio.CancelledError:
+                async with asyncio.timeout(self._max_wait_s):
+                    await granted
+            except (TimeoutError, asyncio.CancelledError) as exc:
                 if entry in self._waiting:
                     self._waiting.remove(entry)
                 elif not granted.cancelled():
-                    self._hand_on()  # granted just as it was cancelled: pass the slot on
+                    self._hand_on()  # granted just as it gave up: pass the slot on
+                if isinstance(exc, TimeoutError):
+                    raise self._overloaded(
+                        f"no LLM slot came free in {self._max_wait_s:g} s"
+                    ) from None
                 raise
         try:
             yield

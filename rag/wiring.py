@@ -226,6 +226,7 @@ async def open_services(
                 max_running=settings.max_generations,
                 max_waiting=settings.max_waiting_generations,
                 retry_after_s=settings.overload_retry_after_s,
+                max_wait_s=settings.max_generation_wait_s,
             ),
         )
         tenants = {

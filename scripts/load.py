@@ -449,6 +449,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=24, help="LLM answer length")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument("--app-log", type=Path, help="keep the app's log here")
     args = parser.parse_args()
     unknown = set(args.faults.split(",")) - set(FAULTS) - {""}
     if unknown:
@@ -466,6 +467,8 @@ def main() -> int:
                 )
                 run = asyncio.run(drive(url, server, args))
                 log = (Path(tmp) / "app.log").read_text(errors="replace")
+                if args.app_log:
+                    args.app_log.write_text(log)
         finally:
             server.kill()
     summary = summarize(run)

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from rag.errors import RateLimitedError
+from rag.errors import OverloadedError, RateLimitedError
 from rag.shedding import GenerationLimiter, TokenBucket
 
 
@@ -87,12 +87,32 @@ async def test_a_slot_freed_as_its_next_waiter_is_cancelled_goes_to_the_one_afte
     assert entered == ["holder", "next"] and gone.cancelled()
 
 
+async def test_a_generation_that_waited_too_long_for_a_slot_is_shed() -> None:
+    limiter = GenerationLimiter(max_running=1, max_waiting=4, retry_after_s=3, max_wait_s=0.05)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with limiter.slot():
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    with pytest.raises(OverloadedError, match=r"no LLM slot came free in 0\.05 s") as shed:
+        async with limiter.slot():
+            pass
+    assert shed.value.retry_after_s == 3
+    release.set()
+    await holder
+    async with asyncio.timeout(1), limiter.slot():  # the slot was not lost
+        pass
+
+
 def test_a_tenant_over_its_rate_is_refused_until_tokens_come_back() -> None:
     now = [100.0]
     bucket = TokenBucket(rate_per_s=0.5, burst=2, clock=lambda: now[0])
     bucket.take()
     bucket.take()
-    with pytest.raises(RateLimitedError, match="more than 0.5 requests per second") as refused:
+    with pytest.raises(RateLimitedError, match=r"more than 0\.5 requests per second") as refused:
         bucket.take()
     assert refused.value.retry_after_s == 2
     now[0] += 2.0  # one token back
