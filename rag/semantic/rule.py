@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.protocols import Vector
-from rag.semantic.cross_encoder import CrossEncoderVerifier
+from rag.semantic.cross_encoder import CrossEncoderVerifier, Precision
 from rag.semantic.guards import facts, trap
 from rag.semantic.verifier import Array, PairVerifier, pair_features
 
@@ -62,10 +62,12 @@ class SemanticRule:
         verifier_path: Path,
         guards: bool = True,
         candidates: int = 5,
+        precision: Precision = "auto",
     ) -> SemanticRule:
-        """Load the verifier once (per process); the file says which kind it is."""
+        """Load the verifier once (per process); the file says which kind it is. ``precision``
+        is the cross-encoder's (``CrossEncoderVerifier.load``)."""
         verifier: PairVerifier | CrossEncoderVerifier = (
-            CrossEncoderVerifier.load(verifier_path)
+            CrossEncoderVerifier.load(verifier_path, precision=precision)
             if is_cross_encoder_file(verifier_path)
             else PairVerifier.load(verifier_path)
         )

@@ -23,7 +23,8 @@ EVAL_SET = DATA / "semantic_eval.jsonl"
 PINNED = {
     "mlp": ("mlp", 0.94, 0.3, 0.2255, 0.0146),  # the shipped default: 124 of 550 traps served
     # RAG_SEMANTIC_VERIFIER=cross-encoder, calibrated on tests/data/semantic_calibration.jsonl
-    "cross-encoder": ("cross-encoder", 0.65, 0.8521, 0.2127, 0.2021),
+    # (0.8521 in float32; 0.8532 since scoring runs in bfloat16: same figures here)
+    "cross-encoder": ("cross-encoder", 0.65, 0.8532, 0.2127, 0.2021),
 }
 TOLERANCE = 0.02
 
