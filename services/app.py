@@ -22,6 +22,7 @@ from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import RagError
 from rag.settings import Settings
 from rag.wiring import open_services
+from services.api.disconnect import ClientGoneFromStream
 from services.api.errors import headers_for, http_status_for, json_safe
 from services.api.routes import ROUTERS
 from services.api.routes.ask import add_cached_path
@@ -95,6 +96,7 @@ def create_app(
         lifespan=_lifespan(embedder, llm_http_client),
     )
     app.state.settings = settings
+    app.add_middleware(ClientGoneFromStream, path="/ask/stream")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

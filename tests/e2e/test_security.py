@@ -5,6 +5,7 @@ real."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,6 +339,27 @@ def test_an_idle_stream_gets_keep_alive_comments(
     events = parse(r.text)
     assert [name for name, _ in events][:1] == ["meta"] and events[-1][0] == "done"
     assert "".join(d["text"] for n, d in events if n == "token") == "".join(WORDS * 6)
+
+
+def test_a_client_leaving_a_stream_early_is_not_a_server_error(
+    tenants: ScriptedApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FastAPI's SSE keep-alive task raised BrokenResourceError (logged with a traceback as an
+    unhandled error) when the client left while it was handing on an event."""
+    headers = {"Authorization": f"Bearer {ACME}"}
+    body = {"query": "Which caches does a repeated question use?"}
+    assert httpx.post(f"{tenants.url}/ask", json=body, headers=headers).status_code == 200
+    server_log = logging.getLogger("uvicorn.error")  # does not propagate to the root logger
+    server_log.addHandler(caplog.handler)
+    with caplog.at_level(logging.INFO), httpx.Client(base_url=tenants.url, timeout=30) as client:
+        for _ in range(100):  # the cached answer replays at once: the task is mid-send
+            with client.stream("POST", "/ask/stream", json=body, headers=headers) as r:
+                assert r.status_code == 200
+                assert "event: token" in r.iter_lines()  # read up to the first token, then leave
+        assert ask(tenants, ACME, body["query"]).status_code == 200
+    server_log.removeHandler(caplog.handler)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
 
 
 def test_shed_load_is_a_503_with_retry_after(
