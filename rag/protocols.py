@@ -63,7 +63,8 @@ class KVStore(Protocol):
     async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
-        """Store ``value`` unless the key exists; return the value now stored."""
+        """Store ``value`` unless the key exists; return the value now stored (``b""`` when the
+        key holds another type), or None when the store did not answer."""
         ...
 
     async def delete(self, *keys: str) -> int: ...

@@ -263,16 +263,18 @@ class CorpusVersion:
 
     async def resolve(self, raw: bytes | None) -> str | None:
         """The version from a fetched value, creating (or repairing) it if needed; None when the
-        store cannot give one (no search cache for this request)."""
+        store cannot give one now (no search cache for this request). Only a value that is there
+        and is not a token is replaced: a store that did not answer in time must not make
+        every waiting request draw a new version (each would orphan the others' entries)."""
         if raw is not None and _VERSION.fullmatch(raw):
             return raw.decode()
         if raw is None:  # absent, or of another type (MGET reads those as absent)
             drawn = secrets.token_hex(8).encode()
             current = await self.store.set_if_absent(self.key, drawn, self.ttl_s)
-            if current is not None and _VERSION.fullmatch(current):
-                return current.decode()
-            if not self.store.available:
+            if current is None:  # no answer from the store: try again with the next request
                 return None
+            if _VERSION.fullmatch(current):
+                return current.decode()
         # Garbage, or a key of another type: a plain SET replaces whatever is there.
         log.warning("corpus version at %s is not a version token; replacing it", self.key)
         version = await self.bump()

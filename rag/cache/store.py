@@ -118,7 +118,9 @@ class RedisStore:
             async with client.pipeline(transaction=True) as pipe:
                 pipe.set(key, value, ex=ttl_s, nx=True)
                 pipe.get(key)
-                _, current = await pipe.execute()
+                _, current = await pipe.execute(raise_on_error=False)
+            if isinstance(current, ResponseError):  # a key of another type: no usable value
+                return b""
             return current  # type: ignore[no-any-return]
 
         return await self.run("set_if_absent", op, None)

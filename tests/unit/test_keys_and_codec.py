@@ -200,6 +200,22 @@ async def test_corpus_version_is_created_when_missing_and_changes_on_bump() -> N
     assert await version.bump() != first
 
 
+async def test_a_store_that_does_not_answer_never_makes_a_new_corpus_version() -> None:
+    """Redis restarted empty and slow: every request finds no version and tries to create one;
+    one whose write timed out must not replace the version another request just created."""
+    store = RecordingStore()
+    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
+    current = await version.resolve(None)
+    assert current is not None
+
+    async def no_answer(key: str, value: bytes, ttl_s: int) -> bytes | None:
+        return None  # what the fail-open store gives on a timeout
+
+    store.set_if_absent = no_answer  # type: ignore[method-assign]
+    assert await version.resolve(None) is None  # no search cache for this request, and...
+    assert store.writes[version.key][0] == current.encode()  # ...the version stays
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"\xff\xfe", b"x" * 100_000, b"not hex!", b"0" * 65, b"", b"ABCDEF"],
