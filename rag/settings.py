@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     single_flight: bool
     flight_lock_ttl_s: float = Field(gt=0)
     flight_wait_s: float = Field(gt=0)
-    max_generations: int = Field(ge=1)
+    max_generations: int = Field(ge=0)  # 0: see generation_slots
     max_waiting_generations: int = Field(ge=0)
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)
     overload_retry_after_s: int = Field(ge=1)
@@ -119,6 +119,16 @@ class Settings(BaseSettings):
     metrics_api_key: SecretStr
     tenant_rate_per_s: float = Field(ge=0, allow_inf_nan=False)
     tenant_burst: int = Field(ge=1)
+
+    @property
+    def generation_slots(self) -> int:
+        """LLM generations run at once per process. By default 1 for the embedded llama.cpp
+        server, which generates one answer at a time anyway: the rest then wait in the service's
+        own queue, which hands the next slot to the question most requests wait for, instead of
+        in the server's first-come queue. 4 for an LLM at ``llm_base_url``."""
+        if self.max_generations:
+            return self.max_generations
+        return 4 if self.llm_base_url else 1
 
     @property
     def verifier_path(self) -> Path:

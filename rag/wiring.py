@@ -223,7 +223,7 @@ async def open_services(
             ),
             price=load_price(settings.price_model or settings.llm_model),
             limiter=GenerationLimiter(
-                max_running=settings.max_generations,
+                max_running=settings.generation_slots,
                 max_waiting=settings.max_waiting_generations,
                 retry_after_s=settings.overload_retry_after_s,
                 max_wait_s=settings.max_generation_wait_s,
