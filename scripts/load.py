@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import itertools
 import json
 import os
@@ -450,6 +451,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     parser.add_argument("--app-log", type=Path, help="keep the app's log here")
+    parser.add_argument("--outcomes", type=Path, help="every request's outcome, as JSON lines")
     args = parser.parse_args()
     unknown = set(args.faults.split(",")) - set(FAULTS) - {""}
     if unknown:
@@ -471,6 +473,9 @@ def main() -> int:
                     args.app_log.write_text(log)
         finally:
             server.kill()
+    if args.outcomes:
+        lines = (json.dumps(dataclasses.asdict(o)) + "\n" for o in run.outcomes)
+        args.outcomes.write_text("".join(lines))
     summary = summarize(run)
     summary["app_log_tracebacks"] = log.count("Traceback (most recent call last)")
     text = json.dumps(summary, indent=2)
