@@ -7,6 +7,8 @@ but no text). The layer names come from
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Annotated, Any
 
 from pydantic import (
@@ -308,3 +310,48 @@ class SessionPublic(BaseModel):
 class SessionDeleted(BaseModel):
     session_id: str
     deleted: bool
+
+
+def ask_response_json(answer: Answer, turn: TurnPlan | None = None) -> bytes:
+    """The body of ``AskResponse.of(answer, turn)``, serialized without building the models: a
+    cached answer's sources (four chunk texts) are serialized once per search result and then
+    spliced in. Same fields, same order, same values (a test holds it to ``AskResponse``)."""
+    rest = {
+        "cache": {layer: status.value for layer, status in answer.cache.items()},
+        "usage": {
+            "prompt_tokens": answer.usage.prompt_tokens,
+            "completion_tokens": answer.usage.completion_tokens,
+        },
+        "timings_ms": answer.timings_ms,
+        "semantic": (
+            {
+                "similarity": answer.semantic.similarity,
+                "matched_query": answer.semantic.matched_query,
+            }
+            if answer.semantic
+            else None
+        ),
+        "session_id": turn.session_id if turn else None,
+        "standalone_query": turn.standalone if turn else None,
+    }
+    sources = _sources_json(tuple(answer.sources))
+    return b'{"answer":' + _json(answer.text) + b',"sources":' + sources + b"," + _json(rest)[1:]
+
+
+def _json(value: object) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _sources_json(sources: tuple[ScoredChunk, ...]) -> bytes:
+    return _json(
+        [
+            {
+                "doc_id": s.chunk.doc_id,
+                "chunk_id": s.chunk.chunk_id,
+                "score": s.score,
+                "text": s.chunk.text,
+            }
+            for s in sources
+        ]
+    )

@@ -48,6 +48,46 @@ def _is_stale(entry: dict[str, Any], xfetch_beta: float) -> bool:
     return now >= float(entry.get("fresh_until", math.inf))
 
 
+# Decoded entries, by their bytes. A hot question's entries come back byte for byte the same on
+# every hit, and decoding a search entry (four chunk texts) is most of a hit's work in Python.
+# Same bytes, same value: the memo can never return another entry's value; whether an entry is
+# stale is still decided on every read, from its freshness fields.
+_DECODED_ENTRIES = 2048
+
+
+@functools.lru_cache(maxsize=_DECODED_ENTRIES)
+def _decode_search_entry(raw: bytes) -> tuple[tuple[ScoredChunk, ...], dict[str, Any]]:
+    entry = decode_json(raw, "search")
+    return tuple(SearchResultCache.decode_hits(entry["hits"])), _freshness_of(entry)
+
+
+@functools.lru_cache(maxsize=_DECODED_ENTRIES)
+def _decode_answer_entry(raw: bytes) -> tuple[Completion, dict[str, Any]]:
+    entry = decode_json(raw, "llm")
+    pieces = tuple(str(p) for p in entry["pieces"])
+    if not pieces or "".join(pieces) != entry["text"]:
+        raise CorruptEntryError("llm entry pieces do not add up to its text")
+    completion = Completion(
+        text=entry["text"],
+        pieces=pieces,
+        usage=Usage(**entry["usage"]),
+        finish_reason=entry["finish_reason"],
+        model=entry["model"],
+    )
+    return completion, _freshness_of(entry)
+
+
+@functools.lru_cache(maxsize=_DECODED_ENTRIES)
+def _decode_vector_entry(raw: bytes, dimension: int) -> Vector:
+    vector = decode_vector(raw, dimension)
+    vector.flags.writeable = False  # shared by every reader of these bytes
+    return vector
+
+
+def _freshness_of(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ("fresh_until", "compute_s") if k in entry}
+
+
 @functools.lru_cache(maxsize=16384)
 def _search_key(
     namespace: str, layer: str, model: str, collection: str, version: str, k: int, text: str
@@ -84,7 +124,7 @@ class EmbeddingCache:
         return text_key(self.namespace, self.layer.segment, self.model_id, text=text)
 
     def decode(self, raw: bytes) -> Cached[Vector]:
-        return Cached(decode_vector(raw, self.dimension))
+        return Cached(_decode_vector_entry(raw, self.dimension))
 
     def encode(self, value: Vector, *, compute_s: float = 0.0) -> bytes:
         return encode_vector(value)
@@ -117,8 +157,8 @@ class SearchResultCache:
         )
 
     def decode(self, raw: bytes) -> Cached[list[ScoredChunk]]:
-        entry = decode_json(raw, "search")
-        return Cached(self.decode_hits(entry["hits"]), _is_stale(entry, self.xfetch_beta))
+        hits, freshness = _decode_search_entry(raw)
+        return Cached(list(hits), _is_stale(freshness, self.xfetch_beta))
 
     @staticmethod
     def decode_hits(hits: list[dict[str, Any]]) -> list[ScoredChunk]:
@@ -186,18 +226,8 @@ class AnswerCache:
         )
 
     def decode(self, raw: bytes) -> Cached[Completion]:
-        entry = decode_json(raw, "llm")
-        pieces = tuple(str(p) for p in entry["pieces"])
-        if not pieces or "".join(pieces) != entry["text"]:
-            raise CorruptEntryError("llm entry pieces do not add up to its text")
-        completion = Completion(
-            text=entry["text"],
-            pieces=pieces,
-            usage=Usage(**entry["usage"]),
-            finish_reason=entry["finish_reason"],
-            model=entry["model"],
-        )
-        return Cached(completion, _is_stale(entry, self.xfetch_beta))
+        completion, freshness = _decode_answer_entry(raw)
+        return Cached(completion, _is_stale(freshness, self.xfetch_beta))
 
     def encode(self, value: Completion, *, compute_s: float = 0.0) -> bytes:
         completion = value

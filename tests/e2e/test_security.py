@@ -341,6 +341,36 @@ def test_an_idle_stream_gets_keep_alive_comments(
     assert "".join(d["text"] for n, d in events if n == "token") == "".join(WORDS * 6)
 
 
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (b"", "application/json"),
+        (b"{", "application/json"),
+        (b'{"query": 5}', "application/json"),
+        (b'{"query": "x", "top_k": "4"}', "application/json"),
+        (b'{"query": "\\ud800"}', "application/json"),
+        (b'{"query": "x", "cache": {"threshold": NaN}}', "application/json"),
+        (b'{"query": "x", "extra": 1}', "application/json; charset=utf-8"),
+        (b'{"query": "x"}', "text/plain"),
+        (b'{"query": "x"}', None),
+    ],
+)
+def test_the_lean_ask_route_refuses_bodies_exactly_as_fastapi_does(
+    tenants: ScriptedApp, raw: bytes, content_type: str | None
+) -> None:
+    """POST /ask parses its body itself (one pydantic-core pass); POST /ask/stream leaves it to
+    FastAPI. Every refusal must be the same: status and detail."""
+    headers = {"Authorization": f"Bearer {ACME}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    answers = [
+        httpx.post(f"{tenants.url}{path}", content=raw, headers=headers, timeout=30)
+        for path in ("/ask", "/ask/stream")
+    ]
+    assert answers[0].status_code == answers[1].status_code == 422, answers[0].text
+    assert answers[0].json() == answers[1].json()
+
+
 def test_a_client_leaving_a_stream_early_is_not_a_server_error(
     tenants: ScriptedApp, caplog: pytest.LogCaptureFixture
 ) -> None:

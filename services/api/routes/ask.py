@@ -7,15 +7,18 @@ is an ``error`` event. FastAPI's ``EventSourceResponse`` frames the events and s
 
 from __future__ import annotations
 
+import email.message
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import ValidationError
 
 from rag.errors import RagError
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
@@ -23,9 +26,16 @@ from rag.sessions import TurnPlan
 from rag.settings import Settings
 from rag.types import AskOptions
 from rag.wiring import Tenant
-from services.api.deps import SettingsDep, TenantDep
+from services.api.deps import SettingsDep, TenantDep, get_tenant
 from services.api.errors import http_status_for
-from services.schemas import AskQuery, AskRequest, AskResponse, SemanticPublic, SourcePublic
+from services.schemas import (
+    AskQuery,
+    AskRequest,
+    AskResponse,
+    SemanticPublic,
+    SourcePublic,
+    ask_response_json,
+)
 
 router = APIRouter(tags=["ask"])
 
@@ -54,20 +64,92 @@ async def _begin_turn(tenant: Tenant, body: AskRequest, options: AskOptions) -> 
     return await tenant.conversations.begin(body.session_id, body.query)
 
 
-async def ask(body: AskRequest, tenant: TenantDep, settings: SettingsDep) -> Response:
+def _parse_ask(raw: bytes, content_type: str) -> AskRequest:
+    """The body of ``POST /ask``. A JSON body is parsed and validated in one pass by
+    pydantic-core (FastAPI would take three: read, ``json.loads``, validate). Anything that pass
+    refuses is read again the way FastAPI reads a body model, so every error, its status and its
+    wording stay what FastAPI gives (pydantic-core's JSON parser words some of them differently,
+    e.g. a lone surrogate escape)."""
+    if content_type.startswith("application/json"):
+        try:
+            return AskRequest.model_validate_json(raw)
+        except ValidationError:
+            pass
+    return _parse_as_fastapi_does(raw, content_type)
+
+
+def _parse_as_fastapi_does(raw: bytes, content_type: str) -> AskRequest:
+    if not raw:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
+    data: Any = raw  # a body that is not declared JSON is refused by the model, as FastAPI does
+    if _is_json(content_type):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
+            raise RequestValidationError(
+                [{**error, "input": {}, "ctx": {"error": exc.msg}}]
+            ) from None
+    try:
+        return AskRequest.model_validate(data, from_attributes=True)  # as FastAPI validates
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _is_json(content_type: str) -> bool:
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
+async def ask(request: Request) -> Response:
+    """Takes the request itself rather than a body model and dependencies: on a cached answer,
+    FastAPI's dependency solving and body handling cost more than the cache lookup (profile in
+    docs/profile-hit-path.md). The OpenAPI schema is declared in ``add_cached_path``."""
+    settings: Settings = request.app.state.settings
+    tenant = await get_tenant(request)
+    body = _parse_ask(await request.body(), request.headers.get("content-type", ""))
     options = _options(body, settings)
     turn = await _begin_turn(tenant, body, options)
     answer = await tenant.pipeline.answer(turn.standalone if turn else body.query, options)
     if turn is not None:
         await tenant.conversations.finish(turn, answer.text)
-    # Serialized once here; returning the model would make FastAPI validate it again.
-    return Response(AskResponse.of(answer, turn).model_dump_json(), media_type="application/json")
+    # Serialized here; returning the model would make FastAPI validate it again.
+    return Response(ask_response_json(answer, turn), media_type="application/json")
 
 
 def add_cached_path(app: FastAPI) -> None:
     """``POST /ask`` as a plain route of the app, ahead of the routers: FastAPI spends ~10 µs per
     request matching a route of an included router, a tenth of a cached answer's time."""
-    app.add_api_route("/ask", ask, methods=["POST"], response_model=AskResponse, tags=["ask"])
+    body_schema = {"$ref": "#/components/schemas/AskRequest"}  # also the body of /ask/stream
+    app.add_api_route(
+        "/ask",
+        ask,
+        methods=["POST"],
+        response_model=AskResponse,
+        tags=["ask"],
+        openapi_extra={
+            "requestBody": {
+                "content": {"application/json": {"schema": body_schema}},
+                "required": True,
+            },
+            "responses": {
+                "422": {
+                    "description": "Validation Error",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
+                        }
+                    },
+                }
+            },
+        },
+    )
 
 
 def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
