@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     namespace: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     data_dir: Path
     access_log: bool
+    telemetry: bool
     seed_sample_corpus: bool
 
     redis_url: str

@@ -1,7 +1,8 @@
 """Request body size limit, as plain ASGI middleware (cheap on the cached path).
 
-A declared ``Content-Length`` over the limit is refused before anything is read; a body sent
-without one (chunked) is counted as it arrives and refused once it passes the limit."""
+A declared ``Content-Length`` over the limit is refused before anything is read (one within it
+passes untouched: the server reads no more than it declares); a body sent without one (chunked)
+is counted as it arrives and refused once it passes the limit."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class BodySizeLimit:
             if int(declared) > self.max_bytes:
                 await self._refuse(send)
                 return
+            # The server reads exactly the declared length (HTTP framing): nothing to count.
+            await self.app(scope, receive, send)
+            return
 
         received = 0
         started = False
