@@ -373,7 +373,7 @@ def summarize(run: Run) -> dict[str, Any]:
         if run.back_at_s is not None and o.llm == "hit" and o.at_s >= run.back_at_s
     ]
     quiet_until = min(run.faults.values(), default=run.duration_s)
-    windows = {"none (before the first fault)": (0.0, quiet_until)}
+    windows = {"none (before the first fault)": (0.0, max(0.0, quiet_until - 1.0))}
     windows |= {name: (at, at + WINDOW_S) for name, at in run.faults.items()}
     during = {
         name: {

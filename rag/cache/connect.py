@@ -16,6 +16,9 @@ from typing import TypeAlias, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 from rag.settings import Settings
@@ -46,11 +49,15 @@ def connect(settings: Settings, url: str | None = None) -> RedisClient:
     # command on its condition, timeout and lock as the cached path spends on everything else.
     # Past ``redis_max_connections`` a command fails (the cache is skipped for it) instead of
     # waiting; only a follower of another process's generation holds a connection while waiting.
+    # After Redis restarts, every pooled connection is dead and fails its next command once: a
+    # command that fails on a broken connection is sent again, once, on a new one, instead of
+    # failing (which opens the breaker: a second of requests without cache, each time).
     return aioredis.Redis.from_url(
         url,
         max_connections=settings.redis_max_connections,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
 
 

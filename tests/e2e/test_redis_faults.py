@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,25 @@ def test_down_at_start_then_up_then_down_again(
         assert ask(app.url, "A question after Redis went away?")["cache"] == BYPASS
         assert health(app.url)["status"] == "degraded"
         assert stats["layers"]["llm"]["hit"] >= 1
+
+
+def test_a_restarted_redis_is_used_at_once(
+    server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """After a restart every pooled connection is dead. The first command on each one must not
+    fail (that opened the breaker: a second without cache, once per dead connection, and under
+    load those seconds sent hot questions to the LLM): it is sent again on a new connection."""
+    server.start()
+    with serve_scripted(tmp_path_factory, embedder, server.url, "restart-pool") as app:
+        with ThreadPoolExecutor(8) as pool:  # eight connections in the pool
+            list(pool.map(lambda i: ask(app.url, f"Question {i} before the restart?"), range(8)))
+        server.stop()
+        server.start()  # empty, same port
+        after = [ask(app.url, f"Question {i} after the restart?")["cache"] for i in range(8)]
+        assert all(statuses["llm"] == "miss" for statuses in after), after  # read, not bypassed
+        assert ask(app.url, "Question 0 after the restart?")["cache"] == HITS
 
 
 def subscribers(url: str, channel: str) -> int:
