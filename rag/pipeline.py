@@ -172,6 +172,8 @@ class RagPipeline:
         timer, started = Timer(self.metrics), time.perf_counter()
         fetched = await self.retrieval.prefetch(query, options.top_k, options.mode)
         timer.record("cache_lookup", started)
+        if not options.semantic and self.retrieval.nothing_cached(query, fetched):
+            self.answers.check_room()  # overloaded: shed a new question before its embedding
         found = await self.retrieval.retrieve(
             query, options.top_k, mode=options.mode, timer=timer, fetched=fetched
         )

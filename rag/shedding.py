@@ -44,10 +44,14 @@ class GenerationLimiter:
 
     def admit(self) -> Admission:
         """A place for one more generation, or ``OverloadedError`` when all are taken."""
-        if self.admitted >= self.capacity:
-            raise self._overloaded(f"{self.capacity} answers are being generated or wait")
+        self.check()
         self.admitted += 1
         return Admission(self)
+
+    def check(self) -> None:
+        """``OverloadedError`` when every place is taken (and a new generation would be shed)."""
+        if self.admitted >= self.capacity:
+            raise self._overloaded(f"{self.capacity} answers are being generated or wait")
 
     def _overloaded(self, why: str) -> OverloadedError:
         return OverloadedError(

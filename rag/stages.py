@@ -107,6 +107,15 @@ class CachedRetrieval:
                     keys.append(answer_key)
         return dict(zip(keys, await self._store.get_many(keys), strict=True))
 
+    def nothing_cached(self, query: str, fetched: Fetched) -> bool:
+        """Whether the prefetch found none of this question's entries in a store that answered:
+        a question never seen (or long expired), so without the semantic cache it is a miss."""
+        return (
+            self._store.available
+            and self.embedding_key(query) in fetched
+            and all(raw is None for key, raw in fetched.items() if key != self.corpus_version.key)
+        )
+
     def remember_answer_key(self, search_key: str, answer_key: str) -> None:
         self._answer_keys[search_key] = answer_key
         self._answer_keys.move_to_end(search_key)
@@ -220,6 +229,11 @@ class AnswerLayer:
 
             self.answers.after_hit(job.key, found, raw, refresh=refresh)
         return found.value, CacheStatus.HIT
+
+    def check_room(self) -> None:
+        """``OverloadedError`` now if a new generation would be shed."""
+        if self._limiter is not None:
+            self._limiter.check()
 
     def admit(self, key: str) -> Admission | None:
         """A place among the generations allowed to run or wait (``OverloadedError`` when there

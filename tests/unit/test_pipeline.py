@@ -252,6 +252,21 @@ async def test_generations_past_the_bound_are_shed_but_hits_flow() -> None:
     await rig.pipeline.answer("slow question 3", opts())  # room again
 
 
+async def test_a_new_question_is_shed_before_its_embedding_when_every_place_is_taken() -> None:
+    """A burst of new questions: each refused at once, not after the embedding model (one
+    thread, ~20 ms a question) got to it."""
+    rig = make_rig(limiter=GenerationLimiter(max_running=1, max_waiting=0, retry_after_s=3))
+    await rig.pipeline.answer(Q, opts())  # cached now
+    slow = asyncio.create_task(rig.pipeline.answer("slow question 1", opts()))
+    await asyncio.sleep(0.05)
+    embedded = rig.embedder.calls
+    with pytest.raises(OverloadedError):
+        await rig.pipeline.answer("a question never asked", opts())
+    assert rig.embedder.calls == embedded  # refused before its embedding
+    assert (await rig.pipeline.answer(Q, opts())).cache.as_dict() == HIT3  # never shed
+    await slow
+
+
 async def test_a_stream_closed_after_its_start_gives_its_place_back() -> None:
     limiter = GenerationLimiter(max_running=1, max_waiting=0, retry_after_s=1)
     rig = make_rig(limiter=limiter)
