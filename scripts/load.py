@@ -330,8 +330,8 @@ def _latency(values: list[float]) -> dict[str, float | int]:
 
 def differing_texts(run: Run) -> list[Outcome]:
     """Answers that differ from the one they should equal (see the module's docstring)."""
-    answered = [o for o in [*run.warmup, *run.outcomes] if o.status == 200 and o.end != "cut"]
-    answered = [o for o in answered if o.end not in ("error", "left")]
+    everything = [*run.warmup, *run.outcomes]
+    answered = [o for o in everything if o.status == 200 and o.end not in ("cut", "error", "left")]
     generated: dict[str, set[str]] = defaultdict(set)
     for o in answered:
         if o.llm != "hit":

@@ -198,8 +198,9 @@ class AskResponse(BaseModel):
 
     @classmethod
     def of(cls, answer: Answer, turn: TurnPlan | None = None) -> AskResponse:
-        """Built without validation (``model_construct``): every value comes from the library's
-        own types, and validating four source texts again on every cached answer costs time."""
+        """The response as its model, built without validation (``model_construct``): every
+        value comes from the library's own types. ``POST /ask`` sends the same body serialized
+        by ``ask_response_json``, which a test holds to this."""
         return cls.model_construct(
             answer=answer.text,
             sources=[SourcePublic.of(s) for s in answer.sources],
@@ -313,24 +314,17 @@ class SessionDeleted(BaseModel):
 
 
 def ask_response_json(answer: Answer, turn: TurnPlan | None = None) -> bytes:
-    """The body of ``AskResponse.of(answer, turn)``, serialized without building the models: a
-    cached answer's sources (four chunk texts) are serialized once per search result and then
-    spliced in. Same fields, same order, same values (a test holds it to ``AskResponse``)."""
+    """The body of ``AskResponse.of(answer, turn)``, serialized without building the response
+    model: a cached answer's sources (four chunk texts) are serialized once per search result and
+    then spliced in. Same fields, same order, same values (a test holds it to ``AskResponse``)."""
     rest = {
-        "cache": {layer: status.value for layer, status in answer.cache.items()},
+        "cache": answer.cache.as_dict(),
         "usage": {
             "prompt_tokens": answer.usage.prompt_tokens,
             "completion_tokens": answer.usage.completion_tokens,
         },
         "timings_ms": answer.timings_ms,
-        "semantic": (
-            {
-                "similarity": answer.semantic.similarity,
-                "matched_query": answer.semantic.matched_query,
-            }
-            if answer.semantic
-            else None
-        ),
+        "semantic": SemanticPublic.of(answer.semantic).model_dump() if answer.semantic else None,
         "session_id": turn.session_id if turn else None,
         "standalone_query": turn.standalone if turn else None,
     }
@@ -344,14 +338,4 @@ def _json(value: object) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _sources_json(sources: tuple[ScoredChunk, ...]) -> bytes:
-    return _json(
-        [
-            {
-                "doc_id": s.chunk.doc_id,
-                "chunk_id": s.chunk.chunk_id,
-                "score": s.score,
-                "text": s.chunk.text,
-            }
-            for s in sources
-        ]
-    )
+    return _json([SourcePublic.of(s).model_dump() for s in sources])
