@@ -334,10 +334,7 @@ def test_auth_through_the_url(
     with redis_server(tmp_path / "redis", "--requirepass", "s3cret-pass") as server:
         good = f"redis://:s3cret-pass@127.0.0.1:{server.port}/0"
         with serve_scripted(tmp_path_factory, embedder, good, "auth") as app:
-            assert ask(app.url)["cache"]["llm"] == "miss"
-            assert ask(app.url)["cache"] == HITS
-            assert health(app.url)["status"] == "ok"
-            assert _keys(good, app.settings.namespace)
+            _caches_through(app, good)
 
         wrong = f"redis://:wrong-pass@127.0.0.1:{server.port}/0"
         with serve_scripted(tmp_path_factory, embedder, wrong, "noauth") as app:
@@ -350,6 +347,14 @@ def test_auth_through_the_url(
                 "llm": "up",
                 "chunks": None,
             }
+
+
+def _caches_through(app: ScriptedApp, url: str) -> None:
+    """The app reached Redis at ``url``: a miss, then hits, health ok, its entries stored there."""
+    assert ask(app.url)["cache"]["llm"] == "miss"
+    assert ask(app.url)["cache"] == HITS
+    assert health(app.url)["status"] == "ok"
+    assert _keys(url, app.settings.namespace)
 
 
 def _keys(url: str, namespace: str) -> list[bytes]:
@@ -424,7 +429,4 @@ def test_tls_through_the_url(
     with redis_server(tmp_path / "redis", tls=tls) as server:
         url = f"{server.url}?ssl_ca_certs={tls[2]}"
         with serve_scripted(tmp_path_factory, embedder, url, "tls") as app:
-            assert ask(app.url)["cache"]["llm"] == "miss"
-            assert ask(app.url)["cache"] == HITS
-            assert health(app.url)["status"] == "ok"
-            assert _keys(url, app.settings.namespace)
+            _caches_through(app, url)
