@@ -1,5 +1,6 @@
 """A RAG library whose embedding, search and generation stages are each cached in Redis."""
 
+from rag.corpus import open_corpus
 from rag.errors import (
     DocumentNotFoundError,
     InvalidInputError,
@@ -13,7 +14,7 @@ from rag.errors import (
 from rag.pipeline import RagPipeline
 from rag.settings import Settings
 from rag.types import Answer, CacheMode, CacheStatus
-from rag.wiring import open_corpus, open_services
+from rag.wiring import open_services
 
 __all__ = [
     "Answer",

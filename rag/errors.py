@@ -13,7 +13,7 @@
     │   └── OverloadedError      too many generations running and waiting: shed (503)
     └── DocumentNotFoundError    no such document (404)
 
-Cache-store failures are not errors: the cache fails open (see ``rag.cache.store``).
+Cache-store failures are not errors: the cache fails open (see ``rag.cache.gateway``).
 """
 
 

@@ -16,8 +16,8 @@ from typing import Protocol
 import tiktoken
 from bs4 import BeautifulSoup
 
-from rag.cache.layers import CorpusVersion
-from rag.cache.tags import TagIndex
+from rag.cache.invalidation import Invalidation
+from rag.cache.version import CorpusVersion
 from rag.errors import CacheUnavailableError, DocumentNotFoundError, InvalidInputError
 from rag.protocols import Embedder, Retriever
 from rag.types import Chunk
@@ -163,14 +163,14 @@ class Ingestor:
         chunker: TokenChunker,
         corpus_version: CorpusVersion,
         batch_size: int,
-        tags: TagIndex | None = None,
+        invalidation: Invalidation | None = None,
     ) -> None:
         self._embedder = embedder
         self._retriever = retriever
         self._chunker = chunker
         self._corpus_version = corpus_version
         self._batch_size = batch_size
-        self._tags = tags
+        self._invalidation = invalidation
 
     def chunk(self, document: Document) -> list[Chunk]:
         validate_doc_id(document.doc_id)
@@ -273,9 +273,9 @@ class Ingestor:
     async def _drop_answers_of(self, doc_id: str) -> None:
         """Free the answers built on a changed document now. Correctness does not depend on it
         (their keys carry the old chunks' hashes, so they can no longer be reached); memory does."""
-        if self._tags is None:
+        if self._invalidation is None:
             return
         try:
-            await self._tags.invalidate_tag(f"doc:{doc_id}")
+            await self._invalidation.by_tag(f"doc:{doc_id}")
         except CacheUnavailableError as exc:
             log.warning("could not drop cached answers of %s: %s", doc_id, exc)

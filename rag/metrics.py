@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from rag.cache.registry import LAYERS
+from rag.cache.layers import LAYERS
 from rag.types import CacheStatus
 
 

@@ -1,5 +1,5 @@
 """The question-answering pipeline: retrieve (embedding → search), then answer, each stage behind
-its cache (``rag.stages``), read top to bottom in ``_plan`` and ``_generate``.
+its cache layers (``rag.stages``), read top to bottom in ``_plan`` and ``_generate``.
 
 - An exact repeat costs one Redis round trip: one MGET of the corpus version, the embedding, the
   search result and the answer (keys guessed from earlier requests, then verified).
@@ -16,14 +16,13 @@ import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from rag.cache.registry import EMBEDDING, LLM, SEARCH
-from rag.cache.stage import Background
+from rag.cache.aside import Background
+from rag.cache.layers import EMBEDDING, LLM, SEARCH
 from rag.errors import InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prices import ModelPrice
-from rag.semantic.cache import SemanticCache
 from rag.shedding import Admission
-from rag.stages import AnswerLayer, CachedRetrieval, Job, Timer
+from rag.stages import AnswerStage, Job, RetrievalStage, Timer
 from rag.types import (
     Answer,
     AskOptions,
@@ -110,19 +109,18 @@ class RagPipeline:
     def __init__(
         self,
         *,
-        retrieval: CachedRetrieval,
-        answers: AnswerLayer,
+        retrieval: RetrievalStage,
+        answers: AnswerStage,
         metrics: Metrics,
         limits: AskLimits,
         background: Background,
-        semantic: SemanticCache | None = None,
         price: ModelPrice | None = None,
     ) -> None:
         self.retrieval = retrieval
         self.answers = answers
         self.metrics = metrics
         self.limits = limits
-        self.semantic = semantic
+        self.semantic = answers.semantic
         self._price = price or ModelPrice()  # what a cache hit saves
         self.background = background  # the stages' refreshes and TTL extensions
 
@@ -185,13 +183,13 @@ class RagPipeline:
         if found.version is None:  # no cache store: nothing to read
             cached, status = None, CacheStatus.BYPASS
         else:
-            cached, status = await self.answers.lookup(job, fetched, self.semantic)
+            cached, status = await self.answers.lookup(job, fetched)
         statuses = LayerStatuses({EMBEDDING.name: found.embedding, SEARCH.name: found.search})
         plan = _Plan(statuses, found.sources, cached, job, timer)
         if cached is None and scope is not None:
             plan = await self._semantic_lookup(plan, options)
         plan.statuses[LLM.name] = CacheStatus.SEMANTIC if plan.semantic else status
-        self.answers.answers.record(plan.statuses[LLM.name])
+        self.answers.record(plan.statuses[LLM.name])
         if plan.cached is None:  # shed now, before the stream starts, if there is no room
             plan = replace(plan, admission=self.answers.admit(job.key))
         else:
@@ -229,17 +227,7 @@ class RagPipeline:
         """A fresh answer, generated once however many identical requests want it."""
         started = time.perf_counter()
         completion: Completion | None = None
-        generated = False
-
-        async def produce() -> AsyncIterator[str | Completion]:
-            nonlocal generated
-            generated = True
-            async for item in self.answers.produce(plan.job, self.semantic):
-                yield item
-
-        relay = self.answers.relay
-        source = relay.relay(plan.job.key, produce, live=live) if relay else produce()
-        async for item in source:
+        async for item in self.answers.generate(plan.job, live=live):
             if isinstance(item, Completion):
                 completion = item
             else:
@@ -247,11 +235,9 @@ class RagPipeline:
         plan.timer.record("llm", started)
         if completion is None:  # pragma: no cover - relay and Generator contract
             raise LLMError("the LLM stream ended without finishing")
-        usage = completion.usage if generated else Usage()
-        yield StreamEnd(cache=plan.statuses, usage=usage, timings_ms=plan.timer.finish())
+        yield StreamEnd(cache=plan.statuses, usage=completion.usage, timings_ms=plan.timer.finish())
 
     async def aclose(self) -> None:
         """Cancel background work (at shutdown)."""
         await self.background.aclose()
-        if self.answers.relay is not None:
-            await self.answers.relay.aclose()
+        await self.answers.aclose()

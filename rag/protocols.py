@@ -60,11 +60,13 @@ class KVStore(Protocol):
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None: ...
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
+        """Whether the value was written."""
+        ...
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
-        """Store ``value`` unless the key exists; return the value now stored (``b""`` when the
-        key holds another type), or None when the store did not answer."""
+        """Store ``value`` unless the key exists; return the value now stored, or None when the
+        store did not answer (a key of another type is replaced)."""
         ...
 
     async def delete(self, *keys: str) -> int: ...

@@ -22,15 +22,13 @@ import json
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import tiktoken
 
-from rag.cache.connect import RedisClient
+from rag.cache.aside import CachedLayer
+from rag.cache.gateway import RedisGateway
 from rag.cache.keys import session_key
-from rag.cache.layers import RewriteCache
-from rag.cache.stage import CachedStage
-from rag.cache.store import StrictStore
+from rag.cache.layers import RewriteLayer
 from rag.errors import InvalidInputError
 from rag.metrics import Metrics
 from rag.pipeline import StreamEnd, StreamEvent, StreamToken
@@ -110,46 +108,26 @@ def check_session_id(session_id: str) -> None:
         )
 
 
-# Appends a turn, drops the oldest turns while the history is over its token budget (keeping the
-# newest), and slides the TTL; atomic, so concurrent turns of one session cannot lose each other.
-_APPEND = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local costs, total = {}, 0
-for i = 1, #items do
-  costs[i] = cjson.decode(items[i])['tokens']
-  total = total + costs[i]
-end
-local drop = 0
-while total > tonumber(ARGV[2]) and drop < #items - 1 do
-  drop = drop + 1
-  total = total - costs[drop]
-end
-if drop > 0 then redis.call('LTRIM', KEYS[1], drop, -1) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return #items - drop
-"""
-
-
 class SessionStore:
     """Turns of each session in Redis. Unlike the caches this is the source of truth, so it does
-    not fail open: an unreachable Redis is a 503, not a silently forgotten conversation."""
+    not fail open: an unreachable Redis is a 503 (``RedisGateway.strict``), not a silently
+    forgotten conversation. A turn is appended atomically, the oldest turns dropped while the
+    history is over its token budget, and the TTL slides."""
 
     def __init__(
         self,
         *,
-        store: StrictStore,
+        redis: RedisGateway,
         namespace: str,
         ttl_s: int,
         history_tokens: int,
         encoding: tiktoken.Encoding,
     ) -> None:
-        self._store = store
+        self._redis = redis.strict
         self._namespace = namespace
         self.ttl_s = ttl_s
         self.history_tokens = history_tokens
         self._encoding = encoding
-        self._append = store.client.register_script(_APPEND)
 
     def key(self, session_id: str) -> str:
         return session_key(self._namespace, session_id)
@@ -159,47 +137,35 @@ class SessionStore:
         return Turn(question=question, standalone=standalone, answer=answer, tokens=tokens)
 
     async def turns(self, session_id: str) -> list[Turn]:
-        key = self.key(session_id)
-        raw = await self._store.run("session store", lambda c: c.lrange(key, 0, -1))
-        return [Turn.from_json(item) for item in raw]
+        items, _ = await self._redis.list_items(self.key(session_id))
+        return [Turn.from_json(item) for item in items]
 
     async def view(self, session_id: str) -> SessionView | None:
-        key = self.key(session_id)
-
-        async def op(client: RedisClient) -> list[Any]:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.lrange(key, 0, -1)
-                pipe.ttl(key)
-                return await pipe.execute()
-
-        raw, ttl = await self._store.run("session store", op)
-        if not raw:
+        items, ttl = await self._redis.list_items(self.key(session_id))
+        if not items:
             return None
-        return SessionView(session_id, [Turn.from_json(item) for item in raw], max(int(ttl), 0))
+        return SessionView(session_id, [Turn.from_json(item) for item in items], ttl)
 
     async def append(self, session_id: str, turn: Turn) -> int:
         """Store a finished turn; returns how many turns the session keeps."""
-        args: list[str | int] = [turn.to_json(), self.history_tokens, self.ttl_s]
-        kept = await self._store.run(
-            "session store", lambda _: self._append(keys=[self.key(session_id)], args=args)
+        return await self._redis.append_within_budget(
+            self.key(session_id), turn.to_json(), self.history_tokens, self.ttl_s
         )
-        return int(kept)
 
     async def delete(self, session_id: str) -> bool:
-        key = self.key(session_id)
-        return bool(await self._store.run("session store", lambda c: c.delete(key)))
+        return bool(await self._redis.delete(self.key(session_id)))
 
 
 class QuestionRewriter:
     """Makes a follow-up standalone with the LLM. Rewrites are the cache layer ``rewrite``
-    (``registry.REWRITE``), keyed on the LLM model, the rewrite prompt's version, the history and
-    the follow-up."""
+    (``rag.cache.layers.rewrite``), keyed on the LLM model, the rewrite prompt's version, the
+    history and the follow-up."""
 
     def __init__(
         self,
         *,
         generator: Generator,
-        rewrites: CachedStage[str],
+        rewrites: CachedLayer[RewriteLayer, str],
         metrics: Metrics,
         max_chars: int,
     ) -> None:
@@ -209,9 +175,7 @@ class QuestionRewriter:
         self._max_chars = max_chars
 
     def key(self, question: str, history: Sequence[Turn]) -> str:
-        codec = self._rewrites.codec
-        assert isinstance(codec, RewriteCache)
-        return codec.key(question, [(t.standalone, t.answer) for t in history])
+        return self._rewrites.spec.key(question, [(t.standalone, t.answer) for t in history])
 
     async def standalone(self, question: str, history: Sequence[Turn]) -> str:
         if not history:

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     embedding_ttl_s: int = Field(ge=1)
     search_ttl_s: int = Field(ge=1)
     llm_ttl_s: int = Field(ge=1)
+    rewrite_ttl_s: int = Field(ge=1)
     corpus_version_ttl_s: int = Field(ge=1)
     search_soft_ttl_s: int = Field(ge=1)
     llm_soft_ttl_s: int = Field(ge=1)
@@ -91,6 +92,7 @@ class Settings(BaseSettings):
     single_flight: bool
     flight_lock_ttl_s: float = Field(gt=0)
     flight_wait_s: float = Field(gt=0)
+    relay_stream_ttl_s: int = Field(ge=1)
     max_generations: int = Field(ge=0)  # 0: see generation_slots
     max_waiting_generations: int = Field(ge=0)
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)

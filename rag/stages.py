@@ -1,8 +1,9 @@
-"""The pipeline's stages, each behind its ``CachedStage``.
+"""The pipeline's stages (a *stage* is a step of the pipeline; a *layer* is what is cached, and
+each stage reads and writes its layers through their ``CachedLayer``).
 
-- ``CachedRetrieval``: query → vector (embedding layer) → top-k chunks (search layer), keyed on
+- ``RetrievalStage``: query → vector (embedding layer) → top-k chunks (search layer), keyed on
   the corpus version. Fetches everything an exact repeat needs in one round trip.
-- ``AnswerLayer``: (query, chunks) → answer (llm layer): generated once through the
+- ``AnswerStage``: (query, chunks) → answer (llm layer): generated once through the
   ``AnswerRelay``, stored only once the model finished normally, tagged with its documents and
   added to the semantic cache.
 """
@@ -15,17 +16,18 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
+from rag.cache.aside import UNFETCHED, CachedLayer
+from rag.cache.invalidation import Tags
+from rag.cache.layers import AnswerLayer, Cached, EmbeddingLayer, SearchLayer
 from rag.cache.relay import AnswerRelay
-from rag.cache.stage import UNFETCHED, Cached, CachedStage
-from rag.cache.tags import TagIndex
+from rag.cache.version import CorpusVersion
 from rag.errors import LLMError
 from rag.metrics import Metrics
 from rag.prompt import build_messages
 from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
 from rag.semantic.cache import SemanticCache
 from rag.shedding import Admission, GenerationLimiter
-from rag.types import CacheMode, CacheStatus, Completion, ScoredChunk
+from rag.types import CacheMode, CacheStatus, Completion, ScoredChunk, Usage
 
 _CACHEABLE_FINISH = {"stop", "length"}  # "length": cut at max_tokens, which is in the key
 _MAX_HINTS = 10_000  # answer-key hints kept in memory (short strings each)
@@ -60,14 +62,14 @@ class Retrieved:
     search: CacheStatus
 
 
-class CachedRetrieval:
+class RetrievalStage:
     def __init__(
         self,
         *,
         embedder: Embedder,
         retriever: Retriever,
-        embeddings: CachedStage[Vector],
-        searches: CachedStage[list[ScoredChunk]],
+        embeddings: CachedLayer[EmbeddingLayer, Vector],
+        searches: CachedLayer[SearchLayer, list[ScoredChunk]],
         corpus_version: CorpusVersion,
         metrics: Metrics,
         store: KVStore,
@@ -86,14 +88,10 @@ class CachedRetrieval:
         self._answer_keys: OrderedDict[str, str] = OrderedDict()
 
     def search_key(self, query: str, version: str, k: int) -> str:
-        codec = self.searches.codec
-        assert isinstance(codec, SearchResultCache)
-        return codec.key(query, corpus_version=version, k=k)
+        return self.searches.spec.key(query, corpus_version=version, k=k)
 
     def embedding_key(self, query: str) -> str:
-        codec = self.embeddings.codec
-        assert isinstance(codec, EmbeddingCache)
-        return codec.key(query)
+        return self.embeddings.spec.key(query)
 
     async def prefetch(self, query: str, k: int, mode: CacheMode) -> Fetched:
         """One round trip for the corpus version and, when reading, the entries this request
@@ -135,10 +133,7 @@ class CachedRetrieval:
             self.embeddings.record(embedding)
         else:  # reported whether or not the vector is needed: the search may hit
             raw = fetched.get(emb_key, UNFETCHED)
-            found = await self.embeddings.read(emb_key, raw)
-            embedding = self.embeddings.status(found)
-            if found is not None:
-                self.embeddings.after_hit(emb_key, found, raw, refresh=None)
+            found, embedding = await self.embeddings.lookup(emb_key, raw, refresh=None)
         vectors: list[Vector] = [found.value] if found is not None else []
         write_embedding = mode.writes and search_key is not None
 
@@ -185,50 +180,42 @@ class Job:
     vector: Vector | None
 
 
-class AnswerLayer:
+class AnswerStage:
     def __init__(
         self,
         *,
-        answers: CachedStage[Completion],
+        answers: CachedLayer[AnswerLayer, Completion],
         generator: Generator,
         metrics: Metrics,
         relay: AnswerRelay | None = None,
-        tags: TagIndex | None = None,
+        tags: Tags | None = None,
         limiter: GenerationLimiter | None = None,
-        store: KVStore,
+        semantic: SemanticCache | None = None,
     ) -> None:
-        self.answers = answers
+        self._answers = answers
         self._limiter = limiter
         self._generator = generator
         self._metrics = metrics
-        self.relay = relay
+        self._relay = relay
         self._tags = tags
-        self._store = store
+        self.semantic = semantic
 
     def key(self, query: str, sources: list[ScoredChunk]) -> str:
-        codec = self.answers.codec
-        assert isinstance(codec, AnswerCache)
-        return codec.key(query, sources)
+        return self._answers.spec.key(query, sources)
 
-    async def lookup(
-        self, job: Job, fetched: Fetched, semantic: SemanticCache | None
-    ) -> tuple[Completion | None, CacheStatus]:
-        """The exact answer entry (counted later: the llm status is final after the semantic
-        lookup); a stale one is served and regenerated in the background."""
+    def record(self, status: CacheStatus) -> None:
+        """Count the answer's final status (known once the semantic lookup is done)."""
+        self._answers.record(status)
+
+    async def lookup(self, job: Job, fetched: Fetched) -> tuple[Completion | None, CacheStatus]:
+        """The exact answer entry (not counted: see ``record``); a stale one is served and
+        regenerated in the background."""
         if not job.mode.reads:
             return None, CacheStatus.BYPASS
+        refresh = (lambda: self._regenerate(job)) if job.mode.writes else None
         raw = fetched.get(job.key, UNFETCHED)
-        found = await self.answers.read(job.key, raw)
-        if found is None:
-            return None, self.answers.status(None, count=False)
-        if job.mode.writes:
-
-            async def refresh() -> None:
-                async for _ in self.produce(replace(job, mode=CacheMode.REFRESH), semantic):
-                    pass
-
-            self.answers.after_hit(job.key, found, raw, refresh=refresh)
-        return found.value, CacheStatus.HIT
+        found, status = await self._answers.lookup(job.key, raw, refresh=refresh, count=False)
+        return (found.value if found is not None else None), status
 
     def check_room(self) -> None:
         """``OverloadedError`` now if a new generation would be shed."""
@@ -238,13 +225,33 @@ class AnswerLayer:
     def admit(self, key: str) -> Admission | None:
         """A place among the generations allowed to run or wait (``OverloadedError`` when there
         is none); None when no place is needed: no limit, or an identical one is running."""
-        if self._limiter is None or (self.relay is not None and self.relay.running(key)):
+        if self._limiter is None or (self._relay is not None and self._relay.running(key)):
             return None
         return self._limiter.admit()
 
-    async def produce(
-        self, job: Job, semantic: SemanticCache | None
-    ) -> AsyncIterator[str | Completion]:
+    async def generate(self, job: Job, *, live: bool) -> AsyncIterator[str | Completion]:
+        """The answer's pieces, then its ``Completion`` with the usage *this* request spent
+        (none when it shared another request's generation): generated once however many
+        identical requests want it (``live``: pieces as they come)."""
+        generated = False
+
+        async def produce() -> AsyncIterator[str | Completion]:
+            nonlocal generated
+            generated = True
+            async for item in self._produce(job):
+                yield item
+
+        source = self._relay.relay(job.key, produce, live=live) if self._relay else produce()
+        async for item in source:
+            if isinstance(item, Completion) and not generated:
+                item = replace(item, usage=Usage())
+            yield item
+
+    async def _regenerate(self, job: Job) -> None:
+        async for _ in self.generate(replace(job, mode=CacheMode.REFRESH), live=False):
+            pass
+
+    async def _produce(self, job: Job) -> AsyncIterator[str | Completion]:
         """Run the LLM; store the answer only once the model finished and every piece was
         handed on (a consumer that stops early never reaches the write)."""
         started = time.perf_counter()
@@ -261,7 +268,7 @@ class AnswerLayer:
         if not completion.text.strip():
             raise LLMError("the LLM returned an empty answer")
         if job.mode.writes and completion.finish_reason in _CACHEABLE_FINISH:
-            await self._store_answer(job, completion, time.perf_counter() - started, semantic)
+            await self._store_answer(job, completion, time.perf_counter() - started)
         yield completion
 
     def _slot(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -269,16 +276,14 @@ class AnswerLayer:
         sooner it gets one."""
         if self._limiter is None:
             return contextlib.nullcontext()
-        relay = self.relay
+        relay = self._relay
         return self._limiter.slot(lambda: relay.readers(key) if relay else 1)
 
-    async def _store_answer(
-        self, job: Job, completion: Completion, compute_s: float, semantic: SemanticCache | None
-    ) -> None:
-        await self.answers.write(job.key, completion, compute_s=compute_s)
-        if not self._store.available:
+    async def _store_answer(self, job: Job, completion: Completion, compute_s: float) -> None:
+        if not await self._answers.write(job.key, completion, compute_s=compute_s):
             return
         entries = [job.key]
+        semantic = self.semantic
         if semantic is not None and job.semantic_scope is not None and job.vector is not None:
             entries.append(
                 await semantic.add(
@@ -292,4 +297,8 @@ class AnswerLayer:
         if self._tags is not None:
             doc_tags = {f"doc:{s.chunk.doc_id}" for s in job.sources}
             for entry_key in entries:
-                await self._tags.tag(entry_key, doc_tags, self.answers.codec.ttl_s)
+                await self._tags.tag(entry_key, doc_tags, self._answers.spec.ttl_s)
+
+    async def aclose(self) -> None:
+        if self._relay is not None:
+            await self._relay.aclose()

@@ -70,7 +70,7 @@ class Completion:
 
 
 class LayerStatuses(dict[str, CacheStatus]):
-    """What each cache layer did for one request, by layer name (``rag.cache.registry``)."""
+    """What each cache layer did for one request, by layer name (``rag.cache.layers``)."""
 
     def as_dict(self) -> dict[str, str]:
         return {name: status.value for name, status in self.items()}

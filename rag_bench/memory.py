@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
+from rag.cache.gateway import RedisGateway, connect
+from rag.settings import Settings
 
 # key segment -> layer, for the cache entries whose memory is measured
 CACHE_LAYERS = {
@@ -20,28 +21,27 @@ class RedisProbe:
     """The server's ``used_memory`` and the cache entries of one namespace with their size
     (``MEMORY USAGE``: key, value and per-key overhead) by layer."""
 
-    def __init__(self, url: str, namespace: str) -> None:
-        self._client = aioredis.Redis.from_url(url)
+    def __init__(self, redis: RedisGateway, namespace: str) -> None:
+        self._redis = redis
         self._prefix = f"rag:{namespace}:"
 
+    @classmethod
+    def open(cls, url: str, namespace: str) -> RedisProbe:
+        client = connect(Settings(redis_timeout_s=10.0), url)  # measurements may wait
+        return cls(RedisGateway(client=client, timeout_s=10.0), namespace)
+
     async def used_memory(self) -> int:
-        info = await self._client.info("memory")
-        return int(info["used_memory"])
+        return await self._redis.used_memory()
 
     async def entries(self) -> dict[str, dict[str, int]]:
         """``{layer: {"keys", "bytes"}}`` over the cache layers (not the corpus version, nor the
         single-flight locks and relay streams, which live for seconds)."""
-        keys: list[bytes] = [
-            k async for k in self._client.scan_iter(match=f"{self._prefix}*", count=1000)
-        ]
-        layers = [k.decode()[len(self._prefix) :].split(":", 1)[0] for k in keys]
+        keys = [k async for batch in self._redis.scan(f"{self._prefix}*") for k in batch]
+        layers = [k[len(self._prefix) :].split(":", 1)[0] for k in keys]
         chosen = [
             (k, layer) for k, layer in zip(keys, layers, strict=True) if layer in CACHE_LAYERS
         ]
-        pipe = self._client.pipeline(transaction=False)
-        for key, _ in chosen:
-            pipe.memory_usage(key, samples=0)
-        sizes = await pipe.execute() if chosen else []
+        sizes = await self._redis.memory_usage([k for k, _ in chosen])
         out: dict[str, dict[str, int]] = {}
         for (_, layer), size in zip(chosen, sizes, strict=True):
             if size is None:  # expired between SCAN and MEMORY USAGE
@@ -52,7 +52,7 @@ class RedisProbe:
         return out
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._redis.client.aclose()
 
 
 def memory_figures(

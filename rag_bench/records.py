@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from rag.cache.layers import SearchResultCache
+from rag.cache.layers.search import decode_hits
 from rag.prompt import build_messages
 from rag_bench.pricing import TokenCounter
 from rag_bench.workload import Query
@@ -73,9 +73,7 @@ def _read_body(record: Record, query: Query, body: dict[str, Any], tokens: Token
     record.usage_completion = int(body["usage"]["completion_tokens"])
     record.generated = record.usage_prompt + record.usage_completion > 0
     # The public sources carry no source name nor content hash; neither is in the prompt.
-    sources = SearchResultCache.decode_hits(
-        [{"source": "", "hash": "", **s} for s in body["sources"]]
-    )
+    sources = decode_hits([{"source": "", "hash": "", **s} for s in body["sources"]])
     record.prompt_tokens = tokens.prompt(build_messages(query.text, sources))
     record.completion_tokens = tokens.text(body["answer"])
     timings = body.get("timings_ms", {})

@@ -194,7 +194,7 @@ async def run_configs(
     for q in queries:
         if q.group is not None:
             groups.setdefault(q.text, set()).add(q.group)
-    probe = RedisProbe(target.redis_url, target.namespace) if target.redis_url else None
+    probe = RedisProbe.open(target.redis_url, target.namespace) if target.redis_url else None
     summaries: dict[str, Any] = {}
     records: dict[str, list[Record]] = {}
     limits = httpx.Limits(max_connections=concurrency + 4)

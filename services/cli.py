@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from rag.cache.registry import INVALIDATION_TARGETS
+from rag.cache.layers import INVALIDATION_TARGETS
 from rag.types import CacheStatus
 from services.cli_semantic import add_semantic_commands, fail
 
@@ -64,10 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from rag.corpus import open_corpus
     from rag.errors import RagError
     from rag.ingest import collect_documents
     from rag.settings import Settings
-    from rag.wiring import open_corpus
 
     async def run() -> int:
         documents = collect_documents([Path(p) for p in args.paths])

@@ -3,7 +3,7 @@
 Numbers and flags in JSON bodies are strict (``"top_k": "4"`` or ``true`` is refused, not read
 as 4); floats must be finite. Every string refuses lone surrogates (``"\\ud800"``, valid JSON
 but no text). The layer names come from
-``rag.cache.registry``."""
+``rag.cache.layers``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from rag.cache.registry import INVALIDATION_TARGETS, REPORTED
+from rag.cache.layers import INVALIDATION_TARGETS, REPORTED
 from rag.sessions import SESSION_ID, SessionView, TurnPlan
 from rag.types import Answer, CacheMode, CacheStatus, ScoredChunk, SemanticInfo
 
@@ -154,7 +154,7 @@ def _reported_layers(statuses: dict[str, CacheStatus]) -> dict[str, CacheStatus]
     return statuses
 
 
-# What each layer of rag.cache.registry.REPORTED did for the request ("semantic" only where the
+# What each layer of rag.cache.layers.REPORTED did for the request ("semantic" only where the
 # semantic cache can serve the layer).
 CacheStatusesPublic = Annotated[
     dict[str, CacheStatus],

@@ -21,50 +21,32 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from rag.aio import finish_even_if_cancelled
-from rag.cache.connect import REDIS_ERRORS, RedisClient
+from rag.cache.gateway import RedisGateway
 from rag.cache.keys import flight_done_channel, flight_key
-from rag.cache.store import RedisStore
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-_EXTEND = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 
 class RedisLock:
     """A lock with an owner token: acquired with ``SET NX PX``, kept alive by a heartbeat while
     held, and released only by its owner (compare-and-delete), so a lock that expired and was
-    taken over is never deleted by its old owner. Every call fails open (``RedisStore.run``)."""
+    taken over is never deleted by its old owner. Every call fails open (``RedisGateway``)."""
 
-    def __init__(self, store: RedisStore, name: str, ttl_s: float) -> None:
-        self._store = store
+    def __init__(self, redis: RedisGateway, name: str, ttl_s: float) -> None:
+        self._redis = redis
         self.name = name
         self._ttl_ms = int(ttl_s * 1000)
         self._token = secrets.token_hex(8)
 
     async def acquire(self) -> bool | None:
         """True: acquired; False: someone holds it; None: Redis did not answer (no coordination)."""
-
-        async def op(client: RedisClient) -> bool:
-            return bool(await client.set(self.name, self._token, nx=True, px=self._ttl_ms))
-
-        return await self._store.run("lock", op, None)
+        return await self._redis.acquire(self.name, self._token, self._ttl_ms)
 
     async def exists(self) -> bool | None:
         """Whether someone holds it; None when Redis did not answer."""
-
-        async def op(client: RedisClient) -> bool:
-            return bool(await client.exists(self.name))
-
-        return await self._store.run("lock", op, None)
+        return await self._redis.exists(self.name)
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[None]:
@@ -74,18 +56,12 @@ class RedisLock:
             yield
         finally:
             heartbeat.cancel()
-            await finish_even_if_cancelled(self._script(_RELEASE))
-
-    async def _script(self, script: str, *args: object) -> object:
-        async def op(client: RedisClient) -> object:
-            return await client.eval(script, 1, self.name, self._token, *args)  # type: ignore[arg-type]
-
-        return await self._store.run("lock", op, None)
+            await finish_even_if_cancelled(self._redis.release(self.name, self._token))
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_ms / 3000)
-            if await self._script(_EXTEND, self._ttl_ms) == 0:
+            if await self._redis.extend(self.name, self._token, self._ttl_ms) is False:
                 log.warning("lost the lock %s while holding it", self.name)
                 return
 
@@ -94,7 +70,7 @@ class SingleFlight:
     def __init__(
         self,
         *,
-        store: RedisStore | None,
+        store: RedisGateway | None,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
@@ -228,20 +204,7 @@ class SingleFlight:
         for event in self._watchers.get(key, ()):
             event.set()
 
-    async def run_listener(self, *, retry_s: float = 1.0) -> None:
+    async def run_listener(self) -> None:
         """Receive 'done' messages until cancelled; waiters fall back to polling meanwhile."""
-        if self._store is None:
-            return
-        while True:
-            pubsub = self._store.client.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._on_message(message["data"])
-            except REDIS_ERRORS:
-                await asyncio.sleep(retry_s)
-            finally:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        if self._store is not None:
+            await self._store.subscribe(self.channel, self._on_message)

@@ -67,6 +67,12 @@ def semantic_key(namespace: str, scope: str, query: str) -> str:
     return f"rag:{namespace}:sem:{scope}:{digest(normalize_text(query))}"
 
 
+def semantic_namespace(key: str) -> str | None:
+    """The namespace of a semantic index entry's key; None for any other key."""
+    parts = key.split(":", 3)
+    return parts[1] if len(parts) == 4 and parts[0] == "rag" and parts[2] == "sem" else None
+
+
 def semantic_events_channel(namespace: str) -> str:
     """Pub/sub channel on which semantic-cache entries added and deleted are announced."""
     return f"rag:{namespace}:sem-events"

@@ -17,7 +17,7 @@ Two tiers, as for single-flight:
   When the leader dies (its lock expires) before anything was passed on, the follower takes over
   and generates; after that, it fails with a clear error.
 
-Every Redis call goes through the fail-open ``RedisStore``: Redis down or slow means no
+Every Redis call goes through the fail-open ``RedisGateway``: Redis down or slow means no
 coordination across processes (each process generates once), never a crash."""
 
 from __future__ import annotations
@@ -26,20 +26,18 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from rag.aio import finish_even_if_cancelled
-from rag.cache.connect import RedisClient
 from rag.cache.flight import RedisLock
+from rag.cache.gateway import RedisGateway, StreamBatches
 from rag.cache.keys import flight_key
-from rag.cache.store import RedisStore
 from rag.errors import FlightFailedError, FlightTimeoutError, RagError
 from rag.types import Completion, Usage
 
 ABANDONED = "the request generating this answer went away"
 Produce = Callable[[], AsyncIterator[str | Completion]]
-_Batches = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 class _Run:
@@ -115,14 +113,14 @@ class AnswerRelay:
     def __init__(
         self,
         *,
-        store: RedisStore | None,
+        store: RedisGateway | None,
         namespace: str,
         lock_ttl_s: float,
         wait_s: float,
-        stream_ttl_s: int = 60,
+        stream_ttl_s: int,
         poll_s: float = 0.5,
     ) -> None:
-        self._store = store  # None: coalesce within this process only
+        self._redis = store  # None: coalesce within this process only
         self._namespace = namespace
         self._lock_ttl_s = lock_ttl_s
         self._wait_s = wait_s
@@ -182,12 +180,14 @@ class AnswerRelay:
             self._forget(key, run)
 
     async def _coordinate(self, key: str, run: _Run, produce: Produce) -> None:
-        if self._store is None:
+        if self._redis is None:
             await self._generate(run, produce, None)
             return
         # one hash tag: the lock and the stream live on one node of a cluster
-        lock = RedisLock(self._store, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
-        stream = flight_key(self._namespace, key, "live")
+        lock = RedisLock(self._redis, flight_key(self._namespace, key, "lock"), self._lock_ttl_s)
+        stream = _LiveStream(
+            self._redis, flight_key(self._namespace, key, "live"), self._stream_ttl_s
+        )
         deadline = time.monotonic() + self._wait_s
         while True:
             leading = await lock.acquire()
@@ -205,10 +205,10 @@ class AnswerRelay:
             if run.pieces:
                 run.restart()
 
-    async def _generate(self, run: _Run, produce: Produce, stream: str | None) -> None:
+    async def _generate(self, run: _Run, produce: Produce, stream: _LiveStream | None) -> None:
         outcome: dict[str, str] = {"error": ABANDONED}  # unless it ends otherwise
         if stream is not None:
-            await self._store_run(lambda c: c.delete(stream))  # a dead leader's leftovers
+            await stream.clear()  # a dead leader's leftovers
         try:
             async for item in produce():
                 if isinstance(item, Completion):
@@ -217,32 +217,17 @@ class AnswerRelay:
                 else:
                     run.push(item)
                     if stream is not None:
-                        await self._append(stream, len(run.pieces), item)
+                        await stream.add(len(run.pieces), {"t": item})
         except RagError as exc:
             outcome = {"error": str(exc)}
             raise
         finally:
             if stream is not None:
-                await finish_even_if_cancelled(self._end(stream, len(run.pieces) + 1, outcome))
+                await finish_even_if_cancelled(stream.add(len(run.pieces) + 1, outcome, end=True))
 
-    async def _append(self, stream: str, n: int, piece: str) -> None:
-        """Piece ``n`` under the entry id ``n-0``: a lost append leaves a gap followers see."""
-
-        async def op(client: RedisClient) -> None:
-            await client.xadd(stream, {"t": piece}, id=f"{n}-0")
-
-        await self._store_run(op)
-
-    async def _end(self, stream: str, entry: int, outcome: dict[str, str]) -> None:
-        async def op(client: RedisClient) -> None:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.xadd(stream, outcome, id=f"{entry}-0")  # type: ignore[arg-type]
-                pipe.expire(stream, self._stream_ttl_s)
-                await pipe.execute()
-
-        await self._store_run(op)
-
-    async def _follow(self, lock: RedisLock, stream: str, deadline: float, run: _Run) -> bool:
+    async def _follow(
+        self, lock: RedisLock, stream: _LiveStream, deadline: float, run: _Run
+    ) -> bool:
         """Follow another process's generation into ``run``. True: ``run`` finished; False: the
         leader is gone (its lock expired, or Redis is), so this process may take over."""
         last_id: bytes | str = "0"
@@ -250,7 +235,7 @@ class AnswerRelay:
         while True:
             # None: the read failed or came late; read again from the same place, unless the
             # lock check below finds the leader (or Redis) gone
-            batches = await self._read(stream, last_id) or []
+            batches = await stream.read(last_id, self._poll_s) or []
             if batches:  # progress: the wait is for the next piece, not for the whole answer
                 deadline = time.monotonic() + self._wait_s
             for _, entries in batches:
@@ -278,22 +263,25 @@ class AnswerRelay:
                         f"waited {self._wait_s:.0f} s for an identical answer being generated"
                     )
 
-    async def _read(self, stream: str, last_id: bytes | str) -> _Batches | None:
-        poll_ms = int(self._poll_s * 1000)
 
-        async def op(client: RedisClient) -> _Batches:
-            found = await client.xread({stream: last_id}, count=256, block=poll_ms)
-            return cast(_Batches, found or [])
+class _LiveStream:
+    """The Redis Stream a leader appends an answer's pieces to: piece ``n`` under the entry id
+    ``n-0``, so a lost append leaves a gap that followers see."""
 
-        assert self._store is not None
-        # a blocking read may take its whole block time on top of the usual deadline
-        return await self._store.run(
-            "relay", op, None, timeout_s=self._store.timeout_s + self._poll_s
+    def __init__(self, redis: RedisGateway, name: str, ttl_s: int) -> None:
+        self._redis, self.name, self._ttl_s = redis, name, ttl_s
+
+    async def clear(self) -> None:
+        await self._redis.delete(self.name)
+
+    async def add(self, n: int, fields: dict[str, str], *, end: bool = False) -> None:
+        """Entry ``n``; the end entry also gives the stream its TTL."""
+        await self._redis.stream_add(
+            self.name, f"{n}-0", fields, ttl_s=self._ttl_s if end else None
         )
 
-    async def _store_run(self, op: Callable[[RedisClient], Awaitable[Any]]) -> None:
-        assert self._store is not None
-        await self._store.run("relay", op, None)
+    async def read(self, after: bytes | str, block_s: float) -> StreamBatches | None:
+        return await self._redis.stream_read(self.name, after, block_s)
 
 
 def _end_fields(completion: Completion) -> dict[str, Any]:

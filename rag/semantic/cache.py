@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import time
@@ -26,12 +25,10 @@ from typing import Any
 import numpy as np
 
 from rag.cache.codec import CorruptEntryError, decode_json, encode_json
-from rag.cache.connect import REDIS_ERRORS
-from rag.cache.connect import get_many as redis_get_many
+from rag.cache.gateway import RedisGateway
 from rag.cache.keys import digest, layer_pattern, semantic_events_channel, semantic_key
-from rag.cache.layers import AnswerCache, SearchResultCache
-from rag.cache.registry import SEMANTIC_SEGMENT
-from rag.cache.store import RedisStore
+from rag.cache.layers import SEMANTIC_SEGMENT, AnswerLayer
+from rag.cache.layers.search import decode_hits, encode_hits
 from rag.protocols import Vector
 from rag.semantic.index import IndexEntry, SemanticIndex
 from rag.semantic.rule import SemanticRule
@@ -56,24 +53,26 @@ class SemanticCache:
     def __init__(
         self,
         *,
-        store: RedisStore,
-        namespace: str,
+        redis: RedisGateway,
         rule: SemanticRule,
         index: SemanticIndex,
-        answer_cache: AnswerCache,
-        scope_parts: dict[str, Any],
-        dimension: int,
-        ttl_s: int,
+        answers: AnswerLayer,
+        embedding_model_id: str,
     ) -> None:
-        self._redis = store.client  # the index sync subscribes and scans outside requests
-        self._store = store
-        self._namespace = namespace
+        self._store = redis
+        self._namespace = namespace = answers.namespace
         self.rule = rule
         self.index = index
-        self._answer_cache = answer_cache
-        self._scope_parts = scope_parts
-        self._dimension = dimension
-        self._ttl_s = ttl_s
+        self._answers = answers
+        # everything an answer depends on besides the question and the corpus version
+        self._scope_parts = {
+            "embedding": embedding_model_id,
+            "llm": answers.llm_model,
+            "prompt": answers.prompt_version,
+            "sampling": answers.sampling,
+        }
+        self._dimension = index.dimension
+        self._ttl_s = answers.ttl_s  # an entry lives as long as the answer it points to
         self.channel = semantic_events_channel(namespace)
         self.synced = False
 
@@ -112,8 +111,8 @@ class SemanticCache:
                 continue
             try:
                 body = decode_json(raw_entry, "sem")
-                sources = SearchResultCache.decode_hits(body["sources"])
-                completion = self._answer_cache.decode(raw_answer).value
+                sources = decode_hits(body["sources"])
+                completion = self._answers.decode(raw_answer).value
             except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
                 log.warning("dropping corrupt semantic entry %s: %s", entry.key, exc)
                 self.index.remove(entry.key)
@@ -153,10 +152,9 @@ class SemanticCache:
             "vector": _b64(vector),
             "answer_key": answer_key,
             "expires_at": entry.expires_at,
-            "sources": SearchResultCache.encode_hits(sources),
+            "sources": encode_hits(sources),
         }
-        await self._store.set(key, encode_json("sem", body), self._ttl_s)
-        if not self._store.available:
+        if not await self._store.set(key, encode_json("sem", body), self._ttl_s):
             return key
         self.index.add(entry, vector)
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
@@ -193,50 +191,42 @@ class SemanticCache:
         """Replace the index with what Redis holds now."""
         self.index.clear()
         loaded = 0
-        keys: list[bytes] = []  # the client returns bytes (no decode_responses)
-        async for key in self._redis.scan_iter(
-            match=layer_pattern(self._namespace, SEMANTIC_SEGMENT), count=1000
-        ):
-            keys.append(key)
-        for start in range(0, len(keys), 500):
-            batch = keys[start : start + 500]
-            values = await redis_get_many(self._redis, batch)  # by slot on a cluster
-            for key, raw in zip(batch, values, strict=True):
+        async for keys in self._store.scan(layer_pattern(self._namespace, SEMANTIC_SEGMENT)):
+            for key, raw in zip(keys, await self._store.get_many(keys), strict=True):
                 if raw is None:
                     continue
                 try:
-                    self._apply(key.decode(), decode_json(raw, "sem"))
+                    self._apply(key, decode_json(raw, "sem"))
                     loaded += 1
                 except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
-                    log.warning("skipping corrupt semantic entry %r: %s", key, exc)
+                    log.warning("dropping corrupt semantic entry %r: %s", key, exc)
+                    await self._store.delete(key)
         return loaded
 
-    async def run_sync(self, *, retry_s: float = 1.0, sweep_s: float = 5.0) -> None:
+    async def run_sync(self, *, sweep_s: float = 5.0) -> None:
         """Follow other processes' changes until cancelled; survives Redis outages."""
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                loaded = await self.reload()  # after subscribing: nothing falls in between
-                self.synced = True
-                log.info("semantic index synced: %d entries", loaded)
+        next_sweep = time.monotonic() + sweep_s
+
+        async def subscribed() -> None:
+            loaded = await self.reload()  # after subscribing: nothing falls in between
+            self.synced = True
+            log.info("semantic index synced: %d entries", loaded)
+
+        def lost(exc: BaseException) -> None:
+            if self.synced:
+                log.warning("semantic index lost its subscription (%r); clearing it", exc)
+            self.synced = False
+            self.index.clear()
+
+        def tick() -> None:
+            nonlocal next_sweep
+            if time.monotonic() >= next_sweep:
+                self.index.drop_expired()
                 next_sweep = time.monotonic() + sweep_s
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._on_message(message["data"])
-                    if time.monotonic() >= next_sweep:
-                        self.index.drop_expired()
-                        next_sweep = time.monotonic() + sweep_s
-            except REDIS_ERRORS as exc:
-                if self.synced:
-                    log.warning("semantic index lost its subscription (%r); clearing it", exc)
-                self.synced = False
-                self.index.clear()
-                await asyncio.sleep(retry_s)
-            finally:
-                with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+        await self._store.subscribe(
+            self.channel, self._on_message, on_subscribed=subscribed, on_lost=lost, on_tick=tick
+        )
 
     def stats(self) -> dict[str, Any]:
         return {

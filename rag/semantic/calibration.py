@@ -220,8 +220,11 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
     def cdf(p: float) -> float:
         log_p, log_q = math.log(p), math.log1p(-p)
         terms = [
-            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1)
-            + i * log_p + (n - i) * log_q
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * log_p
+            + (n - i) * log_q
             for i in range(k + 1)
         ]
         top = max(terms)

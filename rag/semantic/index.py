@@ -122,7 +122,7 @@ class _ScopeMatrix:
 
 class SemanticIndex:
     def __init__(self, *, dimension: int, max_entries: int) -> None:
-        self._dimension = dimension
+        self.dimension = dimension
         self.max_entries = max_entries
         self._scopes: dict[str, _ScopeMatrix] = {}
         self._entries: OrderedDict[str, IndexEntry] = OrderedDict()  # oldest first
@@ -134,7 +134,7 @@ class SemanticIndex:
     def add(self, entry: IndexEntry, vector: Vector) -> None:
         self._entries.pop(entry.key, None)
         self._entries[entry.key] = entry
-        self._scopes.setdefault(entry.scope, _ScopeMatrix(self._dimension)).add(entry.key, vector)
+        self._scopes.setdefault(entry.scope, _ScopeMatrix(self.dimension)).add(entry.key, vector)
         while len(self._entries) > self.max_entries:
             oldest = next(iter(self._entries))
             self.remove(oldest)

@@ -67,9 +67,7 @@ def train_cross_encoder(
         rng.shuffle(order)
         for start in range(0, len(order), plan.batch_size):
             batch = [lines[i] for i in order[start : start + plan.batch_size]]
-            pairs = [
-                (x["a"], x["b"]) if rng.random() < 0.5 else (x["b"], x["a"]) for x in batch
-            ]
+            pairs = [(x["a"], x["b"]) if rng.random() < 0.5 else (x["b"], x["a"]) for x in batch]
             labels = torch.tensor([float(x["label"]) for x in batch])
             value = _train_batch(
                 model, encode_pairs(tokenizer, pairs), labels, frozen, optimizer, scheduler
@@ -106,8 +104,14 @@ def _optimizer_and_schedule(
     linear decay to zero."""
     optimizer = torch.optim.AdamW(
         [
-            {"params": [p for n, p in model.named_parameters() if n.startswith("layers.")
-                        and p.requires_grad], "lr": plan.learning_rate},
+            {
+                "params": [
+                    p
+                    for n, p in model.named_parameters()
+                    if n.startswith("layers.") and p.requires_grad
+                ],
+                "lr": plan.learning_rate,
+            },
             {"params": list(model.head.parameters()), "lr": plan.head_learning_rate},
         ],
         weight_decay=0.01,
@@ -146,6 +150,4 @@ def _train_batch(
 
 def _save(model: PairEncoder, out: Path, plan: TrainingPlan) -> None:
     model.eval()
-    save_weights(
-        model, out, layers=plan.layers, trained=plan.trained, max_length=plan.max_length
-    )
+    save_weights(model, out, layers=plan.layers, trained=plan.trained, max_length=plan.max_length)

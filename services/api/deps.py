@@ -16,7 +16,8 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rag.settings import Settings
-from rag.wiring import Services, Tenant
+from rag.tenant import Tenant
+from rag.wiring import Services
 
 
 async def get_services(request: Request) -> Services:

@@ -24,8 +24,8 @@ from rag.errors import RagError
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
 from rag.sessions import TurnPlan
 from rag.settings import Settings
+from rag.tenant import Tenant
 from rag.types import AskOptions
-from rag.wiring import Tenant
 from services.api.deps import SettingsDep, TenantDep, get_tenant
 from services.api.errors import http_status_for
 from services.schemas import (

@@ -42,7 +42,7 @@ async def healthz(services: ServicesDep) -> JSONResponse:
     """Always 200; ``status`` is ``degraded`` when the cache store, the vector DB or the LLM is
     down (the service still answers what it can: the cache fails open)."""
     cache_up, chunks, llm = await asyncio.gather(
-        services.corpus.store.ping(), _chunks(services), _llm_state(services)
+        services.corpus.redis.ping(), _chunks(services), _llm_state(services)
     )
     healthy = cache_up and chunks is not None and llm != "down"
     return JSONResponse(
@@ -58,14 +58,7 @@ async def healthz(services: ServicesDep) -> JSONResponse:
 
 @router.get("/stats")
 async def stats(services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
-    snapshot = services.metrics.snapshot()
-    semantic = [t.pipeline.semantic for t in services.tenants.values() if t.pipeline.semantic]
-    if semantic:
-        snapshot["semantic"] = semantic[0].stats()  # settings are the same for every tenant
-        for counter in ("entries", "evictions"):  # counts are summed over them
-            snapshot["semantic"][counter] = sum(cache.stats()[counter] for cache in semantic)
-        snapshot["semantic"]["synced"] = all(cache.synced for cache in semantic)
-    return snapshot
+    return services.stats()
 
 
 @router.get("/metrics", response_class=Response)

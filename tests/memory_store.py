@@ -1,5 +1,5 @@
 """``MemoryStore``: the ``KVStore`` contract in process memory, for unit tests and for trying the
-cache logic without Redis. It keeps the same rules as ``RedisStore`` (every write has a positive
+cache logic without Redis. It keeps the same rules as ``RedisGateway`` (every write has a positive
 TTL; an unreachable store reads as misses and drops writes) and can be switched *down* to play an
 outage. Not for production: nothing is shared between processes and nothing bounds its size."""
 
@@ -43,12 +43,14 @@ class MemoryStore:
             return [None] * len(keys)
         return [self._live(key) for key in keys]
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         if ttl_s <= 0:
             raise ValueError("every cache write needs a positive TTL")
         self.round_trips += 1
-        if not self.down:
-            self._data[key] = (bytes(value), time.monotonic() + ttl_s)
+        if self.down:
+            return False
+        self._data[key] = (bytes(value), time.monotonic() + ttl_s)
+        return True
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
         if ttl_s <= 0:

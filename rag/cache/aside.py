@@ -1,14 +1,13 @@
-"""One cached stage: the cache-aside mechanism every layer uses.
+"""Cache-aside, the one mechanism every layer is read and written through.
 
-``CachedStage.get_or_compute`` reads the entry (a value fetched earlier in a batch, or one GET),
+``CachedLayer.get_or_compute`` reads the entry (a value fetched earlier in a batch, or one GET),
 decodes it (a value that does not decode is deleted and is a miss), and on a hit extends its TTL
 when the layer slides, and refreshes it in the background when it is stale
 (stale-while-revalidate, or picked early by XFetch). On a miss it computes the value once however
 many identical requests want it (``SingleFlight``) and writes it with its TTL. Each lookup is
 counted in ``rag_cache_requests_total{layer,result}``.
 
-A ``LayerCodec`` is what differs between layers: the layer, its TTL, and how a value becomes
-bytes and back (``rag.cache.layers``)."""
+What differs between layers is their spec (``rag.cache.layers``): key, TTL, codec, freshness."""
 
 from __future__ import annotations
 
@@ -18,39 +17,21 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rag.cache.codec import CorruptEntryError
 from rag.cache.flight import SingleFlight
-from rag.cache.registry import Layer
+from rag.cache.layers import Cached, LayerSpec
 from rag.metrics import Metrics
 from rag.protocols import KVStore
 from rag.types import CacheMode, CacheStatus
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+S = TypeVar("S", bound=LayerSpec[Any])
 V = TypeVar("V")
 _MAX_REMEMBERED = 10_000  # slid keys kept in memory (short strings each)
 UNFETCHED: Any = object()  # "not fetched yet", as opposed to fetched and absent (None)
-
-
-@dataclass(frozen=True, slots=True)
-class Cached(Generic[T]):
-    """A decoded entry. ``stale``: past its soft TTL (or picked for early refresh): serve it,
-    and refresh it in the background (stale-while-revalidate)."""
-
-    value: T
-    stale: bool = False
-
-
-class LayerCodec(Protocol[V]):
-    layer: Layer
-    ttl_s: int
-
-    def decode(self, raw: bytes) -> Cached[V]: ...
-
-    def encode(self, value: V, *, compute_s: float) -> bytes: ...
+Refresh = Callable[[], Awaitable[object]]
 
 
 class Background:
@@ -87,24 +68,24 @@ class Background:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class CachedStage(Generic[V]):
+class CachedLayer(Generic[S, V]):
+    """One layer (``spec``) over one store: ``S`` is the spec's class, ``V`` its value type."""
+
     def __init__(
         self,
         *,
-        codec: LayerCodec[V],
+        spec: S,
         store: KVStore,
         metrics: Metrics,
         background: Background,
         flight: SingleFlight | None = None,
-        sliding: bool = False,
     ) -> None:
-        self.codec = codec
-        self.layer = codec.layer
+        self.spec = spec
+        self.layer = spec.layer
         self._store = store
         self._metrics = metrics
         self._background = background
         self._flight = flight
-        self._sliding = sliding  # a read extends the entry to its full TTL again
         self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
 
     async def read(self, key: str, raw: bytes | None = UNFETCHED) -> Cached[V] | None:
@@ -114,14 +95,17 @@ class CachedStage(Generic[V]):
         if raw is None:
             return None
         try:
-            return self.codec.decode(raw)
+            found: Cached[V] = self.spec.decode(raw)
         except (CorruptEntryError, KeyError, TypeError, ValueError) as exc:
             log.warning("dropping corrupt cache entry %s: %s", key, exc)
             await self._store.delete(key)
             return None
+        return found
 
-    async def write(self, key: str, value: V, *, compute_s: float = 0.0) -> None:
-        await self._store.set(key, self.codec.encode(value, compute_s=compute_s), self.codec.ttl_s)
+    async def write(self, key: str, value: V, *, compute_s: float = 0.0) -> bool:
+        """Whether the entry was written."""
+        raw = self.spec.encode(value, compute_s=compute_s)
+        return await self._store.set(key, raw, self.spec.ttl_s)
 
     def status(self, found: Cached[V] | None, *, count: bool = True) -> CacheStatus:
         """Hit, miss, or bypass when the store could not be read; counted unless the caller
@@ -137,6 +121,17 @@ class CachedStage(Generic[V]):
     def record(self, status: CacheStatus) -> None:
         self._metrics.record_cache(self.layer.name, status)
 
+    async def lookup(
+        self, key: str, raw: bytes | None, *, refresh: Refresh | None, count: bool = True
+    ) -> tuple[Cached[V] | None, CacheStatus]:
+        """Read ``key`` and say what the cache did; on a hit, slide its TTL and, when it is
+        stale and ``refresh`` is given, refresh it in the background."""
+        found = await self.read(key, raw)
+        status = self.status(found, count=count)
+        if found is not None:
+            self._after_hit(key, found, raw, refresh)
+        return found, status
+
     async def get_or_compute(
         self,
         key: str | None,
@@ -151,11 +146,9 @@ class CachedStage(Generic[V]):
             self.record(CacheStatus.BYPASS)
             value = await (self.compute(key, compute) if key and mode.writes else compute())
             return value, CacheStatus.BYPASS
-        found = await self.read(key, raw)
-        status = self.status(found)
+        refresh = (lambda: self._compute_and_write(key, compute)) if mode.writes else None
+        found, status = await self.lookup(key, raw, refresh=refresh)
         if found is not None:
-            refresh = (lambda: self._compute_and_write(key, compute)) if mode.writes else None
-            self.after_hit(key, found, raw, refresh=refresh)
             return found.value, status
         if not mode.writes:
             return await compute(), status
@@ -174,16 +167,11 @@ class CachedStage(Generic[V]):
             key, read_landed, lambda: self._compute_and_write(key, compute)
         )
 
-    def after_hit(
-        self,
-        key: str,
-        found: Cached[V],
-        raw: bytes | None,
-        *,
-        refresh: Callable[[], Awaitable[object]] | None,
+    def _after_hit(
+        self, key: str, found: Cached[V], raw: bytes | None, refresh: Refresh | None
     ) -> None:
         """Sliding TTL and stale-while-revalidate, both in the background."""
-        if self._sliding and isinstance(raw, bytes):
+        if self.spec.sliding and isinstance(raw, bytes):
             self._slide(key, raw)
         if found.stale and refresh is not None:
             flight = self._flight
@@ -201,7 +189,7 @@ class CachedStage(Generic[V]):
     def _slide(self, key: str, raw: bytes) -> None:
         """At most once per tenth of the TTL per key, so hot keys do not cost a write per read."""
         now = time.monotonic()
-        ttl = self.codec.ttl_s
+        ttl = self.spec.ttl_s
         if now - self._slid.get(key, -math.inf) < ttl / 10:
             return
         self._slid[key] = now

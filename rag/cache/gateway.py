@@ -1,0 +1,495 @@
+"""The one way this library talks to Redis (Redis, Valkey, the embedded Valkey or a Cluster).
+
+No other module imports ``redis``: every command the library sends is a method here, so the
+deadline, the failure policy and the repair of bad keys are decided in one place.
+
+- **Fail-open** (``RedisGateway``, the cache): a command that errors or passes its deadline is
+  logged (once per outage) and returns the caller's fallback. A refused or broken connection
+  opens a small circuit breaker at once: Redis is skipped for ``retry_after_s`` so that requests
+  do not each wait on a dead server, and the first call after that window probes it again. A
+  deadline passed opens it only after ``timeouts_to_open`` in a row: on a busy machine one late
+  answer is the event loop's lag more often than Redis's. Callers never see a Redis exception.
+- **Strict** (``gateway.strict``, the session store, which is a source of truth, and explicit
+  invalidation, which an admin must see fail): the same commands and deadline, but a failure
+  raises ``CacheUnavailableError`` (a 503).
+- **Repair**: a key holding a value of the wrong type (``WRONGTYPE``) is deleted where it is met,
+  and a write to it is sent once more; callers that find a value that does not decode call
+  ``delete``. The next request sees a clean miss.
+
+``connect`` builds the client from ``RAG_REDIS_URL``: ``redis://[[user]:password@]host:port/db``
+and ``rediss://…`` (TLS) with redis-py's query options (``ssl_ca_certs=…``, ``ssl_cert_reqs=none``,
+client certificates). With ``RAG_REDIS_CLUSTER=true`` the URL names any one node; every
+multi-key command names keys of one slot (hash tags, ``rag.cache.keys``) or is split by slot
+here (``get_many``) or by redis-py (``DELETE``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from rag.errors import CacheUnavailableError
+from rag.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+Op = Callable[[RedisClient], Awaitable[T]]
+StreamBatches = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+# What an unreachable or failing Redis raises. A cluster client raises RedisClusterException (not
+# a RedisError) when it cannot reach any node or a slot is not covered.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
+_SCAN_BATCH = 500
+
+_COMPARE_AND_DELETE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+_COMPARE_AND_EXPIRE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+"""
+# Appends to a list, drops its oldest items while the sum of their 'tokens' field is over a
+# budget (keeping the newest), and slides the TTL; atomic, so concurrent appends cannot lose
+# each other.
+_APPEND_WITHIN_BUDGET = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local costs, total = {}, 0
+for i = 1, #items do
+  costs[i] = cjson.decode(items[i])['tokens']
+  total = total + costs[i]
+end
+local drop = 0
+while total > tonumber(ARGV[2]) and drop < #items - 1 do
+  drop = drop + 1
+  total = total - costs[drop]
+end
+if drop > 0 then redis.call('LTRIM', KEYS[1], drop, -1) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return #items - drop
+"""
+
+
+def connect(settings: Settings, url: str | None = None) -> RedisClient:
+    """A client for ``url`` (default: ``settings.redis_url``); the caller closes it
+    (``aclose``). Connecting is lazy: a server that is down now is tried again on each command."""
+    url = url or settings.redis_url
+    timeout = settings.redis_timeout_s
+    if settings.redis_cluster:
+        # One pool per node; past ``redis_max_connections`` a command fails (the cache is
+        # skipped for it) instead of waiting.
+        return RedisCluster.from_url(
+            url,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+    # A plain pool, not a blocking one: redis-py's BlockingConnectionPool spends as much time per
+    # command on its condition, timeout and lock as the cached path spends on everything else.
+    # After Redis restarts every pooled connection is dead and fails its next command once: such
+    # a command is sent again, once, on a new connection, instead of opening the breaker.
+    return aioredis.Redis.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Breaker:
+    """Shared by a gateway and its strict view: when Redis is skipped, and whether it is up."""
+
+    def __init__(self, retry_after_s: float, timeouts_to_open: int) -> None:
+        self.retry_after_s = retry_after_s
+        self.timeouts_to_open = timeouts_to_open
+        self.timeouts = 0  # deadlines passed in a row
+        self.closed_until = 0.0  # monotonic time before which Redis is not tried
+        self.available = True
+        self.round_trips = 0  # commands or pipelines sent; read by the benchmark
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        if self.available:
+            log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
+        self.available = False
+        timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
+        self.timeouts = self.timeouts + 1 if timed_out else self.timeouts_to_open
+        if self.timeouts >= self.timeouts_to_open:
+            self.closed_until = time.monotonic() + self.retry_after_s
+
+    def succeeded(self) -> None:
+        self.timeouts = 0
+        if not self.available:
+            log.info("cache store reachable again")
+            self.available = True
+
+
+class RedisGateway:
+    """Every Redis command of the library, over one ``redis.asyncio`` client (single server or
+    cluster; passed in, not owned). Fail-open; ``strict`` is the same gateway raising instead."""
+
+    def __init__(
+        self,
+        *,
+        client: RedisClient,
+        timeout_s: float,
+        retry_after_s: float = 1.0,
+        timeouts_to_open: int = 3,
+        strict: bool = False,
+        breaker: _Breaker | None = None,
+    ) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self._strict = strict
+        self._breaker = breaker or _Breaker(retry_after_s, timeouts_to_open)
+
+    @property
+    def strict(self) -> RedisGateway:
+        """The same commands, raising ``CacheUnavailableError`` where this one falls back."""
+        return RedisGateway(
+            client=self.client, timeout_s=self.timeout_s, strict=True, breaker=self._breaker
+        )
+
+    @property
+    def available(self) -> bool:
+        return self._breaker.available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        self._breaker.available = value
+
+    @property
+    def round_trips(self) -> int:
+        return self._breaker.round_trips
+
+    # -- the policy ------------------------------------------------------------------------
+
+    async def run(
+        self,
+        what: str,
+        op: Op[T],
+        fallback: T,
+        *,
+        timeout_s: float | None = None,
+        repair: str | None = None,
+    ) -> T:
+        """``op(client)`` within the deadline, or ``fallback`` (strict: an error) if Redis
+        fails, is slow, or the breaker is open. ``timeout_s`` overrides the deadline (a blocking
+        read needs longer). ``repair``: the key ``op`` works on; if it holds a value of another
+        type, it is deleted and ``op`` is sent once more."""
+        breaker = self._breaker
+        if time.monotonic() < breaker.closed_until:
+            return self._fail(what, None, fallback)
+        breaker.round_trips += 1
+        try:
+            async with asyncio.timeout(timeout_s or self.timeout_s):  # no extra task
+                try:
+                    result = await op(self.client)
+                except ResponseError as exc:
+                    if repair is None or not str(exc).startswith("WRONGTYPE"):
+                        raise
+                    log.warning("deleting %s: it holds a value of another type", repair)
+                    await self.client.delete(repair)
+                    result = await op(self.client)
+        except ResponseError as exc:  # Redis answered: the data or command is wrong, not Redis
+            log.warning("cache store refused %s: %s", what, exc)
+            return self._fail(what, exc, fallback)
+        except REDIS_ERRORS as exc:
+            breaker.failed(what, exc)
+            return self._fail(what, exc, fallback)
+        breaker.succeeded()
+        return result
+
+    def _fail(self, what: str, exc: BaseException | None, fallback: T) -> T:
+        if not self._strict:
+            return fallback
+        reason = type(exc).__name__ if exc is not None else "it failed a moment ago"
+        raise CacheUnavailableError(f"the {what} (Redis) is unreachable: {reason}") from exc
+
+    # -- plain values ----------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        async def op(client: RedisClient) -> bool:
+            return bool(await client.ping())
+
+        return await self.run("ping", op, False)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values of ``keys`` in order (a key of another type reads as absent). One MGET on a
+        single server; on a cluster one MGET per slot in one pipeline (not atomic across slots,
+        which a cache does not need)."""
+        if not keys:
+            return []
+
+        async def op(client: RedisClient) -> list[bytes | None]:
+            if isinstance(client, RedisCluster):
+                return cast(list[bytes | None], await client.mget_nonatomic(list(keys)))
+            # The command itself, not ``client.mget``: redis-py 8 wraps ``mget`` in a deprecation
+            # check that inspects its arguments on every call, a tenth of a hit's CPU time.
+            return cast(list[bytes | None], await client.execute_command("MGET", *keys))  # type: ignore[no-untyped-call]
+
+        return await self.run("get", op, [None] * len(keys))
+
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
+        """Whether the value was written."""
+        _check_ttl(ttl_s)
+
+        async def op(client: RedisClient) -> bool:
+            await client.set(key, value, ex=ttl_s)  # SET replaces a value of any type
+            return True
+
+        return await self.run("set", op, False)
+
+    async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
+        """The value stored now (ours if the key was free); None when Redis did not answer."""
+        _check_ttl(ttl_s)
+
+        async def op(client: RedisClient) -> bytes | None:
+            # SET NX GET is Redis >= 7; a pipeline of SET NX + GET is as atomic for our purpose.
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.set(key, value, ex=ttl_s, nx=True)
+                pipe.get(key)
+                _, current = await pipe.execute()
+            return cast(bytes | None, current)
+
+        return await self.run("set_if_absent", op, None, repair=key)
+
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+
+        async def op(client: RedisClient) -> int:
+            return int(await client.delete(*keys))
+
+        return await self.run("delete", op, 0)
+
+    async def repair_type(self, key: str) -> None:
+        """Delete ``key`` if it holds something other than a string (MGET reads such a key as
+        absent, so a layer that never writes it would miss on it forever)."""
+
+        async def op(client: RedisClient) -> None:
+            if _text(await client.type(key)) not in ("string", "none"):
+                log.warning("deleting %s: it holds a value of another type", key)
+                await client.delete(key)
+
+        await self.run("repair", op, None)
+
+    # -- locks (owner token) -----------------------------------------------------------------
+
+    async def acquire(self, name: str, token: str, ttl_ms: int) -> bool | None:
+        """True: acquired; False: held by someone; None: Redis did not answer."""
+
+        async def op(client: RedisClient) -> bool:
+            return bool(await client.set(name, token, nx=True, px=ttl_ms))
+
+        return await self.run("lock", op, None, repair=name)
+
+    async def exists(self, key: str) -> bool | None:
+        async def op(client: RedisClient) -> bool:
+            return bool(await client.exists(key))
+
+        return await self.run("exists", op, None)
+
+    async def release(self, name: str, token: str) -> None:
+        """Delete the lock only if ``token`` still owns it."""
+        await self._script(_COMPARE_AND_DELETE, [name], [token])
+
+    async def extend(self, name: str, token: str, ttl_ms: int) -> bool | None:
+        """Extend the lock if ``token`` still owns it: False when it was lost."""
+        result = await self._script(_COMPARE_AND_EXPIRE, [name], [token, ttl_ms])
+        return None if result is None else result != 0
+
+    async def _script(self, script: str, keys: list[str], args: list[Any]) -> object:
+        async def op(client: RedisClient) -> object:
+            return await client.eval(script, len(keys), *keys, *args)
+
+        return await self.run("script", op, None, repair=keys[0])
+
+    # -- streams (the answer relay) ------------------------------------------------------------
+
+    async def stream_add(
+        self, stream: str, entry_id: str, fields: Mapping[str, str], *, ttl_s: int | None = None
+    ) -> None:
+        """Append one entry under an explicit id; with ``ttl_s``, (re)set the stream's TTL."""
+
+        async def op(client: RedisClient) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.xadd(stream, dict(fields), id=entry_id)  # type: ignore[arg-type]
+                if ttl_s is not None:
+                    pipe.expire(stream, ttl_s)
+                await pipe.execute()
+
+        await self.run("relay", op, None, repair=stream)
+
+    async def stream_read(
+        self, stream: str, after: bytes | str, block_s: float
+    ) -> StreamBatches | None:
+        """Entries after ``after``, waiting up to ``block_s`` for one; None when the read
+        failed or came late."""
+
+        async def op(client: RedisClient) -> StreamBatches:
+            found = await client.xread({stream: after}, count=256, block=int(block_s * 1000))
+            return cast(StreamBatches, found or [])
+
+        # a blocking read may take its whole block time on top of the usual deadline
+        return await self.run("relay", op, None, timeout_s=self.timeout_s + block_s)
+
+    # -- sorted sets (tags) ---------------------------------------------------------------------
+
+    async def add_expiring(
+        self, sets: Sequence[str], member: str, expires_at: float, ttl_s: int
+    ) -> None:
+        """Add ``member`` to each sorted set scored by its expiry time, prune members that have
+        expired, and give each set ``ttl_s`` again. A set of another type is replaced."""
+        _check_ttl(ttl_s)
+        now = time.time()
+
+        async def op(client: RedisClient) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for key in sets:
+                    pipe.zadd(key, {member: expires_at})
+                    pipe.zremrangebyscore(key, "-inf", now)
+                    pipe.expire(key, ttl_s)
+                results = await pipe.execute(raise_on_error=False)
+            wrong = {k for k, r in zip(sets, results[::3], strict=True) if _wrong_type(r)}
+            if wrong:
+                log.warning("deleting %s: they hold values of another type", sorted(wrong))
+                await client.delete(*wrong)
+                await op(client)  # once: the keys are free now
+
+        await self.run("tag", op, None)
+
+    async def live_members(self, key: str) -> list[str]:
+        """Members of a sorted set scored by expiry time that have not expired."""
+
+        async def op(client: RedisClient) -> list[str]:
+            return [_text(m) for m in await client.zrangebyscore(key, time.time(), "+inf")]
+
+        return await self.run("tag", op, [], repair=key)
+
+    # -- lists (sessions) -------------------------------------------------------------------------
+
+    async def list_items(self, key: str) -> tuple[list[bytes], int]:
+        """The items of a list and its TTL in seconds (0 when absent)."""
+
+        async def op(client: RedisClient) -> tuple[list[bytes], int]:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.lrange(key, 0, -1)
+                pipe.ttl(key)
+                items, ttl = await pipe.execute()
+            return list(items), max(int(ttl), 0)
+
+        return await self.run("list", op, ([], 0), repair=key)
+
+    async def append_within_budget(self, key: str, item: str, budget: int, ttl_s: int) -> int:
+        """Append a JSON ``item`` with a ``tokens`` field; drop the oldest while the list's
+        tokens exceed ``budget``; reset the TTL. Returns how many items are kept."""
+        _check_ttl(ttl_s)
+        kept = await self._script(_APPEND_WITHIN_BUDGET, [key], [item, budget, ttl_s])
+        return int(cast(int, kept or 0))
+
+    # -- walking and announcing ------------------------------------------------------------
+
+    async def scan(self, pattern: str) -> AsyncIterator[list[str]]:
+        """Keys matching ``pattern`` in batches (every primary of a cluster). Errors propagate
+        (wrapped when strict): a walk is not on the request path."""
+        batch: list[str] = []
+        try:
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(_text(key))
+                if len(batch) == _SCAN_BATCH:
+                    yield batch
+                    batch = []
+        except REDIS_ERRORS as exc:
+            self._fail("scan", exc, None)
+            raise
+        if batch:
+            yield batch
+
+    async def publish(self, channel: str, message: str) -> None:
+        async def op(client: RedisClient) -> None:
+            await client.publish(channel, message)
+
+        await self.run("publish", op, None)
+
+    async def subscribe(
+        self,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        *,
+        on_subscribed: Callable[[], Awaitable[None]] | None = None,
+        on_lost: Callable[[BaseException], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
+        retry_s: float = 1.0,
+    ) -> None:
+        """Deliver ``channel``'s messages until cancelled, resubscribing after an outage.
+        ``on_subscribed`` runs after each (re)subscription (messages sent while disconnected are
+        lost: reload what they described), ``on_lost`` when the subscription breaks, ``on_tick``
+        about once a second."""
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                if on_subscribed is not None:
+                    await on_subscribed()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        on_message(message["data"])
+                    if on_tick is not None:
+                        on_tick()
+            except REDIS_ERRORS as exc:
+                if on_lost is not None:
+                    on_lost(exc)
+                await asyncio.sleep(retry_s)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def used_memory(self) -> int:
+        """The server's ``used_memory`` (for measurements; errors propagate)."""
+        return int((await self.client.info("memory"))["used_memory"])
+
+    async def memory_usage(self, keys: Sequence[str]) -> list[int | None]:
+        """``MEMORY USAGE`` of each key (None: gone), in one pipeline (for measurements)."""
+        if not keys:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.memory_usage(key, samples=0)
+            return [None if size is None else int(size) for size in await pipe.execute()]
+
+    async def config(self, pattern: str) -> dict[str, str] | None:
+        """Server settings matching ``pattern``; None when CONFIG is refused or Redis is down
+        (managed services often forbid it)."""
+        try:
+            found = await self.client.config_get(pattern)
+        except REDIS_ERRORS:
+            return None
+        return {_text(k): _text(v) for k, v in found.items()}
+
+
+def _check_ttl(ttl_s: int) -> None:
+    if ttl_s <= 0:
+        raise ValueError("every cache write needs a positive TTL")
+
+
+def _wrong_type(result: object) -> bool:
+    return isinstance(result, ResponseError) and str(result).startswith("WRONGTYPE")

@@ -1,0 +1,130 @@
+"""The corpus: the cache store's gateway, the embedder and the vector DB, enough to ingest
+documents; started embedded where nothing is configured."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import tiktoken
+from qdrant_client import AsyncQdrantClient
+
+from rag.cache.gateway import RedisGateway, connect
+from rag.cache.invalidation import Invalidation, Tags
+from rag.cache.version import CorpusVersion
+from rag.embedding import SentenceTransformerEmbedder, default_model_path
+from rag.ingest import Ingestor, TokenChunker
+from rag.local import embedded_valkey
+from rag.retrieval import QdrantRetriever
+from rag.settings import Settings
+from rag.tokens import get_encoding
+
+log = logging.getLogger(__name__)
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Corpus:
+    settings: Settings
+    encoding: tiktoken.Encoding  # chunks documents; counts session history
+    redis: RedisGateway
+    embedder: SentenceTransformerEmbedder
+    retriever: QdrantRetriever
+    corpus_version: CorpusVersion
+    ingestor: Ingestor
+    tags: Tags
+
+
+@asynccontextmanager
+async def open_corpus(
+    settings: Settings, *, embedder: SentenceTransformerEmbedder | None = None
+) -> AsyncIterator[Corpus]:
+    """Connect (or start) the cache store and the vector DB and load the embedder.
+    ``embedder`` lets a test process share one loaded model between apps."""
+    async with AsyncExitStack() as stack:
+        data_dir = settings.data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+
+        client = connect(settings, settings.redis_url or stack.enter_context(embedded_valkey()))
+        stack.push_async_callback(client.aclose)
+        redis = RedisGateway(client=client, timeout_s=settings.redis_timeout_s)
+        await warn_if_unbounded(redis)
+
+        if embedder is None:
+            embedder = SentenceTransformerEmbedder(
+                model_path=settings.embedding_model_path or default_model_path(),
+                model_id=settings.embedding_model_id,
+                batch_size=settings.embedding_batch_size,
+            )
+            stack.callback(embedder.close)
+
+        retriever = await _open_retriever(stack, settings, embedder.dimension)
+        corpus_version = CorpusVersion(
+            store=redis,
+            namespace=settings.namespace,
+            collection=settings.collection,
+            ttl_s=settings.corpus_version_ttl_s,
+        )
+        encoding = get_encoding(settings.tokenizer_encoding, data_dir / "tiktoken")
+        chunker = TokenChunker(
+            encoding=encoding, size=settings.chunk_tokens, overlap=settings.chunk_overlap_tokens
+        )
+        yield Corpus(
+            settings=settings,
+            encoding=encoding,
+            redis=redis,
+            embedder=embedder,
+            retriever=retriever,
+            corpus_version=corpus_version,
+            tags=Tags(redis=redis, namespace=settings.namespace),
+            ingestor=Ingestor(
+                embedder=embedder,
+                retriever=retriever,
+                chunker=chunker,
+                corpus_version=corpus_version,
+                batch_size=settings.embedding_batch_size,
+                invalidation=Invalidation(redis=redis, namespace=settings.namespace),
+            ),
+        )
+
+
+async def warn_if_unbounded(redis: RedisGateway) -> None:
+    """A cache that can grow without bound fills the server and then fails writes: say so."""
+    config = await redis.config("maxmemory*")
+    if config is None:
+        return  # managed services often forbid CONFIG, and a down Redis is reported elsewhere
+    if config.get("maxmemory", "0") == "0" and config.get("maxmemory-policy") == "noeviction":
+        log.warning(
+            "Redis has no maxmemory and evicts nothing (noeviction): the caches can grow without "
+            "bound. Set maxmemory and maxmemory-policy allkeys-lru (see README, sizing)."
+        )
+
+
+async def _open_retriever(
+    stack: AsyncExitStack, settings: Settings, dimension: int
+) -> QdrantRetriever:
+    """The vector DB: a Qdrant server when ``qdrant_url`` is set, else local mode on a folder."""
+    if settings.qdrant_url:
+        qdrant = AsyncQdrantClient(
+            url=settings.qdrant_url, api_key=settings.qdrant_api_key.get_secret_value() or None
+        )
+    else:
+        qdrant = _open_local_qdrant(settings.data_dir.resolve() / "qdrant")
+    stack.push_async_callback(qdrant.close)
+    retriever = QdrantRetriever(client=qdrant, collection=settings.collection, dimension=dimension)
+    await retriever.ensure_collection()
+    return retriever
+
+
+def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
+    try:
+        return AsyncQdrantClient(path=str(path))
+    except RuntimeError as exc:  # qdrant local mode locks its folder to one process
+        raise RuntimeError(
+            f"the vector DB folder {path} is in use by another process (a running `rag serve`?). "
+            "Stop it, or use a Qdrant server (RAG_QDRANT_URL) to share the corpus."
+        ) from exc
