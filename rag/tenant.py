@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from rag.cache.aside import Background, CachedLayer
 from rag.cache.flight import SingleFlight
+from rag.cache.invalidation import Tags
 from rag.cache.layers import SPECS, AnswerLayer, Models
 from rag.cache.relay import AnswerRelay
+from rag.cache.version import CorpusVersion
 from rag.corpus import Corpus
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import AskLimits, RagPipeline
 from rag.prices import ModelPrice
+from rag.protocols import Embedder, Generator, KVStore, Retriever
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
 from rag.semantic.rule import SemanticRule
@@ -51,20 +55,42 @@ class Shared:
     models: Models  # what the layers' keys name
 
 
-async def open_tenant(
-    stack: AsyncExitStack, settings: Settings, corpus: Corpus, shared: Shared, ns: str
-) -> Tenant:
-    """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations.
-    Background tasks and clean-ups go on ``stack``."""
-    flight, relay = (
-        _coalescing(stack, settings, corpus, ns) if settings.single_flight else (None, None)
-    )
+@dataclass(frozen=True, kw_only=True)
+class Parts:
+    """What one tenant's pipeline is built over; the same for every tenant."""
+
+    store: KVStore
+    embedder: Embedder
+    retriever: Retriever
+    corpus_version: CorpusVersion
+    generator: Generator
+    metrics: Metrics
+    models: Models
+    limiter: GenerationLimiter | None = None
+    tags: Tags | None = None
+    price: ModelPrice | None = None
+
+
+Layers = dict[str, CachedLayer[Any, Any]]
+
+
+def build_pipeline(
+    settings: Settings,
+    ns: str,
+    parts: Parts,
+    *,
+    coalescing: tuple[SingleFlight, AnswerRelay] | None = None,
+    semantic: Callable[[AnswerLayer], SemanticCache] | None = None,
+) -> tuple[RagPipeline, Layers]:
+    """A tenant's pipeline under the key namespace ``ns`` and its layers, one ``CachedLayer``
+    per spec of ``SPECS``. The app builds its tenants with it, and the unit tests their rigs."""
+    flight, relay = coalescing or (None, None)
     background = Background()
-    layers: dict[str, CachedLayer[Any, Any]] = {
+    layers: Layers = {
         spec.layer.name: CachedLayer(
-            spec=spec.from_settings(settings, ns, shared.models),
-            store=corpus.redis,
-            metrics=shared.metrics,
+            spec=spec.from_settings(settings, ns, parts.models),
+            store=parts.store,
+            metrics=parts.metrics,
             background=background,
             flight=flight,
         )
@@ -72,28 +98,57 @@ async def open_tenant(
     }
     answers = AnswerStage(
         answers=layers["llm"],
+        generator=parts.generator,
+        metrics=parts.metrics,
+        relay=relay,
+        tags=parts.tags,
+        limiter=parts.limiter,
+        semantic=semantic(layers["llm"].spec) if semantic is not None else None,
+    )
+    retrieval = RetrievalStage(
+        embedder=parts.embedder,
+        retriever=parts.retriever,
+        embeddings=layers["embedding"],
+        searches=layers["search"],
+        corpus_version=parts.corpus_version,
+        metrics=parts.metrics,
+        store=parts.store,
+    )
+    limits = AskLimits(settings.max_top_k, settings.max_query_chars, settings.semantic_enabled)
+    pipeline = RagPipeline(
+        retrieval=retrieval,
+        answers=answers,
+        metrics=parts.metrics,
+        limits=limits,
+        background=background,
+        price=parts.price,
+    )
+    return pipeline, layers
+
+
+async def open_tenant(
+    stack: AsyncExitStack, settings: Settings, corpus: Corpus, shared: Shared, ns: str
+) -> Tenant:
+    """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations.
+    Background tasks and clean-ups go on ``stack``."""
+    parts = Parts(
+        store=corpus.redis,
+        embedder=corpus.embedder,
+        retriever=corpus.retriever,
+        corpus_version=corpus.corpus_version,
         generator=shared.generator,
         metrics=shared.metrics,
-        relay=relay,
-        tags=corpus.tags,
+        models=shared.models,
         limiter=shared.limiter,
-        semantic=_semantic_cache(stack, settings, corpus, shared, layers["llm"].spec),
-    )
-    pipeline = RagPipeline(
-        retrieval=RetrievalStage(
-            embedder=corpus.embedder,
-            retriever=corpus.retriever,
-            embeddings=layers["embedding"],
-            searches=layers["search"],
-            corpus_version=corpus.corpus_version,
-            metrics=shared.metrics,
-            store=corpus.redis,
-        ),
-        answers=answers,
-        metrics=shared.metrics,
-        limits=AskLimits(settings.max_top_k, settings.max_query_chars, settings.semantic_enabled),
-        background=background,
+        tags=corpus.tags,
         price=shared.price,
+    )
+    pipeline, layers = build_pipeline(
+        settings,
+        ns,
+        parts,
+        coalescing=_coalescing(stack, settings, corpus, ns) if settings.single_flight else None,
+        semantic=lambda answers: _semantic_cache(stack, settings, corpus, shared, answers),
     )
     stack.push_async_callback(pipeline.aclose)
     rate = settings.tenant_rate_per_s

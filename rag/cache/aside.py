@@ -62,6 +62,11 @@ class Background:
 
         self.spawn(run())
 
+    async def settle(self) -> None:
+        """Wait until the work started so far (and what it started) is done."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -1,32 +1,40 @@
-"""In-memory parts for the unit tier: the real pipeline and cache stages over a ``MemoryStore``,
-a deterministic embedder, a list retriever, and the real ``OpenAIGenerator`` talking to the
-scripted OpenAI endpoint. Nothing here starts a server or loads a model."""
+"""Parts for the unit tier: the real pipeline, built by the app's own ``build_pipeline``, over a
+``MemoryStore`` or the embedded Valkey, with a deterministic embedder, a list retriever, and the
+real ``OpenAIGenerator`` talking to the scripted OpenAI endpoint. Nothing here loads a model."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import openai
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from rag.cache.flight import SingleFlight
-from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
-from rag.cache.memory import MemoryStore
+from rag.cache.gateway import RedisGateway
+from rag.cache.layers import Models
 from rag.cache.relay import AnswerRelay
-from rag.cache.stage import Background, CachedStage
+from rag.cache.version import CorpusVersion
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
-from rag.pipeline import AskLimits, RagPipeline
+from rag.pipeline import RagPipeline
 from rag.protocols import Vector
+from rag.settings import Settings
 from rag.shedding import GenerationLimiter
-from rag.stages import AnswerLayer, CachedRetrieval
+from rag.tenant import Layers, Parts, build_pipeline
 from rag.types import Chunk, ScoredChunk
+from tests.memory_store import MemoryStore
 from tests.scripted_llm import ScriptedLLM
 
 DIMENSION = 8
-NAMESPACE = "unit"
 
 
 class HashEmbedder:
@@ -81,17 +89,18 @@ class ListRetriever:
 
 @dataclass
 class Rig:
-    """A pipeline over fakes, with handles on everything a test counts or breaks."""
+    """A pipeline over fakes, built by the production ``build_pipeline``, with handles on
+    everything a test counts or breaks. ``store`` is a ``MemoryStore`` or a ``RedisGateway`` on
+    the embedded Valkey (``backend``)."""
 
     pipeline: RagPipeline
-    store: MemoryStore
+    store: MemoryStore | RedisGateway
+    namespace: str
     llm: ScriptedLLM
     embedder: HashEmbedder
     retriever: ListRetriever
     metrics: Metrics
-    answers: AnswerCache
-    searches: SearchResultCache
-    embeddings: EmbeddingCache
+    layers: Layers
 
     def count(self, layer: str, result: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -99,16 +108,86 @@ class Rig:
         )
         return value or 0.0
 
+    async def keys(self, segment: str = "") -> list[str]:
+        """Live keys of this rig's namespace, those holding ``segment`` if given."""
+        if isinstance(self.store, MemoryStore):
+            found = self.store.live_keys()
+        else:
+            found = [k async for b in self.store.scan(f"rag:{self.namespace}:*") for k in b]
+        return [k for k in found if segment in k]
+
+    async def ttl(self, key: str) -> float | None:
+        if isinstance(self.store, MemoryStore):
+            return self.store.ttl(key)
+        ttl = await self.store.client.ttl(key)
+        return None if ttl < 0 else float(ttl)
+
+    async def make_stale(self, key: str) -> None:
+        """Rewrite the entry at ``key`` as past its soft TTL (same bytes otherwise)."""
+        (raw,) = await self.store.get_many([key])
+        assert raw is not None
+        entry = json.loads(raw)
+        entry["fresh_until"] = 1.0
+        await self.store.set(key, json.dumps(entry).encode(), 3600)
+
+    async def outage(self, down: bool) -> None:
+        """Play a cache store that is down (reads miss, writes are dropped), as the store sees
+        it once it noticed; or back, once it noticed that."""
+        if isinstance(self.store, MemoryStore):
+            self.store.down = down
+            return
+        self.store.client = self._dead if down else self._live
+        while await self.store.ping() is down:  # Valkey: until the gateway's breaker agrees
+            await asyncio.sleep(0.01)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.store, RedisGateway):
+            self._live = self.store.client
+            self._dead = aioredis.Redis(  # refuses at once, as a stopped server does
+                host="127.0.0.1", port=dead_port(), retry=Retry(NoBackoff(), 0)
+            )
+
+    async def aclose(self) -> None:
+        await self.pipeline.aclose()
+        if isinstance(self.store, RedisGateway):
+            self.store.client = self._live
+            keys = await self.keys()
+            if keys:
+                await self._live.delete(*keys)
+            await self._live.aclose()
+            await self._dead.aclose()
+
+
+def dead_port() -> int:
+    """A loopback port where nothing listens."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rig_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "max_top_k": 5,
+        "max_query_chars": 200,
+        "semantic_enabled": False,
+        "embedding_sliding_ttl": False,
+        "xfetch_beta": 0.0,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
 
 def make_rig(
+    store: MemoryStore | RedisGateway,
     *,
     soft_ttl_s: int | None = None,
     sliding: bool = False,
     flight: bool = True,
     limiter: GenerationLimiter | None = None,
 ) -> Rig:
-    store, llm, metrics = MemoryStore(), ScriptedLLM(slow_s=0.02), Metrics()
-    embedder = HashEmbedder()
+    """A rig over ``store`` in a fresh namespace, built as the app builds a tenant."""
+    namespace = f"unit-{uuid.uuid4().hex[:8]}"
+    llm, metrics, embedder = ScriptedLLM(slow_s=0.02), Metrics(), HashEmbedder()
     retriever = ListRetriever(["Answers are cached for one hour.", "Embeddings for a week."])
     generator = OpenAIGenerator(
         client=openai.AsyncOpenAI(
@@ -121,62 +200,32 @@ def make_rig(
         max_tokens=64,
         temperature=0.0,
     )
-    background = Background()
-    single_flight = (
-        SingleFlight(store=None, namespace=NAMESPACE, lock_ttl_s=5, wait_s=5) if flight else None
-    )
-    relay = AnswerRelay(store=None, namespace=NAMESPACE, lock_ttl_s=5, wait_s=5) if flight else None
-    embeddings = EmbeddingCache(
-        namespace=NAMESPACE, model_id=embedder.model_id, dimension=DIMENSION, ttl_s=3600
-    )
-    searches = SearchResultCache(
-        namespace=NAMESPACE,
-        embedding_model_id=embedder.model_id,
-        collection="docs",
-        ttl_s=3600,
-        soft_ttl_s=soft_ttl_s,
-    )
-    answers = AnswerCache(
-        namespace=NAMESPACE,
-        llm_model="scripted",
-        prompt_version="p1",
-        sampling=generator.sampling,
-        ttl_s=3600,
-        soft_ttl_s=soft_ttl_s,
-    )
-
-    def stage(codec: object, **extra: bool) -> CachedStage:  # type: ignore[type-arg]
-        return CachedStage(
-            codec=codec,  # type: ignore[arg-type]
-            store=store,
-            metrics=metrics,
-            background=background,
-            flight=single_flight,
-            **extra,
-        )
-
-    pipeline = RagPipeline(
-        retrieval=CachedRetrieval(
-            embedder=embedder,
-            retriever=retriever,
-            embeddings=stage(embeddings, sliding=sliding),
-            searches=stage(searches),
-            corpus_version=CorpusVersion(
-                store=store, namespace=NAMESPACE, collection="docs", ttl_s=86400
-            ),
-            metrics=metrics,
-            store=store,
+    soft = {"search_soft_ttl_s": soft_ttl_s, "llm_soft_ttl_s": soft_ttl_s} if soft_ttl_s else {}
+    settings = rig_settings(embedding_sliding_ttl=sliding, **soft)
+    parts = Parts(
+        store=store,
+        embedder=embedder,
+        retriever=retriever,
+        corpus_version=CorpusVersion(
+            store=store, namespace=namespace, collection="docs", ttl_s=86400
         ),
-        answers=AnswerLayer(
-            answers=stage(answers),
-            generator=generator,
-            metrics=metrics,
-            relay=relay,
-            limiter=limiter,
-            store=store,
-        ),
+        generator=generator,
         metrics=metrics,
-        limits=AskLimits(max_top_k=5, max_query_chars=200),
-        background=background,
+        models=Models(
+            embedding_id=embedder.model_id,
+            dimension=DIMENSION,
+            llm="scripted",
+            sampling=generator.sampling,
+            answer_prompt="p1",
+            rewrite_prompt="r1",
+        ),
+        limiter=limiter,
     )
-    return Rig(pipeline, store, llm, embedder, retriever, metrics, answers, searches, embeddings)
+    coalescing = (
+        SingleFlight(store=None, namespace=namespace, lock_ttl_s=5, wait_s=5),
+        AnswerRelay(store=None, namespace=namespace, lock_ttl_s=5, wait_s=5, stream_ttl_s=60),
+    )
+    pipeline, layers = build_pipeline(
+        settings, namespace, parts, coalescing=coalescing if flight else None
+    )
+    return Rig(pipeline, store, namespace, llm, embedder, retriever, metrics, layers)

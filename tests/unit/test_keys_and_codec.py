@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rag.cache.aside import Background, CachedLayer
 from rag.cache.codec import (
     CorruptEntryError,
     decode_json,
@@ -17,8 +18,9 @@ from rag.cache.codec import (
     encode_vector,
 )
 from rag.cache.keys import build_key, normalize_text
-from rag.cache.layers import AnswerCache, CorpusVersion, EmbeddingCache, SearchResultCache
-from rag.cache.stage import Background, CachedStage
+from rag.cache.layers import AnswerLayer, EmbeddingLayer, SearchLayer
+from rag.cache.layers.base import Freshness
+from rag.cache.version import CorpusVersion
 from rag.metrics import Metrics
 from rag.types import Chunk, Completion, ScoredChunk, Usage
 
@@ -34,8 +36,9 @@ class RecordingStore:
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
         return [self.writes[k][0] if k in self.writes else None for k in keys]
 
-    async def set(self, key: str, value: bytes, ttl_s: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         self.writes[key] = (value, ttl_s)
+        return True
 
     async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
         self.writes.setdefault(key, (value, ttl_s))
@@ -56,25 +59,30 @@ def hit(
     )
 
 
-def emb_cache(model: str = "all-MiniLM-L6-v2") -> EmbeddingCache:
-    return EmbeddingCache(namespace="ns", model_id=model, dimension=4, ttl_s=604800)
+def emb_cache(model: str = "all-MiniLM-L6-v2") -> EmbeddingLayer:
+    return EmbeddingLayer(namespace="ns", model_id=model, dimension=4, ttl_s=604800)
 
 
-def search_cache(model: str = "all-MiniLM-L6-v2") -> SearchResultCache:
-    return SearchResultCache(
-        namespace="ns", embedding_model_id=model, collection="docs", ttl_s=3600
+def search_cache(model: str = "all-MiniLM-L6-v2") -> SearchLayer:
+    return SearchLayer(
+        namespace="ns",
+        embedding_model_id=model,
+        collection="docs",
+        ttl_s=3600,
+        freshness=Freshness(3600),
     )
 
 
 def answer_cache(
     model: str = "smol", prompt: str = "v1-abc", temperature: float = 0.0
-) -> AnswerCache:
-    return AnswerCache(
+) -> AnswerLayer:
+    return AnswerLayer(
         namespace="ns",
         llm_model=model,
         prompt_version=prompt,
         sampling={"max_tokens": 64, "temperature": temperature},
         ttl_s=3600,
+        freshness=Freshness(3600),
     )
 
 
@@ -144,9 +152,9 @@ def test_bad_json_entries_are_rejected(raw: bytes) -> None:
         decode_json(raw, "llm")
 
 
-def stage(codec: Any, store: RecordingStore) -> CachedStage[Any]:
+def stage(codec: Any, store: RecordingStore) -> CachedLayer[Any, Any]:
     """The layer's codec behind the stage that reads and writes it, as the app builds it."""
-    return CachedStage(codec=codec, store=store, metrics=Metrics(), background=Background())
+    return CachedLayer(spec=codec, store=store, metrics=Metrics(), background=Background())
 
 
 async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> None:
@@ -233,13 +241,13 @@ async def test_a_garbage_corpus_version_is_replaced_by_a_fresh_one(garbage: byte
 
 async def test_entries_turn_stale_after_their_soft_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     store = RecordingStore()
-    answers = AnswerCache(
+    answers = AnswerLayer(
         namespace="ns",
         llm_model="m",
         prompt_version="p",
         sampling={},
         ttl_s=3600,
-        soft_ttl_s=60,
+        freshness=Freshness(60),
     )
     completion = Completion("a", ("a",), Usage(), "stop", "m")
     await stage(answers, store).write("k", completion, compute_s=2.0)
@@ -255,13 +263,12 @@ async def test_xfetch_refreshes_some_entries_early_and_never_too_early(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = RecordingStore()
-    search = SearchResultCache(
+    search = SearchLayer(
         namespace="ns",
         embedding_model_id="m",
         collection="c",
         ttl_s=3600,
-        soft_ttl_s=100,
-        xfetch_beta=1.0,
+        freshness=Freshness(100, xfetch_beta=1.0),
     )
     await stage(search, store).write("k", [hit()], compute_s=5.0)
     raw = store.writes["k"][0]

@@ -33,7 +33,7 @@ class Producer:
 
 
 def relay(wait_s: float = 5) -> AnswerRelay:
-    return AnswerRelay(store=None, namespace="unit", lock_ttl_s=5, wait_s=wait_s)
+    return AnswerRelay(store=None, namespace="unit", lock_ttl_s=5, wait_s=wait_s, stream_ttl_s=60)
 
 
 async def collect(stream: AsyncIterator[str | Completion], pause_s: float = 0) -> list[str]:

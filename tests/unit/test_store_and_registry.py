@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from rag.cache.memory import MemoryStore
-from rag.cache.registry import INVALIDATION_TARGETS, LAYERS, REPORTED
-from rag.cache.store import RedisStore
-from rag.cache.tags import LAYERS as INVALIDATABLE
+from rag.cache.gateway import RedisGateway
+from rag.cache.invalidation import EVERY_SEGMENT as INVALIDATABLE
+from rag.cache.layers import INVALIDATION_TARGETS, LAYERS, REPORTED
 from rag.metrics import Metrics
 from rag.types import CacheStatus
+from tests.memory_store import MemoryStore
 
 
 async def test_memory_store_expires_entries() -> None:
@@ -46,7 +46,7 @@ def test_every_layer_has_its_own_segment() -> None:
     segments = [layer.segment for layer in LAYERS]
     assert len(set(segments)) == len(segments)
     assert set(INVALIDATION_TARGETS) == {layer.name for layer in LAYERS} | {"semantic"}
-    assert set(INVALIDATION_TARGETS) <= set(INVALIDATABLE)
+    assert set(INVALIDATION_TARGETS.values()) <= set(INVALIDATABLE)
 
 
 def test_reported_layers_are_the_answer_statuses() -> None:
@@ -77,7 +77,7 @@ class SlowClient:
 
 async def test_one_late_answer_is_a_miss_but_does_not_open_the_breaker() -> None:
     client = SlowClient()
-    store = RedisStore(client=client, timeout_s=0.01, timeouts_to_open=3)  # type: ignore[arg-type]
+    store = RedisGateway(client=client, timeout_s=0.01, timeouts_to_open=3)  # type: ignore[arg-type]
     client.delay_s = 0.05
     assert await store.get_many(["k"]) == [None] and not store.available
     client.delay_s = 0
