@@ -1,4 +1,4 @@
-"""Counters and histograms with the Prometheus names DESIGN fixes, on a registry owned by one
+"""Counters and histograms with the Prometheus names the README fixes, on a registry owned by one
 pipeline (no module-level globals), plus the JSON snapshot behind ``GET /stats``."""
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from rag.settings import Settings
 from rag.wiring import open_services
 from services.api.disconnect import ClientGoneFromStream
 from services.api.errors import headers_for, http_status_for, json_safe
+from services.api.lean_ask import add_cached_path
 from services.api.routes import ROUTERS
-from services.api.routes.ask import add_cached_path
 from services.limits import BodySizeLimit
 
 __all__ = ["create_app", "http_status_for"]

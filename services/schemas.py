@@ -1,4 +1,4 @@
-"""Request and response bodies, as DESIGN.md fixes them.
+"""Request and response bodies, as the README's endpoint table fixes them (the fixed interface).
 
 Numbers and flags in JSON bodies are strict (``"top_k": "4"`` or ``true`` is refused, not read
 as 4); floats must be finite. Every string refuses lone surrogates (``"\\ud800"``, valid JSON

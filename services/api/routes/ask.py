@@ -1,4 +1,5 @@
-"""``POST /ask`` (JSON) and ``/ask/stream`` (Server-Sent Events, by POST body or GET query).
+"""``/ask/stream`` (Server-Sent Events, by POST body or GET query), and what ``POST /ask`` (JSON,
+``services.api.lean_ask``) shares with it.
 
 A stream is opened in a dependency, before the response starts: errors up to its first event
 (bad input, vector DB down) are a plain HTTP error; after it, the 200 has been sent, so an error
@@ -7,18 +8,14 @@ is an ``error`` event. FastAPI's ``EventSourceResponse`` frames the events and s
 
 from __future__ import annotations
 
-import email.message
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi import APIRouter, Depends, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import ValidationError
 
 from rag.errors import RagError
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
@@ -26,16 +23,9 @@ from rag.sessions import TurnPlan
 from rag.settings import Settings
 from rag.tenant import Tenant
 from rag.types import AskOptions
-from services.api.deps import SettingsDep, TenantDep, get_tenant
+from services.api.deps import SettingsDep, TenantDep
 from services.api.errors import http_status_for
-from services.schemas import (
-    AskQuery,
-    AskRequest,
-    AskResponse,
-    SemanticPublic,
-    SourcePublic,
-    ask_response_json,
-)
+from services.schemas import AskQuery, AskRequest, SemanticPublic, SourcePublic
 
 router = APIRouter(tags=["ask"])
 
@@ -47,7 +37,7 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _options(body: AskRequest, settings: Settings) -> AskOptions:
+def options_of(body: AskRequest, settings: Settings) -> AskOptions:
     return AskOptions(
         top_k=body.top_k or settings.top_k,
         mode=body.cache.mode,
@@ -56,100 +46,12 @@ def _options(body: AskRequest, settings: Settings) -> AskOptions:
     )
 
 
-async def _begin_turn(tenant: Tenant, body: AskRequest, options: AskOptions) -> TurnPlan | None:
+async def begin_turn(tenant: Tenant, body: AskRequest, options: AskOptions) -> TurnPlan | None:
     """With a ``session_id``: the question made standalone from the session's history."""
     if body.session_id is None:
         return None
     tenant.pipeline.validate(body.query, options)
     return await tenant.conversations.begin(body.session_id, body.query)
-
-
-def _parse_ask(raw: bytes, content_type: str) -> AskRequest:
-    """The body of ``POST /ask``. A JSON body is parsed and validated in one pass by
-    pydantic-core (FastAPI would take three: read, ``json.loads``, validate). Anything that pass
-    refuses is read again the way FastAPI reads a body model, so every error, its status and its
-    wording stay what FastAPI gives (pydantic-core's JSON parser words some of them differently,
-    e.g. a lone surrogate escape)."""
-    if content_type.startswith("application/json"):
-        try:
-            return AskRequest.model_validate_json(raw)
-        except ValidationError:
-            pass
-    return _parse_as_fastapi_does(raw, content_type)
-
-
-def _parse_as_fastapi_does(raw: bytes, content_type: str) -> AskRequest:
-    if not raw:
-        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-        raise RequestValidationError([missing])
-    data: Any = raw  # a body that is not declared JSON is refused by the model, as FastAPI does
-    if _is_json(content_type):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
-            raise RequestValidationError(
-                [{**error, "input": {}, "ctx": {"error": exc.msg}}]
-            ) from None
-    try:
-        return AskRequest.model_validate(data, from_attributes=True)  # as FastAPI validates
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-
-
-def _is_json(content_type: str) -> bool:
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
-
-
-async def ask(request: Request) -> Response:
-    """Takes the request itself rather than a body model and dependencies: on a cached answer,
-    FastAPI's dependency solving and body handling cost more than the cache lookup (profile in
-    docs/profile-hit-path.md). The OpenAPI schema is declared in ``add_cached_path``."""
-    settings: Settings = request.app.state.settings
-    tenant = await get_tenant(request)
-    body = _parse_ask(await request.body(), request.headers.get("content-type", ""))
-    options = _options(body, settings)
-    turn = await _begin_turn(tenant, body, options)
-    answer = await tenant.pipeline.answer(turn.standalone if turn else body.query, options)
-    if turn is not None:
-        await tenant.conversations.finish(turn, answer.text)
-    # Serialized here; returning the model would make FastAPI validate it again.
-    return Response(ask_response_json(answer, turn), media_type="application/json")
-
-
-def add_cached_path(app: FastAPI) -> None:
-    """``POST /ask`` as a plain route of the app, ahead of the routers: FastAPI spends ~10 µs per
-    request matching a route of an included router, a tenth of a cached answer's time."""
-    body_schema = {"$ref": "#/components/schemas/AskRequest"}  # also the body of /ask/stream
-    app.add_api_route(
-        "/ask",
-        ask,
-        methods=["POST"],
-        response_model=AskResponse,
-        tags=["ask"],
-        openapi_extra={
-            "requestBody": {
-                "content": {"application/json": {"schema": body_schema}},
-                "required": True,
-            },
-            "responses": {
-                "422": {
-                    "description": "Validation Error",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/HTTPValidationError"}
-                        }
-                    },
-                }
-            },
-        },
-    )
 
 
 def _sse(event: str, data: dict[str, Any]) -> ServerSentEvent:
@@ -204,8 +106,8 @@ class OpenStream:
 async def _opened(
     tenant: Tenant, body: AskRequest, settings: Settings
 ) -> AsyncIterator[OpenStream]:
-    options = _options(body, settings)
-    turn = await _begin_turn(tenant, body, options)
+    options = options_of(body, settings)
+    turn = await begin_turn(tenant, body, options)
     events = tenant.pipeline.stream(turn.standalone if turn else body.query, options)
     if turn is not None:
         events = tenant.conversations.record(turn, events)
