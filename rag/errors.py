@@ -25,6 +25,16 @@ class InvalidInputError(RagError):
     """The caller sent something we cannot use; the message says what."""
 
 
+class InvalidFieldError(InvalidInputError):
+    """One field of a request is out of its bounds (a validation error, as the request model's
+    own are): ``field`` names it, ``value`` is what was sent."""
+
+    def __init__(self, field: str, value: object, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
 class DocumentNotFoundError(RagError):
     """The document id is not in the corpus."""
 

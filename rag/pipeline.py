@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from rag.cache.aside import Background
 from rag.cache.layers import EMBEDDING, LLM, SEARCH
-from rag.errors import InvalidInputError, LLMError
+from rag.errors import InvalidFieldError, InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prices import ModelPrice
 from rag.shedding import Admission
@@ -73,6 +73,10 @@ def _visible(char: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AskLimits:
+    """The one owner of a request's limits that depend on settings (the request models own the
+    rest). A field out of its bounds is an ``InvalidFieldError`` (a 422 in FastAPI's shape over
+    HTTP); a query with nothing visible is an ``InvalidInputError`` (400)."""
+
     max_top_k: int
     max_query_chars: int
     semantic_by_default: bool = False
@@ -85,11 +89,13 @@ class AskLimits:
                 "invisible characters such as U+200B or U+FEFF"
             )
         if len(query) > self.max_query_chars:
-            raise InvalidInputError(f"query is longer than {self.max_query_chars} characters")
+            message = f"query is longer than {self.max_query_chars} characters"
+            raise InvalidFieldError("query", f"{query[:40]}…", message)
         if options.semantic and not semantic_configured:
             raise InvalidInputError("the semantic cache is not configured in this service")
         if not 1 <= options.top_k <= self.max_top_k:
-            raise InvalidInputError(f"top_k must be between 1 and {self.max_top_k}")
+            message = f"top_k must be between 1 and {self.max_top_k}"
+            raise InvalidFieldError("top_k", options.top_k, message)
 
 
 @dataclass(frozen=True, slots=True)

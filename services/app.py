@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from rag.embedding import SentenceTransformerEmbedder
-from rag.errors import RagError
+from rag.errors import InvalidFieldError, RagError
 from rag.settings import Settings
 from rag.wiring import open_services
 from services.api.disconnect import ClientGoneFromStream
@@ -58,8 +58,15 @@ def _lifespan(
     return lifespan
 
 
-async def _rag_error(_: Request, exc: Exception) -> JSONResponse:
+async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagError)
+    if isinstance(exc, InvalidFieldError):  # a validation error like the request model's own
+        where = "query" if request.method == "GET" else "body"
+        error = {"type": "value_error", "loc": [where, exc.field], "msg": str(exc)}
+        return JSONResponse(
+            {"detail": json_safe([{**error, "input": exc.value}])},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
     return JSONResponse(
         {"detail": str(exc)}, status_code=http_status_for(exc), headers=headers_for(exc)
     )

@@ -6,7 +6,7 @@ the hit path FastAPI's body handling and dependency solving cost more than the c
 (profile in ``docs/profile-hit-path.md``: in-process hit 605 → 390 µs with this path), so this
 route takes the request itself, parses the body in one pydantic-core pass and serializes the
 answer once. It must answer every input exactly as the general path does (``/ask/stream``, same
-``AskRequest`` model, same statuses and JSON errors): 
+``AskRequest`` model, same statuses and JSON errors):
 ``tests/e2e/test_security.py::test_the_lean_ask_route_refuses_bodies_exactly_as_fastapi_does``
 compares the two."""
 

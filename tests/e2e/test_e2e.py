@@ -42,7 +42,7 @@ def test_exact_repeat_costs_one_cache_round_trip(running: Running) -> None:
     question = "Which command sets a time to live?"
     running.ask(question)
     running.ask(question)  # the first repeat learns which keys to prefetch
-    store = running.app.state.services.corpus.store
+    store = running.app.state.services.corpus.redis
     # That repeat also extended the embedding's TTL in the background; the server's thread may
     # send that write just after the response reached this one. Counted once it is done.
     before = -1
@@ -114,7 +114,8 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
         "search": s.search_ttl_s,
         "llm": s.llm_ttl_s,
         "corpus": s.corpus_version_ttl_s,
-        "flight": 60,  # the live stream of a generation, kept briefly for late followers
+        # the live stream of a generation, kept briefly for late followers (locks live less)
+        "flight": s.relay_stream_ttl_s,
         "tag": s.llm_ttl_s,  # doc tags of answers expire with their longest-lived member
     }
     seen = set()
@@ -211,8 +212,8 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
         ({"query": ""}, 422, "query"),
         ({"query": "   "}, 400, "query must not be empty"),
         ({"query": "x", "top_k": 0}, 422, "top_k"),
-        ({"query": "x", "top_k": 500}, 400, "top_k must be between 1 and 20"),
-        ({"query": "x" * 3000}, 400, "longer than 2000"),
+        ({"query": "x", "top_k": 500}, 422, "top_k must be between 1 and 20"),
+        ({"query": "x" * 3000}, 422, "longer than 2000"),
         ({"query": "x", "cache": {"mode": "sometimes"}}, 422, "mode"),
         ({"query": "x", "cache": {"threshold": 1.5}}, 422, "threshold"),
         ({"query": "x", "unknown": 1}, 422, "unknown"),
@@ -237,14 +238,23 @@ def test_bad_documents_get_a_clear_4xx(running: Running) -> None:
 def test_health_stats_and_metrics(running: Running) -> None:
     health = httpx.get(f"{running.url}/healthz").json()
     assert health["status"] == "ok" and health["chunks"] >= 2
+    # counted from here, so the test does not depend on what other tests asked before it
+    before = httpx.get(f"{running.url}/stats").json()
+    question = "Which Redis command gives a key a time to live in seconds?"
+    first = running.ask(question, cache={"semantic": False}).json()
+    assert first["cache"]["llm"] == "miss"
+    assert running.ask(question, cache={"semantic": False}).json()["cache"]["llm"] == "hit"
     stats = httpx.get(f"{running.url}/stats").json()
-    assert stats["layers"]["llm"]["hit"] >= 1 and stats["layers"]["llm"]["miss"] >= 1
-    assert stats["upstream_calls"]["llm"] >= 1
+    llm, llm_before = stats["layers"]["llm"], before["layers"]["llm"]
+    assert (llm["hit"] - llm_before["hit"], llm["miss"] - llm_before["miss"]) == (1, 1)
+    assert stats["upstream_calls"]["llm"] - before["upstream_calls"]["llm"] == 1
     metrics = httpx.get(f"{running.url}/metrics").text
     assert 'rag_cache_requests_total{layer="llm",result="hit"}' in metrics
     assert "rag_llm_calls_total" in metrics and "rag_stage_seconds_bucket" in metrics
-    # every hit so far was priced (the default prices savings at gpt-4o-mini's list price)
-    assert stats["tokens_saved"] > 0 and stats["cost_saved_usd"] > 0
+    # the hit saved what the miss spent, priced (by default at gpt-4o-mini's list price)
+    spent = first["usage"]["prompt_tokens"] + first["usage"]["completion_tokens"]
+    assert stats["tokens_saved"] - before["tokens_saved"] == spent > 0
+    assert stats["cost_saved_usd"] > before["cost_saved_usd"]
     assert "rag_cost_saved_usd_total" in metrics
 
 
