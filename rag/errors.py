@@ -11,7 +11,8 @@
     │   ├── FlightFailedError    the identical request this one waited for failed (502)
     │   ├── FlightTimeoutError   waited too long for an identical request in flight (504)
     │   └── OverloadedError      too many generations running and waiting: shed (503)
-    └── DocumentNotFoundError    no such document (404)
+    ├── DocumentNotFoundError    no such document (404)
+    └── ConfigurationError       a setting names something unusable (at start-up)
 
 Cache-store failures are not errors: the cache fails open (see ``rag.cache.gateway``).
 """
@@ -37,6 +38,11 @@ class InvalidFieldError(InvalidInputError):
 
 class DocumentNotFoundError(RagError):
     """The document id is not in the corpus."""
+
+
+class ConfigurationError(RagError):
+    """A setting names something that cannot be used, e.g. a semantic verifier weight file of
+    another kind than ``semantic_verifier``; raised where it is loaded, at start-up."""
 
 
 class UpstreamError(RagError):

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,10 +16,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from rag.semantic.verifier import VERIFIERS
+
 CONFIG_DIR = Path(__file__).resolve().parent / "config"  # package data: any install finds it
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
 DEFAULT_CROSS_ENCODER = CONFIG_DIR / "semantic_cross_encoder.npz"
+SHIPPED_VERIFIERS = {"mlp": DEFAULT_VERIFIER, "cross-encoder": DEFAULT_CROSS_ENCODER}  # by kind
 PRICES_FILE = CONFIG_DIR / "prices.toml"
 
 _TENANT = re.compile(r"^([A-Za-z0-9_-]{1,32}):(.+)$")
@@ -101,7 +104,7 @@ class Settings(BaseSettings):
     semantic_enabled: bool
     semantic_threshold: float = Field(ge=0, le=1)
     semantic_min_score: float = Field(ge=0, le=1)
-    semantic_verifier: Literal["mlp", "cross-encoder"]
+    semantic_verifier: str  # a kind registered in rag.semantic.verifier.VERIFIERS
     semantic_verifier_path: str
     semantic_max_entries: int = Field(ge=1)
 
@@ -135,12 +138,11 @@ class Settings(BaseSettings):
 
     @property
     def verifier_path(self) -> Path:
-        """The semantic verifier's weight file; the file says which kind of verifier it is."""
+        """The weight file of the ``semantic_verifier`` kind: ``semantic_verifier_path``, or
+        else the file shipped for that kind."""
         if self.semantic_verifier_path:
             return Path(self.semantic_verifier_path)
-        if self.semantic_verifier == "cross-encoder":
-            return DEFAULT_CROSS_ENCODER
-        return DEFAULT_VERIFIER
+        return SHIPPED_VERIFIERS[self.semantic_verifier]
 
     def api_key_tenants(self) -> list[tuple[str, str]]:
         """(key, tenant name) for each of ``api_keys``: ``name:key`` names its tenant; a bare key's
@@ -188,6 +190,22 @@ class Settings(BaseSettings):
                 f"environment 'production' refuses placeholder keys: every key needs at least "
                 f"{MIN_KEY_CHARS} characters and none of {', '.join(_PLACEHOLDER_WORDS)} "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return self
+
+    @field_validator("semantic_verifier")
+    @classmethod
+    def _check_verifier(cls, kind: str) -> str:
+        if kind not in VERIFIERS:
+            raise ValueError(f"not a registered verifier kind ({', '.join(VERIFIERS)})")
+        return kind
+
+    @model_validator(mode="after")
+    def _check_verifier_file(self) -> Settings:
+        if not self.semantic_verifier_path and self.semantic_verifier not in SHIPPED_VERIFIERS:
+            raise ValueError(
+                f"semantic_verifier {self.semantic_verifier!r} ships no weights: "
+                "set semantic_verifier_path"
             )
         return self
 

@@ -43,10 +43,9 @@ from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey
 from rag.semantic.cache import SemanticCache
 from rag.semantic.cross_encoder import CrossEncoderVerifier
-from rag.semantic.guards import facts
 from rag.semantic.index import IndexEntry, SemanticIndex
 from rag.semantic.rule import SemanticRule
-from rag.semantic.verifier import pair_features
+from rag.semantic.verifier import Pair
 from rag.settings import DEFAULT_CROSS_ENCODER, DEFAULT_VERIFIER
 from rag.types import Completion, Usage
 
@@ -157,19 +156,14 @@ def verifier_alone(
     query_texts: list[str],
     query_vectors: list[Any],
 ) -> list[float]:
-    """Seconds to score each query against its 5 nearest stored questions (one batch)."""
+    """Seconds to score each query against its 5 nearest stored questions: one ``scores``
+    call, everything the verifier does (the MLP's lexical facts, the cross-encoder's batch)."""
     times = []
     for text, vector in zip(query_texts, query_vectors, strict=True):
         top = np.argsort(stored_vectors @ vector)[-5:]
-        candidates = [(stored_texts[i], stored_vectors[i]) for i in top]
-        if rule.kind == "mlp":
-            fq = facts(text)
-            started = time.perf_counter()
-            feats = [pair_features(vector, v, fq, facts(c)) for c, v in candidates]
-            rule.verifier.scores(np.stack(feats))  # type: ignore[arg-type]
-        else:
-            started = time.perf_counter()
-            rule.verifier.scores([(text, c) for c, _ in candidates])  # type: ignore[arg-type]
+        pairs = [Pair(text, vector, stored_texts[i], stored_vectors[i]) for i in top]
+        started = time.perf_counter()
+        rule.verifier.scores(pairs)
         times.append(time.perf_counter() - started)
     return times
 
@@ -181,18 +175,20 @@ def load_rules(
     cross-encoder in float32, when asked)."""
     rules = {
         "current (0.94+guards+MLP)": SemanticRule.load(
-            threshold=0.94, min_score=0.3, verifier_path=DEFAULT_VERIFIER
+            threshold=0.94, min_score=0.3, kind="mlp", verifier_path=DEFAULT_VERIFIER
         ),
         "cross-encoder": SemanticRule.load(
-            threshold=ce_threshold, min_score=ce_min_score, verifier_path=ce_path
+            threshold=ce_threshold,
+            min_score=ce_min_score,
+            kind="cross-encoder",
+            verifier_path=ce_path,
         ),
     }
     if ce_float32:
-        rules["cross-encoder (float32)"] = SemanticRule.load(
+        rules["cross-encoder (float32)"] = SemanticRule(
             threshold=ce_threshold,
             min_score=ce_min_score,
-            verifier_path=ce_path,
-            precision="float32",
+            verifier=CrossEncoderVerifier.load(ce_path, precision="float32"),
         )
     return rules
 

@@ -1,5 +1,5 @@
 """Write ``tests/data/semantic_eval.jsonl``: the semantic cache's own evaluation set, written by
-hand from families the verifier is *not* trained on (``rag/semantic/families.py`` holds the
+hand from families the verifier is *not* trained on (``scripts/pair_families.py`` holds the
 training families; nothing here is imported by training).
 
 Held-out families:

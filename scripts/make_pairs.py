@@ -1,4 +1,4 @@
-"""Write generated training pairs (the families in ``rag/semantic/families.py``) as JSONL.
+"""Write generated training pairs (the families in ``scripts/pair_families.py``) as JSONL.
 
 The evaluation set's families are held out of this generator; see ``scripts/make_eval_set.py``.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rag.semantic.families import FAMILIES, generate
+from pair_families import FAMILIES, generate  # beside this script: run as a script
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.semantic.calibration import Pairs, budget_points, embed_pairs, read_pairs
 from rag.semantic.cross_encoder import CrossEncoderVerifier
 from rag.semantic.guards import facts, trap
-from rag.semantic.verifier import PairVerifier, pair_features
+from rag.semantic.mlp import MLPVerifier
 from rag.settings import DEFAULT_CROSS_ENCODER, DEFAULT_VERIFIER
 
 CE_GATES = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8]
@@ -31,23 +31,18 @@ MLP_GATES = [0.8, 0.85, 0.88, 0.9, 0.92, 0.94]
 COSINE_GATES = [float(g) for g in np.round(np.arange(0.80, 1.0, 0.005), 3)]
 
 
-def columns(pairs: Pairs, mlp: PairVerifier, ce: CrossEncoderVerifier) -> dict[str, Any]:
-    fa = [facts(x["a"]) for x in pairs.lines]
-    fb = [facts(x["b"]) for x in pairs.lines]
+def columns(pairs: Pairs, mlp: MLPVerifier, ce: CrossEncoderVerifier) -> dict[str, Any]:
     cosine = (pairs.a * pairs.b).sum(axis=1).astype(np.float64)
-    no_trap = np.array([trap(a, b) is None for a, b in zip(fa, fb, strict=True)])
-    features = np.stack(
-        [pair_features(pairs.a[i], pairs.b[i], fa[i], fb[i]) for i in range(len(fa))]
-    )
-    texts = [(x["a"], x["b"]) for x in pairs.lines]
+    no_trap = np.array([trap(facts(x["a"]), facts(x["b"])) is None for x in pairs.lines])
+    both = pairs.pairs()
     ce_scores = np.concatenate(
-        [ce.scores(texts[s : s + 64]) for s in tqdm(range(0, len(texts), 64), desc="cross-encoder")]
+        [ce.scores(both[s : s + 64]) for s in tqdm(range(0, len(both), 64), desc="cross-encoder")]
     )
     return {
         "labels": pairs.labels,
         "cosine": cosine,
         "no_trap": no_trap,
-        "mlp": mlp.scores(features).astype(np.float64),
+        "mlp": mlp.scores(both).astype(np.float64),
         "ce": ce_scores.astype(np.float64),
     }
 
@@ -90,7 +85,7 @@ def main() -> None:
     embedder = SentenceTransformerEmbedder(
         model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
     )
-    mlp = PairVerifier.load(DEFAULT_VERIFIER)
+    mlp = MLPVerifier.load(DEFAULT_VERIFIER)
     ce = CrossEncoderVerifier.load(Path(args.cross_encoder))
     named = [("calibration", args.calibration)] + [tuple(s.split("=", 1)) for s in args.sets]
     cols = {

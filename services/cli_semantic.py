@@ -8,7 +8,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the commands import the library lazily: `rag --help` stays fast
+    from rag.semantic.calibration import Pairs
+    from rag.semantic.rule import SemanticRule
+    from rag.settings import Settings
 
 
 def fail(message: str) -> int:
@@ -17,14 +22,13 @@ def fail(message: str) -> int:
     return 2
 
 
-async def _embedded_pairs(path: str) -> tuple[Any, Any]:
+async def _embedded_pairs(path: str, settings: Settings) -> Pairs:
+    """The pairs of ``path``, embedded by the embedder the settings name."""
     from tqdm import tqdm
 
     from rag.embedding import SentenceTransformerEmbedder, default_model_path
     from rag.semantic.calibration import embed_pairs, read_pairs
-    from rag.settings import Settings
 
-    settings = Settings()
     lines = read_pairs(Path(path))
     embedder = SentenceTransformerEmbedder(
         model_path=settings.embedding_model_path or default_model_path(),
@@ -33,22 +37,20 @@ async def _embedded_pairs(path: str) -> tuple[Any, Any]:
     )
     try:
         with tqdm(total=2 * len(lines), unit="question", desc="embedding") as bar:
-            return settings, await embed_pairs(lines, embedder, progress=bar)
+            return await embed_pairs(lines, embedder, progress=bar)
     finally:
         embedder.close()
 
 
-def _live_rule_and_pairs(path: str) -> tuple[Any, Any]:
-    """The rule the live cache uses (from the settings) and the pairs of ``path``, embedded."""
+def _live_rule_and_pairs(path: str) -> tuple[SemanticRule, Pairs]:
+    """The rule the live cache uses (``SemanticRule.from_settings``: the verifier kind the
+    settings choose, through the registry) and the pairs of ``path``, embedded."""
     from rag.semantic.rule import SemanticRule
+    from rag.settings import Settings
 
-    settings, pairs = asyncio.run(_embedded_pairs(path))
-    rule = SemanticRule.load(
-        threshold=settings.semantic_threshold,
-        min_score=settings.semantic_min_score,
-        verifier_path=settings.verifier_path,
-    )
-    return rule, pairs
+    settings = Settings()
+    rule = SemanticRule.from_settings(settings)  # first: a wrong weight file fails fast
+    return rule, asyncio.run(_embedded_pairs(path, settings))
 
 
 def cmd_semantic_eval(args: argparse.Namespace) -> int:
@@ -77,6 +79,7 @@ def cmd_semantic_train(args: argparse.Namespace) -> int:
 
     from rag.errors import RagError
     from rag.semantic.calibration import read_pairs
+    from rag.semantic.cross_encoder import CrossEncoderVerifier
     from rag.semantic.training import TrainingPlan, train_cross_encoder
 
     torch.set_num_threads(1)  # the machine is shared: one core, bounded run
@@ -96,10 +99,11 @@ def cmd_semantic_train(args: argparse.Namespace) -> int:
     )
     with tqdm(total=plan.epochs * len(lines), unit="pair", desc="training") as bar:
         train_cross_encoder(lines, out, plan=plan, progress=bar)
+    kind = CrossEncoderVerifier.kind  # the name the setting uses for it (VERIFIERS)
     print(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); calibrate it with\n"
-        f"  RAG_SEMANTIC_VERIFIER_PATH={out} rag semantic calibrate PAIRS "
-        "--max-false-hit-rate 0.02"
+        f"  RAG_SEMANTIC_VERIFIER={kind} RAG_SEMANTIC_VERIFIER_PATH={out} "
+        "rag semantic calibrate PAIRS --max-false-hit-rate 0.02"
     )
     return 0
 
@@ -115,9 +119,7 @@ def cmd_semantic_budget(args: argparse.Namespace) -> int:
         rule, pairs = _live_rule_and_pairs(args.pairs)
     except (RagError, OSError) as exc:
         return fail(str(exc))
-    thresholds = args.thresholds or (
-        [0.55, 0.6, 0.65, 0.7, 0.75, 0.8] if rule.kind == "cross-encoder" else [0.85, 0.9, 0.94]
-    )
+    thresholds = args.thresholds or list(rule.verifier.gates)
     best, table = calibrate_budget(
         rule, pairs, max_false_hit_rate=args.max_false_hit_rate, thresholds=thresholds
     )
@@ -147,13 +149,15 @@ def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
     """Train the verifier and choose threshold and min score for a target precision."""
     from rag.errors import RagError
     from rag.semantic.calibration import calibrate, plot
+    from rag.semantic.mlp import MLPVerifier
+    from rag.settings import Settings
 
     if args.max_false_hit_rate is not None:
         return cmd_semantic_budget(args)
     if not 0 < args.target_precision < 1:
         return fail("--target-precision must be between 0 and 1")
     try:
-        _, pairs = asyncio.run(_embedded_pairs(args.pairs))
+        pairs = asyncio.run(_embedded_pairs(args.pairs, Settings()))
         result = calibrate(pairs, target_precision=args.target_precision, seed=args.seed)
     except (RagError, OSError) as exc:
         return fail(str(exc))
@@ -162,6 +166,7 @@ def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
     verifier_path, png_path = out_dir / "semantic_verifier.npz", out_dir / "calibration.png"
     result.verifier.save(verifier_path)
     plot(result, args.target_precision, png_path)
+    kind = MLPVerifier.kind  # the name the setting uses for it (VERIFIERS)
     print(f"precision/recall on the held-out 20 % at precision >= {args.target_precision}:")
     print(f"{'threshold':>10} {'min_score':>10} {'precision':>10} {'recall':>8}")
     for row in result.table:
@@ -174,7 +179,7 @@ def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
         f"(precision {result.precision:.3f}, recall {result.recall:.3f})\n"
         f"wrote {verifier_path} and {png_path}; to use them set\n"
         f"  RAG_SEMANTIC_THRESHOLD={result.threshold} RAG_SEMANTIC_MIN_SCORE={result.min_score} "
-        f"RAG_SEMANTIC_VERIFIER_PATH={verifier_path}"
+        f"RAG_SEMANTIC_VERIFIER={kind} RAG_SEMANTIC_VERIFIER_PATH={verifier_path}"
     )
     return 0
 

@@ -92,7 +92,7 @@ class SemanticCache:
         if not found:
             return None
         pairs = [(entry.query, self.index.vector(entry)) for entry, _ in found]
-        if self.rule.kind == "cross-encoder":  # a model forward pass: keep the loop free
+        if self.rule.verifier.offload:  # a model forward pass: keep the loop free
             decisions = await asyncio.to_thread(
                 self.rule.decide_many, query, vector, pairs, threshold=cutoff
             )

@@ -18,8 +18,9 @@ from rag.errors import InvalidInputError
 from rag.ingest import Progress
 from rag.protocols import Embedder, Vector
 from rag.semantic.guards import facts, trap
+from rag.semantic.mlp import MLPVerifier, pair_features, train_verifier
 from rag.semantic.rule import Decision, SemanticRule
-from rag.semantic.verifier import PairVerifier, pair_features, train_verifier
+from rag.semantic.verifier import Pair
 
 Matrix = npt.NDArray[np.float32]
 
@@ -30,6 +31,10 @@ class Pairs:
     labels: npt.NDArray[np.int_]
     a: Matrix
     b: Matrix
+
+    def pairs(self) -> list[Pair]:
+        """Each line as a ``Pair`` with its two vectors."""
+        return [Pair(x["a"], self.a[i], x["b"], self.b[i]) for i, x in enumerate(self.lines)]
 
 
 def read_pairs(path: Path) -> list[dict[str, Any]]:
@@ -70,9 +75,7 @@ async def embed_pairs(
 
 
 def decide_all(rule: SemanticRule, pairs: Pairs) -> list[Decision]:
-    return rule.decide_pairs(
-        [(line["a"], pairs.a[i], line["b"], pairs.b[i]) for i, line in enumerate(pairs.lines)]
-    )
+    return rule.decide_pairs(pairs.pairs())
 
 
 def precision_recall(
@@ -106,7 +109,7 @@ def summarize(rule: SemanticRule, pairs: Pairs, decisions: Sequence[Decision]) -
 
 @dataclass(frozen=True)
 class Calibration:
-    verifier: PairVerifier
+    verifier: MLPVerifier
     threshold: float
     min_score: float
     precision: float  # on the held-out part
@@ -116,7 +119,7 @@ class Calibration:
 
 
 def calibrate(pairs: Pairs, *, target_precision: float, seed: int = 0) -> Calibration:
-    """Train the verifier on 80 % of the pairs, then choose the cosine threshold and verifier
+    """Train the MLP verifier on 80 % of the pairs, then choose the cosine threshold and verifier
     score on the other 20 % that give the most recall at ``target_precision``."""
     n = len(pairs.lines)
     facts_a = [facts(line["a"]) for line in pairs.lines]
@@ -131,7 +134,7 @@ def calibrate(pairs: Pairs, *, target_precision: float, seed: int = 0) -> Calibr
     labels = pairs.labels[held_out]
     cosine = (pairs.a[held_out] * pairs.b[held_out]).sum(axis=1)
     no_trap = np.array([trap(facts_a[i], facts_b[i]) is None for i in held_out])
-    scores = verifier.scores(features[held_out])
+    scores = verifier.score_features(features[held_out])
     table: list[dict[str, float]] = []
     best: tuple[float, float, float, float] | None = None  # recall, precision, threshold, score
     for threshold in np.round(np.arange(0.75, 0.97, 0.01), 2):
@@ -266,10 +269,7 @@ def calibrate_budget(
     """For each cosine gate in ``thresholds``, the lowest verifier score whose false-hit rate
     (share of label-0 pairs served) has an upper ``confidence`` bound within the budget; the
     point with the most recall over all gates (None if no point fits), and the table."""
-    decisions = rule.decide_pairs(
-        [(line["a"], pairs.a[i], line["b"], pairs.b[i]) for i, line in enumerate(pairs.lines)],
-        threshold=min(thresholds),
-    )
+    decisions = rule.decide_pairs(pairs.pairs(), threshold=min(thresholds))
     similarity = np.array([d.similarity for d in decisions])
     score = np.array([-1.0 if d.score is None else d.score for d in decisions])
     return budget_points(

@@ -1,5 +1,5 @@
-"""A cross-encoder verifier for the semantic cache: both questions in one forward pass of
-MiniLM (``[CLS] a [SEP] b [SEP]``), mean-pooled, one logit.
+"""The cross-encoder verifier of the semantic cache (kind ``"cross-encoder"``): both questions in
+one forward pass of MiniLM (``[CLS] a [SEP] b [SEP]``), mean-pooled, one logit.
 
 A bi-encoder compares two vectors made apart, so a one-word meaning flip ("activate" /
 "deactivate") keeps cosine above 0.95 while a full rewording falls under 0.75. Reading the two
@@ -26,18 +26,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import Tensor, nn
 
+from rag.errors import ConfigurationError
+from rag.semantic.verifier import Pair, Scores, check_weight_file
+
 HIDDEN = 384
 HEADS = 12
 FORMAT = 1  # bump when the weight file's layout changes
+BATCH = 64  # pairs per forward pass when many pairs are scored at once
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -280,7 +283,7 @@ def encode_pairs(
 
 @dataclass(frozen=True)
 class CrossEncoderVerifier:
-    """Scores question pairs in [0, 1]; load once per process (``load``), then ``scores``."""
+    """Satisfies ``rag.semantic.verifier.Verifier``; load once per process (``load``)."""
 
     model: PairEncoder
     tokenizer: Tokenizer
@@ -288,6 +291,10 @@ class CrossEncoderVerifier:
     trained: int
     max_length: int
     fast: FastPairEncoder | None = None  # the bfloat16 path scores use, when there is one
+
+    kind: ClassVar[str] = "cross-encoder"
+    offload: ClassVar[bool] = True
+    gates: ClassVar[tuple[float, ...]] = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
     @property
     def precision(self) -> str:
@@ -299,9 +306,12 @@ class CrossEncoderVerifier:
     ) -> CrossEncoderVerifier:
         """``precision``: "auto" takes bfloat16 where the CPU runs it natively, else float32."""
         with np.load(path) as data:
-            if int(data["format"]) != FORMAT:
-                raise ValueError(f"{path}: weight file format {int(data['format'])} != {FORMAT}")
             meta = ("layers", "trained", "max_length")
+            check_weight_file(path, data.files, kind=cls.kind, needs={"format", *meta})
+            if int(data["format"]) != FORMAT:
+                raise ConfigurationError(
+                    f"{path}: weight file format {int(data['format'])} != {FORMAT}"
+                )
             layers, trained, max_length = (int(data[k]) for k in meta)
         model = PairEncoder(layers=layers)
         model.load_base(base or base_model_path())
@@ -323,11 +333,17 @@ class CrossEncoderVerifier:
             fast=fast,
         )
 
-    def scores(self, pairs: Sequence[tuple[str, str]]) -> npt.NDArray[np.float32]:
-        """One score per (query, candidate) pair, computed in one batch."""
-        if not pairs:
+    def scores(self, pairs: Sequence[Pair]) -> Scores:
+        """One score per pair from the two questions' texts, ``BATCH`` pairs per forward pass."""
+        texts = [(p.a, p.b) for p in pairs]
+        if not texts:
             return np.zeros(0, np.float32)
-        ids, types, mask = encode_pairs(self.tokenizer, pairs)
+        return np.concatenate(
+            [self._forward(texts[s : s + BATCH]) for s in range(0, len(texts), BATCH)]
+        )
+
+    def _forward(self, texts: Sequence[tuple[str, str]]) -> Scores:
+        ids, types, mask = encode_pairs(self.tokenizer, texts)
         with torch.inference_mode():
             logits = (self.fast or self.model)(ids, types, mask)
         return torch.sigmoid(logits).numpy().astype(np.float32)

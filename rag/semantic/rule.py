@@ -3,14 +3,11 @@
 
 A candidate is served when its cosine to the query reaches ``threshold`` (the candidate gate),
 no lexical guard names a trap (when ``guards`` is on), and the verifier's score reaches
-``min_score``. The verifier is either
-
-- the cross-encoder (``rag/config/semantic_cross_encoder.npz``): reads both questions in one pass;
-  the gate sits low (~0.7) where real rewordings live, and the top candidates of a query are
-  scored in one batch; or
-- the small MLP over the two vectors (``rag/config/semantic_verifier.npz``), behind a high gate.
-
-Which one is decided by the weight file the settings point at (``semantic_verifier``).
+``min_score``. The verifier is any ``rag.semantic.verifier.Verifier``; the ``semantic_verifier``
+setting chooses its kind (``VERIFIERS``) and ``semantic_verifier_path`` its weight file, which
+must be of that kind. The shipped kinds are the MLP over the two vectors (the default, behind a
+high gate) and the cross-encoder that reads both questions (behind a low gate, ~0.7, where real
+rewordings live).
 """
 
 from __future__ import annotations
@@ -19,14 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from rag.protocols import Vector
-from rag.semantic.cross_encoder import CrossEncoderVerifier, Precision
 from rag.semantic.guards import facts, trap
-from rag.semantic.verifier import Array, PairVerifier, pair_features
-
-BATCH = 64  # pairs per cross-encoder forward pass when many pairs are decided at once
+from rag.semantic.verifier import Pair, Verifier, load_verifier
+from rag.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +30,24 @@ class Decision:
     reason: str  # "hit", "below-threshold", a trap name ("negation", "number", …), "verifier"
 
 
-Item = tuple[str, Vector, str, Vector]  # query, its vector, candidate, its vector
-
-
-def is_cross_encoder_file(path: Path) -> bool:
-    with np.load(path) as data:
-        return "layers" in data.files
-
-
 @dataclass(frozen=True)
 class SemanticRule:
     threshold: float  # cosine similarity the two query vectors must reach
     min_score: float  # verifier score the pair must reach
-    verifier: PairVerifier | CrossEncoderVerifier
+    verifier: Verifier
     guards: bool = True  # lexical guards before the verifier
     candidates: int = 5  # how many of a query's nearest entries the verifier reads
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SemanticRule:
+        """The live cache's rule: the one place that reads it from the settings, so that the
+        service and ``rag semantic eval`` decide alike."""
+        return cls.load(
+            threshold=settings.semantic_threshold,
+            min_score=settings.semantic_min_score,
+            kind=settings.semantic_verifier,
+            verifier_path=settings.verifier_path,
+        )
 
     @classmethod
     def load(
@@ -60,28 +56,24 @@ class SemanticRule:
         threshold: float,
         min_score: float,
         verifier_path: Path,
+        kind: str = "mlp",
         guards: bool = True,
         candidates: int = 5,
-        precision: Precision = "auto",
     ) -> SemanticRule:
-        """Load the verifier once (per process); the file says which kind it is. ``precision``
-        is the cross-encoder's (``CrossEncoderVerifier.load``)."""
-        verifier: PairVerifier | CrossEncoderVerifier = (
-            CrossEncoderVerifier.load(verifier_path, precision=precision)
-            if is_cross_encoder_file(verifier_path)
-            else PairVerifier.load(verifier_path)
-        )
+        """Load the verifier of ``kind`` from ``verifier_path`` once (per process); a file of
+        another kind is a ``ConfigurationError``. ``kind`` defaults to the shipped default,
+        ``"mlp"``; ``from_settings`` passes the setting."""
         return cls(
             threshold=threshold,
             min_score=min_score,
-            verifier=verifier,
+            verifier=load_verifier(kind, verifier_path),
             guards=guards,
             candidates=candidates,
         )
 
     @property
     def kind(self) -> str:
-        return "cross-encoder" if isinstance(self.verifier, CrossEncoderVerifier) else "mlp"
+        return self.verifier.kind
 
     def decide(
         self,
@@ -92,7 +84,7 @@ class SemanticRule:
         *,
         threshold: float | None = None,
     ) -> Decision:
-        return self.decide_pairs([(query, vector, candidate, candidate_vector)], threshold)[0]
+        return self.decide_pairs([Pair(query, vector, candidate, candidate_vector)], threshold)[0]
 
     def decide_many(
         self,
@@ -102,41 +94,33 @@ class SemanticRule:
         *,
         threshold: float | None = None,
     ) -> list[Decision]:
-        """One query against its candidates; the verifier reads them in one batch."""
-        return self.decide_pairs([(query, vector, c, cv) for c, cv in candidates], threshold)
+        """One query against its candidates; the verifier reads them in one call."""
+        return self.decide_pairs([Pair(query, vector, c, cv) for c, cv in candidates], threshold)
 
-    def decide_pairs(self, items: Sequence[Item], threshold: float | None = None) -> list[Decision]:
-        """Decide each (query, vector, candidate, vector) with the gate, guards and verifier."""
+    def decide_pairs(self, pairs: Sequence[Pair], threshold: float | None = None) -> list[Decision]:
+        """Decide each pair with the gate, the guards and then, in one call for all the pairs
+        still open, the verifier."""
         cutoff = self.threshold if threshold is None else threshold
         decisions: list[Decision | None] = []
-        pending: list[int] = []
-        features: list[Array] = []
-        for i, (a, a_vec, b, b_vec) in enumerate(items):
-            similarity = float(a_vec @ b_vec)
+        pending: list[Pair] = []
+        for pair in pairs:
+            similarity = pair.similarity
             if similarity < cutoff:
                 decisions.append(Decision(False, similarity, None, "below-threshold"))
-                continue
-            fa, fb = facts(a), facts(b)
-            if self.guards and (name := trap(fa, fb)) is not None:
+            elif self.guards and (name := trap(facts(pair.a), facts(pair.b))) is not None:
                 decisions.append(Decision(False, similarity, None, name))
-                continue
-            decisions.append(None)
-            pending.append(i)
-            if isinstance(self.verifier, PairVerifier):
-                features.append(pair_features(a_vec, b_vec, fa, fb))
-        scores = self._scores(items, pending, features)
-        for i, score in zip(pending, scores.tolist(), strict=True):
-            similarity = float(items[i][1] @ items[i][3])
-            hit = score >= self.min_score
-            decisions[i] = Decision(hit, similarity, score, "hit" if hit else "verifier")
-        return [d for d in decisions if d is not None]
+            else:
+                decisions.append(None)
+                pending.append(pair)
+        scores = self.verifier.scores(pending).tolist() if pending else []
+        if len(scores) != len(pending):
+            raise ValueError(f"{self.kind} verifier: {len(scores)} scores for {len(pending)} pairs")
+        verdicts = iter(scores)
+        return [
+            d if d is not None else self._verdict(pair, next(verdicts))
+            for d, pair in zip(decisions, pairs, strict=True)
+        ]
 
-    def _scores(self, items: Sequence[Item], pending: list[int], features: list[Array]) -> Array:
-        if not pending:
-            return np.zeros(0, np.float32)
-        if isinstance(self.verifier, PairVerifier):
-            return self.verifier.scores(np.stack(features))
-        pairs = [(items[i][0], items[i][2]) for i in pending]
-        return np.concatenate(
-            [self.verifier.scores(pairs[s : s + BATCH]) for s in range(0, len(pairs), BATCH)]
-        )
+    def _verdict(self, pair: Pair, score: float) -> Decision:
+        hit = score >= self.min_score
+        return Decision(hit, pair.similarity, score, "hit" if hit else "verifier")

@@ -1,128 +1,120 @@
-"""The learned half of the semantic cache's verification: a small neural network (one hidden
-layer, numpy only) that scores whether two questions ask the same thing, from their MiniLM
-vectors and lexical features. Trained by ``rag semantic calibrate`` on labelled pairs; the
-default weights in ``rag/config/semantic_verifier.npz`` come from ``qqp-train.jsonl``."""
+"""What a semantic verifier is, and which ones there are.
+
+A verifier reads a pair of questions that already passed the cosine gate and the lexical guards
+(``rag.semantic.rule``) and says how sure it is that they ask the same thing. ``VERIFIERS`` maps
+each kind (the ``semantic_verifier`` setting) to the loader of its weight file; adding a
+verifier is one module with a class that satisfies ``Verifier`` and has ``load(path)``, plus
+one line here.
+
+Loaders import their module on first use: the settings import this registry to check the
+setting, and the cross-encoder's module imports torch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
+from typing import Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from rag.semantic.guards import QueryFacts
+from rag.errors import ConfigurationError
+from rag.protocols import Vector
 
-Array = npt.NDArray[np.float32]
-LEXICAL_FEATURES = 5
-
-
-def lexical_features(a: QueryFacts, b: QueryFacts) -> list[float]:
-    union = a.content | b.content
-    return [
-        len(a.content & b.content) / len(union) if union else 1.0,
-        float(len(a.content ^ b.content)),
-        float(a.wh != b.wh),
-        float(len(a.entities) + len(b.entities) > 0),
-        abs(len(a.words) - len(b.words)) / max(len(a.words), len(b.words), 1),
-    ]
+Scores = npt.NDArray[np.float32]
 
 
-def pair_features(a_vec: Array, b_vec: Array, a: QueryFacts, b: QueryFacts) -> Array:
-    """Symmetric in (a, b): products and absolute differences of the vectors, their cosine,
-    and lexical overlap."""
-    return np.concatenate(
-        [a_vec * b_vec, np.abs(a_vec - b_vec), [float(a_vec @ b_vec)], lexical_features(a, b)]
-    ).astype(np.float32)
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """Two questions and their embedding vectors (unit length): a query and a cached question,
+    or the two sides of a labelled pair."""
+
+    a: str
+    a_vector: Vector
+    b: str
+    b_vector: Vector
+
+    @property
+    def similarity(self) -> float:
+        """Cosine of the two vectors."""
+        return float(self.a_vector @ self.b_vector)
 
 
-@dataclass(frozen=True)
-class PairVerifier:
-    mean: Array
-    scale: Array
-    w1: Array
-    b1: Array
-    w2: Array
-    b2: float
+class Verifier(Protocol):
+    """Scores whether two questions ask the same thing.
 
-    def scores(self, features: Array) -> Array:
-        """Probability-like scores in [0, 1], one per row of ``features``."""
-        hidden = np.maximum(0.0, ((features - self.mean) / self.scale) @ self.w1 + self.b1)
-        return 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))  # type: ignore[no-any-return]
+    A score is in [0, 1], higher meaning surer; the rule serves a pair when its score is
+    ``>= min_score`` (the ``semantic_min_score`` setting, calibrated for one verifier with
+    ``rag semantic calibrate``: scores of two kinds are not comparable). Each implementation
+    reads what it needs of a ``Pair`` (the vectors, the texts) and batches as it likes.
+    """
 
-    def save(self, path: Path) -> None:
-        np.savez_compressed(
-            path, mean=self.mean, scale=self.scale, w1=self.w1, b1=self.b1, w2=self.w2, b2=self.b2
+    @property
+    def kind(self) -> str:
+        """The name it is registered under in ``VERIFIERS``."""
+        ...
+
+    @property
+    def offload(self) -> bool:
+        """Whether ``scores`` takes long enough (a model forward pass, milliseconds) that an
+        event loop should call it in a worker thread."""
+        ...
+
+    @property
+    def gates(self) -> tuple[float, ...]:
+        """The cosine gates where this verifier is meant to work, tried by ``rag semantic
+        calibrate --max-false-hit-rate`` unless others are given."""
+        ...
+
+    def scores(self, pairs: Sequence[Pair]) -> Scores:
+        """One score per pair, in order."""
+        ...
+
+
+Loader = Callable[[Path], Verifier]
+
+
+def _lazy(target: str) -> Loader:
+    """The loader of ``"module:Class"``: imports the module when first called, then
+    ``Class.load(path)``."""
+    module, _, name = target.partition(":")
+
+    def load(path: Path) -> Verifier:
+        return cast(Verifier, getattr(import_module(module), name).load(path))
+
+    return load
+
+
+VERIFIERS: dict[str, Loader] = {
+    "mlp": _lazy("rag.semantic.mlp:MLPVerifier"),
+    "cross-encoder": _lazy("rag.semantic.cross_encoder:CrossEncoderVerifier"),
+}
+
+
+def load_verifier(kind: str, path: Path) -> Verifier:
+    """The verifier of ``kind`` with the weights in ``path``; a file of another kind, or a
+    loader that makes another kind, is a ``ConfigurationError``."""
+    if kind not in VERIFIERS:
+        raise ConfigurationError(
+            f"unknown semantic verifier {kind!r} (registered: {', '.join(VERIFIERS)})"
         )
-
-    @classmethod
-    def load(cls, path: Path) -> PairVerifier:
-        with np.load(path) as data:
-            return cls(
-                mean=data["mean"],
-                scale=data["scale"],
-                w1=data["w1"],
-                b1=data["b1"],
-                w2=data["w2"],
-                b2=float(data["b2"]),
-            )
+    verifier = VERIFIERS[kind](path)
+    if verifier.kind != kind:
+        raise ConfigurationError(f"the loader of {kind!r} made a {verifier.kind!r} verifier")
+    return verifier
 
 
-def train_verifier(
-    features: Array,
-    labels: npt.NDArray[np.int_],
-    *,
-    hidden: int = 128,
-    epochs: int = 6,  # more overfits qqp-train (checked on a held-out split)
-    learning_rate: float = 1e-3,
-    weight_decay: float = 3e-3,
-    seed: int = 0,
-) -> PairVerifier:
-    """Binary cross-entropy, Adam, mini-batches of 128; deterministic for a given seed."""
-    rng = np.random.default_rng(seed)
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0) + 1e-6
-    x = ((features - mean) / scale).astype(np.float32)
-    y = labels.astype(np.float32)
-    params = {
-        "w1": (rng.standard_normal((x.shape[1], hidden)) * np.sqrt(2 / x.shape[1])).astype(
-            np.float32
-        ),
-        "b1": np.zeros(hidden, np.float32),
-        "w2": (rng.standard_normal(hidden) * np.sqrt(1 / hidden)).astype(np.float32),
-        "b2": np.zeros(1, np.float32),
-    }
-    moments = {k: (np.zeros_like(v), np.zeros_like(v)) for k, v in params.items()}
-    step = 0
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), 128):
-            batch = order[start : start + 128]
-            xb, yb = x[batch], y[batch]
-            pre = xb @ params["w1"] + params["b1"]
-            h = np.maximum(0.0, pre)
-            p = 1.0 / (1.0 + np.exp(-(h @ params["w2"] + params["b2"][0])))
-            d_out = (p - yb) / len(batch)
-            grads = {
-                "w2": h.T @ d_out + weight_decay * params["w2"],
-                "b2": np.array([d_out.sum()], np.float32),
-            }
-            d_h = np.outer(d_out, params["w2"]) * (pre > 0)
-            grads["w1"] = xb.T @ d_h + weight_decay * params["w1"]
-            grads["b1"] = d_h.sum(axis=0)
-            step += 1
-            for k, g in grads.items():
-                m, v = moments[k]
-                m[:] = 0.9 * m + 0.1 * g
-                v[:] = 0.999 * v + 0.001 * g * g
-                m_hat = m / (1 - 0.9**step)
-                v_hat = v / (1 - 0.999**step)
-                params[k] -= (learning_rate * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(np.float32)
-    return PairVerifier(
-        mean=mean.astype(np.float32),
-        scale=scale.astype(np.float32),
-        w1=params["w1"],
-        b1=params["b1"],
-        w2=params["w2"],
-        b2=float(params["b2"][0]),
-    )
+def check_weight_file(path: Path, arrays: Collection[str], *, kind: str, needs: set[str]) -> None:
+    """Refuse a weight file that lacks the arrays of ``kind``: the setting chooses the kind and
+    a file of another kind must not be read as this one."""
+    missing = sorted(needs - set(arrays))
+    if missing:
+        raise ConfigurationError(
+            f"{path} is not a weight file of the {kind!r} verifier (it has no "
+            f"{', '.join(missing)}): "
+            "the verifier kind (RAG_SEMANTIC_VERIFIER) chooses how the file is read, and the "
+            "file (RAG_SEMANTIC_VERIFIER_PATH) must be of that kind"
+        )

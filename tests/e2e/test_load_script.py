@@ -5,25 +5,11 @@ its follower's are counted as differing; a 5xx other than 503 and a stream that 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
-
-from tests.paths import ROOT
-
-
-def load_script() -> ModuleType:
-    path = ROOT / "scripts" / "load.py"
-    spec = importlib.util.spec_from_file_location("load_script", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["load_script"] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.paths import load_script
 
 
 def test_the_fault_run_counts_what_clients_must_never_see() -> None:
-    load = load_script()
+    load = load_script("load")
     out = load.Outcome
     stream = "/ask/stream"
     run = load.Run(

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from rag.semantic.families import FAMILIES, generate
-from tests.paths import DATA
+from tests.paths import DATA, load_script
+
+families = load_script("pair_families")  # the training-pair generator (scripts/make_pairs.py)
+FAMILIES, generate = families.FAMILIES, families.generate
 
 EVAL_SET = DATA / "semantic_eval.jsonl"
 HELD_OUT = {

@@ -155,12 +155,12 @@ def test_budget_picks_the_most_recall_whose_bound_fits() -> None:
 
 
 def mlp_rule(threshold: float, min_score: float) -> SemanticRule:
-    from rag.semantic.verifier import PairVerifier
+    from rag.semantic.mlp import MLPVerifier
 
     dim = 2 * 8 + 1 + 5
     w1 = np.zeros((dim, 1), np.float32)
     w1[2 * 8, 0] = 1.0  # the score follows the cosine feature
-    verifier = PairVerifier(
+    verifier = MLPVerifier(
         mean=np.zeros(dim, np.float32),
         scale=np.ones(dim, np.float32),
         w1=w1,

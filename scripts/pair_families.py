@@ -1,5 +1,7 @@
 """Generated training pairs for the semantic verifier, by *family*: each family is one way two
-questions can look alike and mean the same (paraphrases) or differ (traps).
+questions can look alike and mean the same (paraphrases) or differ (traps). Used by
+``scripts/make_pairs.py`` and by ``tests/unit/test_semantic_eval_set.py``; not part of the
+shipped package.
 
 These are the families the verifier is trained on. Other families (prefix antonyms, comparison
 flips, complementary qualifiers, role swaps, rewordings of unseen intents) are held out of this
@@ -369,10 +371,10 @@ NEG_Z = ["rent", "taxes", "credit card", "phone bill", "student loan", "mortgage
 
 # Whole-question rewordings of one need, with slots; two phrasings of the same intent and the
 # same slot value are a paraphrase, the same phrasing with another slot value is not.
-# (The phrasings live in intents.json, beside this module.)
+# (The phrasings live in pair_intents.json, beside this module.)
 INTENTS: list[tuple[list[str], list[str]]] = [
     (entry["phrasings"], entry["slots"])
-    for entry in json.loads((Path(__file__).parent / "intents.json").read_text("utf-8"))
+    for entry in json.loads((Path(__file__).parent / "pair_intents.json").read_text("utf-8"))
 ]
 
 
