@@ -137,11 +137,7 @@ def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> S
     return Shared(
         generator=generator,
         metrics=Metrics(),
-        rule=SemanticRule.load(
-            threshold=settings.semantic_threshold,
-            min_score=settings.semantic_min_score,
-            verifier_path=settings.verifier_path,
-        ),
+        rule=SemanticRule.from_settings(settings),
         price=load_price(settings.price_model or settings.llm_model),
         limiter=GenerationLimiter(
             max_running=settings.generation_slots,

@@ -56,13 +56,12 @@ class SemanticRule:
         threshold: float,
         min_score: float,
         verifier_path: Path,
-        kind: str = "mlp",
+        kind: str,
         guards: bool = True,
         candidates: int = 5,
     ) -> SemanticRule:
         """Load the verifier of ``kind`` from ``verifier_path`` once (per process); a file of
-        another kind is a ``ConfigurationError``. ``kind`` defaults to the shipped default,
-        ``"mlp"``; ``from_settings`` passes the setting."""
+        another kind is a ``ConfigurationError``."""
         return cls(
             threshold=threshold,
             min_score=min_score,
