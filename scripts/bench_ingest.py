@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -162,6 +163,77 @@ def _raw(model: SentenceTransformer, texts: list[str]) -> float:
     return time.perf_counter() - started
 
 
+@dataclass
+class Tally:
+    """Seconds per path over all slices, each slice's raw/ingest ratio, and the chunks timed."""
+
+    names: list[str]
+    seconds: dict[str, float] = field(init=False)
+    ratios: list[float] = field(default_factory=list)
+    spent: dict[str, float] = field(default_factory=lambda: {"embed": 0.0, "upsert": 0.0})
+    chunks: int = 0
+
+    def __post_init__(self) -> None:
+        self.seconds = dict.fromkeys(self.names, 0.0)
+
+    def add(self, i: int, chunks: int, took: dict[str, float]) -> None:
+        """Count one slice and print its row."""
+        self.chunks += chunks
+        for name in self.names:
+            self.seconds[name] += took[name]
+        self.ratios.append(took["raw encode"] / took["ingest"])
+        rates = "".join(f"{chunks / took[n]:>12.1f}/s" for n in self.names)
+        print(f"{i:>5} {chunks:>6}  {rates}  {self.ratios[-1]:.2f}", flush=True)
+
+
+def _slices(documents: list[Document], slices: int) -> list[list[Document]]:
+    size = -(-len(documents) // max(1, min(slices, len(documents))))
+    return [documents[i : i + size] for i in range(0, len(documents), size)]
+
+
+async def _time_slice(
+    i: int,
+    corpus: Corpus,
+    part: list[Document],
+    raw_model: SentenceTransformer,
+    tally: Tally,
+    threads: int,
+) -> tuple[int, dict[str, float]]:
+    """Every path on one slice, in turns (ABBA over the slices); its chunk count and timings."""
+    texts = [c.text for c in corpus.ingestor.plan(part).chunks]
+    took: dict[str, float] = {}
+    for name in tally.names if i % 2 == 0 else reversed(tally.names):
+        if name == "raw encode":
+            took[name] = _raw(raw_model, texts)
+        elif name == "ingest":
+            took[name] = await _ingest(corpus, part, threads)
+        else:
+            baseline_dir = corpus.settings.data_dir / "baseline"
+            took[name] = await _baseline(corpus, part, baseline_dir, tally.spent)
+    return len(texts), took
+
+
+def _report(tally: Tally, baseline: bool) -> None:
+    total, seconds, spent = tally.chunks, tally.seconds, tally.spent
+    raw_rate = total / seconds["raw encode"]
+    print(f"\n{total} chunks; load average {os.getloadavg()[0]:.1f} at the end")
+    for name in tally.names:
+        rate = total / seconds[name]
+        print(f"  {name:<11} {rate:7.1f} chunks/s  ({rate / raw_rate:.2f} of raw encode)")
+    if baseline:
+        rest = seconds["baseline"] - spent["embed"] - spent["upsert"]
+        print(
+            f"baseline's {seconds['baseline']:.0f} s: embedding {spent['embed']:.0f} s (raw "
+            f"encode of the same chunks: {seconds['raw encode']:.0f} s), upserts "
+            f"{spent['upsert']:.0f} s ({total / spent['upsert']:.0f} points/s), chunking twice, "
+            f"deletes and the rest {rest:.1f} s"
+        )
+    print(
+        f"ingest / raw = {total / seconds['ingest'] / raw_rate:.2f} "
+        f"(median over slices {statistics.median(tally.ratios):.2f}; target >= 0.90)"
+    )
+
+
 async def run(documents: list[Document], slices: int, baseline: bool) -> None:
     default_threads = torch.get_num_threads()  # what a plain script gets
     raw_model = SentenceTransformer(str(default_model_path()), device="cpu")
@@ -169,13 +241,8 @@ async def run(documents: list[Document], slices: int, baseline: bool) -> None:
         model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=RAW_BATCH
     )
     torch.set_num_threads(default_threads)  # the embedder set this thread to one: raw gets all
-    size = -(-len(documents) // max(1, min(slices, len(documents))))
-    parts = [documents[i : i + size] for i in range(0, len(documents), size)]
-    names = ["raw encode", "ingest", *(["baseline"] if baseline else [])]
-    seconds: dict[str, float] = dict.fromkeys(names, 0.0)
-    ratios: list[float] = []
-    spent = {"embed": 0.0, "upsert": 0.0}  # inside the baseline
-    total = 0
+    parts = _slices(documents, slices)
+    tally = Tally(names=["raw encode", "ingest", *(["baseline"] if baseline else [])])
     with embedded_valkey() as redis_url, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         root = Path(tmp)
         settings = Settings(
@@ -191,45 +258,15 @@ async def run(documents: list[Document], slices: int, baseline: bool) -> None:
             f"{threads}), baseline 1; load average {os.getloadavg()[0]:.1f}, "
             f"{os.cpu_count()} cores"
         )
-        print(f"{'slice':>5} {'chunks':>6}  " + "".join(f"{n:>14}" for n in names) + "  ingest/raw")
+        names = "".join(f"{n:>14}" for n in tally.names)
+        print(f"{'slice':>5} {'chunks':>6}  {names}  ingest/raw")
         for i, part in enumerate(parts):
-            data_dir = root / f"slice-{i}"
-            async with open_corpus(
-                settings.model_copy(update={"data_dir": data_dir}), embedder=embedder
-            ) as corpus:
-                texts = [c.text for c in corpus.ingestor.plan(part).chunks]
-                took: dict[str, float] = {}
-                for name in names if i % 2 == 0 else reversed(names):  # ABBA over the slices
-                    if name == "raw encode":
-                        took[name] = _raw(raw_model, texts)
-                    elif name == "ingest":
-                        took[name] = await _ingest(corpus, part, threads)
-                    else:
-                        took[name] = await _baseline(corpus, part, data_dir / "baseline", spent)
-            total += len(texts)
-            for name in names:
-                seconds[name] += took[name]
-            ratios.append(took["raw encode"] / took["ingest"])
-            rates = "".join(f"{len(texts) / took[n]:>12.1f}/s" for n in names)
-            print(f"{i:>5} {len(texts):>6}  {rates}  {ratios[-1]:.2f}", flush=True)
+            update = {"data_dir": root / f"slice-{i}"}
+            async with open_corpus(settings.model_copy(update=update), embedder=embedder) as corpus:
+                chunks, took = await _time_slice(i, corpus, part, raw_model, tally, threads)
+            tally.add(i, chunks, took)
     embedder.close()
-    raw_rate = total / seconds["raw encode"]
-    print(f"\n{total} chunks; load average {os.getloadavg()[0]:.1f} at the end")
-    for name in names:
-        rate = total / seconds[name]
-        print(f"  {name:<11} {rate:7.1f} chunks/s  ({rate / raw_rate:.2f} of raw encode)")
-    if baseline:
-        rest = seconds["baseline"] - spent["embed"] - spent["upsert"]
-        print(
-            f"baseline's {seconds['baseline']:.0f} s: embedding {spent['embed']:.0f} s (raw "
-            f"encode of the same chunks: {seconds['raw encode']:.0f} s), upserts "
-            f"{spent['upsert']:.0f} s ({total / spent['upsert']:.0f} points/s), chunking twice, "
-            f"deletes and the rest {rest:.1f} s"
-        )
-    print(
-        f"ingest / raw = {total / seconds['ingest'] / raw_rate:.2f} "
-        f"(median over slices {statistics.median(ratios):.2f}; target >= 0.90)"
-    )
+    _report(tally, baseline)
 
 
 def main() -> None:

@@ -136,6 +136,58 @@ def test_the_script_is_a_thin_wrapper_over_the_package() -> None:
 # -- a fast run on the real parts -------------------------------------------------------------
 
 
+def _assert_files_written(out: Path) -> None:
+    for name in ("results.json", "report.md", "workload.jsonl", "hit_rate.png", "cost.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "latency_cdf.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _assert_config_figures(name: str, c: dict[str, Any], n: int) -> None:
+    """One configuration's figures: consistent with each other and with the service's counts."""
+    assert c["requests"] == n and c["errors"] == 0, name
+    assert sum(c["paths"].values()) == n
+    llm = c["service_stats_delta"]["layers"]["llm"]
+    # what the client saw is what the service counted
+    assert (llm["hit"], llm["semantic"]) == (c["paths"]["exact"], c["paths"]["semantic"])
+    assert c["llm_calls"] == c["generated_requests"] == c["paths"]["miss"]
+    for path, lat in c["latency_ms"].items():
+        if lat["n"]:
+            assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"], (name, path)
+    assert c["latency_ms"]["all"]["n"] == n
+    assert c["cost_usd"]["total"] > 0 and c["cost_usd"]["llm"] > 0
+    assert 0 <= c["semantic"]["wrong"] <= c["semantic"]["checked"] <= c["semantic"]["hits"]
+    memory = c["memory"]
+    assert memory["measured"] and memory["entries"] > 0 and memory["bytes_per_entry"] > 0
+    assert memory["entries_by_layer"]["llm"]["keys"] == memory["answers_cached"]
+
+
+def _assert_caches_differ(configs: dict[str, Any], n: int) -> None:
+    """No cache hits nothing; the exact cache hits every repeat, and only it; only the semantic
+    configuration stores semantic entries."""
+    base = configs["no_cache"]
+    assert all(rate == 0 for rate in base["hit_rates"].values())
+    assert base["llm_calls"] == n and base["paths"]["miss"] == n
+    exact = configs["exact"]
+    assert exact["hit_rates"]["llm_exact"] > 0 and exact["hit_rates"]["llm_semantic"] == 0
+    assert exact["hit_rate_by_kind"]["repeat"]["hit_rate"] == 1.0
+    assert exact["latency_ms"]["exact"]["p50"] < exact["latency_ms"]["miss"]["p50"]
+    assert "semantic" not in exact["memory"]["entries_by_layer"]
+    assert "semantic" in configs["exact_semantic"]["memory"]["entries_by_layer"]
+
+
+def _assert_savings(savings: dict[str, Any], configs: dict[str, Any]) -> None:
+    base = configs["no_cache"]
+    for name, s in savings.items():
+        c = configs[name]
+        assert s["llm_calls_avoided"] == base["llm_calls"] - c["llm_calls"] > 0
+        assert s["tokens_saved"]["prompt"] > 0 and s["tokens_saved"]["completion"] > 0
+        assert s["usd_saved"]["llm_gross"] > 0 and s["usd_saved"]["net"] > 0
+        assert s["usd_saved"]["added_embedding_cost"] >= 0
+        assert s["usd_saved"]["net"] == pytest.approx(
+            base["cost_usd"]["total"] - c["cost_usd"]["total"]
+        )
+
+
 def test_fast_in_process_run_reports_every_figure(
     tmp_path: Path,
     embedder: SentenceTransformerEmbedder,
@@ -150,51 +202,17 @@ def test_fast_in_process_run_reports_every_figure(
         redis_url=valkey_url,
         llm_base_url=llm_base_url,
     )
-    for name in ("results.json", "report.md", "workload.jsonl", "hit_rate.png", "cost.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    assert (tmp_path / "latency_cdf.png").read_bytes()[:4] == b"\x89PNG"
+    _assert_files_written(tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     n = results["workload"]["requests"]
     assert n == FAST_SIZE and results["workload"]["kinds"]["repeat"] > 0
     configs, savings = results["configs"], results["savings"]
     assert set(configs) == {"no_cache", "exact", "exact_semantic"}
     assert set(savings) == {"exact", "exact_semantic"}
-
     for name, c in configs.items():
-        assert c["requests"] == n and c["errors"] == 0, name
-        assert sum(c["paths"].values()) == n
-        llm = c["service_stats_delta"]["layers"]["llm"]
-        # what the client saw is what the service counted
-        assert (llm["hit"], llm["semantic"]) == (c["paths"]["exact"], c["paths"]["semantic"])
-        assert c["llm_calls"] == c["generated_requests"] == c["paths"]["miss"]
-        for path, lat in c["latency_ms"].items():
-            if lat["n"]:
-                assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"], (name, path)
-        assert c["latency_ms"]["all"]["n"] == n
-        assert c["cost_usd"]["total"] > 0 and c["cost_usd"]["llm"] > 0
-        assert 0 <= c["semantic"]["wrong"] <= c["semantic"]["checked"] <= c["semantic"]["hits"]
-        memory = c["memory"]
-        assert memory["measured"] and memory["entries"] > 0 and memory["bytes_per_entry"] > 0
-        assert memory["entries_by_layer"]["llm"]["keys"] == memory["answers_cached"]
-
-    base = configs["no_cache"]
-    assert all(rate == 0 for rate in base["hit_rates"].values())
-    assert base["llm_calls"] == n and base["paths"]["miss"] == n
-    exact = configs["exact"]
-    assert exact["hit_rates"]["llm_exact"] > 0 and exact["hit_rates"]["llm_semantic"] == 0
-    assert exact["hit_rate_by_kind"]["repeat"]["hit_rate"] == 1.0
-    assert exact["latency_ms"]["exact"]["p50"] < exact["latency_ms"]["miss"]["p50"]
-    assert "semantic" not in exact["memory"]["entries_by_layer"]
-    assert "semantic" in configs["exact_semantic"]["memory"]["entries_by_layer"]
-    for name, s in savings.items():
-        c = configs[name]
-        assert s["llm_calls_avoided"] == base["llm_calls"] - c["llm_calls"] > 0
-        assert s["tokens_saved"]["prompt"] > 0 and s["tokens_saved"]["completion"] > 0
-        assert s["usd_saved"]["llm_gross"] > 0 and s["usd_saved"]["net"] > 0
-        assert s["usd_saved"]["added_embedding_cost"] >= 0
-        assert s["usd_saved"]["net"] == pytest.approx(
-            base["cost_usd"]["total"] - c["cost_usd"]["total"]
-        )
+        _assert_config_figures(name, c, n)
+    _assert_caches_differ(configs, n)
+    _assert_savings(savings, configs)
     report = (tmp_path / "report.md").read_text()
     assert "net dollars saved" in report and "bytes per entry" in report
 

@@ -1,18 +1,23 @@
-"""scripts/load.py's verdicts: a cached answer the LLM never generated for that question, two
-overlapping requests of one generation with different texts, and a slow reader whose text is not
-its follower's are counted as differing; a 5xx other than 503 and a stream that ends without
-``done`` or ``error`` are counted. (The script itself runs the real stack: see README.)"""
+"""scripts/load.py's verdicts (the ``scripts/faultrun`` package): a cached answer the LLM never
+generated for that question, two overlapping requests of one generation with different texts, and
+a slow reader whose text is not its follower's are counted as differing; a 5xx other than 503 and
+a stream that ends without ``done`` or ``error`` are counted. (The run itself needs the real
+stack: see README; here only its options are checked through the script.)"""
 
 from __future__ import annotations
 
-from tests.paths import load_script
+import subprocess
+import sys
+
+from scripts.faultrun.outcomes import Outcome, Run
+from scripts.faultrun.summary import failed, summarize
+from tests.paths import ROOT
 
 
 def test_the_fault_run_counts_what_clients_must_never_see() -> None:
-    load = load_script("load")
-    out = load.Outcome
+    out = Outcome
     stream = "/ask/stream"
-    run = load.Run(
+    run = Run(
         outcomes=[
             out(0.1, "q1", 200, 900.0, llm="miss", answer="A1"),
             out(0.2, "q1", 200, 2.0, llm="hit", answer="A1"),
@@ -34,7 +39,7 @@ def test_the_fault_run_counts_what_clients_must_never_see() -> None:
         duration_s=2.0,
         elapsed_s=5.0,
     )
-    summary = load.summarize(run)
+    summary = summarize(run)
     assert summary["requests"] == 13
     assert summary["differing_texts"] == 4  # q2, q3, the second q6, the slow reader's follower
     assert summary["server_errors_other_than_503"] == 2  # the 502 and the 504 error event
@@ -42,4 +47,15 @@ def test_the_fault_run_counts_what_clients_must_never_see() -> None:
     assert summary["by_endpoint_and_status"]["/ask 503"] == 1
     assert summary["redis_restart"]["hits_resumed_after_s"] == 0.05  # the hit at 0.4 s, 2 ms
     assert summary["burst"]["statuses"] == {"503": 1}
-    assert load.failed(summary)
+    assert failed(summary)
+
+
+def test_the_script_refuses_an_unknown_fault_before_starting_anything() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "load.py"), "--faults", "restart,flood"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "unknown faults ['flood']" in done.stderr
