@@ -1,26 +1,4 @@
-"""The one way this library talks to Redis (Redis, Valkey, the embedded Valkey or a Cluster).
-
-No other module imports ``redis``: every command the library sends is a method here, so the
-deadline, the failure policy and the repair of bad keys are decided in one place.
-
-- **Fail-open** (``RedisGateway``, the cache): a command that errors or passes its deadline is
-  logged (once per outage) and returns the caller's fallback. A refused or broken connection
-  opens a small circuit breaker at once: Redis is skipped for ``retry_after_s`` so that requests
-  do not each wait on a dead server, and the first call after that window probes it again. A
-  deadline passed opens it only after ``timeouts_to_open`` in a row: on a busy machine one late
-  answer is the event loop's lag more often than Redis's. Callers never see a Redis exception.
-- **Strict** (``gateway.strict``, the session store, which is a source of truth, and explicit
-  invalidation, which an admin must see fail): the same commands and deadline, but a failure
-  raises ``CacheUnavailableError`` (a 503).
-- **Repair**: a key holding a value of the wrong type (``WRONGTYPE``) is deleted where it is met,
-  and a write to it is sent once more; callers that find a value that does not decode call
-  ``delete``. The next request sees a clean miss.
-
-``connect`` builds the client from ``RAG_REDIS_URL``: ``redis://[[user]:password@]host:port/db``
-and ``rediss://…`` (TLS) with redis-py's query options (``ssl_ca_certs=…``, ``ssl_cert_reqs=none``,
-client certificates). With ``RAG_REDIS_CLUSTER=true`` the URL names any one node; every
-multi-key command names keys of one slot (hash tags, ``rag.cache.keys``) or is split by slot
-here (``get_many``) or by redis-py (``DELETE``)."""
+"""``RedisGateway``: every Redis command of the library (see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -29,116 +7,29 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
+from rag.cache.gateway._client import (
+    _APPEND_WITHIN_BUDGET,
+    _COMPARE_AND_DELETE,
+    _COMPARE_AND_EXPIRE,
+    REDIS_ERRORS,
+    Op,
+    RedisClient,
+    StreamBatches,
+    _Breaker,
+    _check_ttl,
+    _text,
+    _wrong_type,
+)
 from rag.errors import CacheUnavailableError
-from rag.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-RedisClient: TypeAlias = aioredis.Redis | RedisCluster
-Op = Callable[[RedisClient], Awaitable[T]]
-StreamBatches = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
-
-# What an unreachable or failing Redis raises. A cluster client raises RedisClusterException (not
-# a RedisError) when it cannot reach any node or a slot is not covered.
-REDIS_ERRORS = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
-_SCAN_BATCH = 500
-
-_COMPARE_AND_DELETE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-_COMPARE_AND_EXPIRE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-# Appends to a list, drops its oldest items while the sum of their 'tokens' field is over a
-# budget (keeping the newest), and slides the TTL; atomic, so concurrent appends cannot lose
-# each other.
-_APPEND_WITHIN_BUDGET = """
-redis.call('RPUSH', KEYS[1], ARGV[1])
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local costs, total = {}, 0
-for i = 1, #items do
-  costs[i] = cjson.decode(items[i])['tokens']
-  total = total + costs[i]
-end
-local drop = 0
-while total > tonumber(ARGV[2]) and drop < #items - 1 do
-  drop = drop + 1
-  total = total - costs[drop]
-end
-if drop > 0 then redis.call('LTRIM', KEYS[1], drop, -1) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return #items - drop
-"""
-
-
-def connect(settings: Settings, url: str | None = None) -> RedisClient:
-    """A client for ``url`` (default: ``settings.redis_url``); the caller closes it
-    (``aclose``). Connecting is lazy: a server that is down now is tried again on each command."""
-    url = url or settings.redis_url
-    timeout = settings.redis_timeout_s
-    if settings.redis_cluster:
-        # One pool per node; past ``redis_max_connections`` a command fails (the cache is
-        # skipped for it) instead of waiting.
-        return RedisCluster.from_url(
-            url,
-            max_connections=settings.redis_max_connections,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-    # A plain pool, not a blocking one: redis-py's BlockingConnectionPool spends as much time per
-    # command on its condition, timeout and lock as the cached path spends on everything else.
-    # After Redis restarts every pooled connection is dead and fails its next command once: such
-    # a command is sent again, once, on a new connection, instead of opening the breaker.
-    return aioredis.Redis.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-    )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Breaker:
-    """Shared by a gateway and its strict view: when Redis is skipped, and whether it is up."""
-
-    def __init__(self, retry_after_s: float, timeouts_to_open: int) -> None:
-        self.retry_after_s = retry_after_s
-        self.timeouts_to_open = timeouts_to_open
-        self.timeouts = 0  # deadlines passed in a row
-        self.closed_until = 0.0  # monotonic time before which Redis is not tried
-        self.available = True
-        self.round_trips = 0  # commands or pipelines sent; read by the benchmark
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        if self.available:
-            log.warning("cache store unavailable (%s: %r); serving without cache", what, exc)
-        self.available = False
-        timed_out = isinstance(exc, TimeoutError | RedisTimeoutError)
-        self.timeouts = self.timeouts + 1 if timed_out else self.timeouts_to_open
-        if self.timeouts >= self.timeouts_to_open:
-            self.closed_until = time.monotonic() + self.retry_after_s
-
-    def succeeded(self) -> None:
-        self.timeouts = 0
-        if not self.available:
-            log.info("cache store reachable again")
-            self.available = True
+_SCAN_BATCH = 500  # keys deleted or read per command while walking
 
 
 class RedisGateway:
@@ -484,12 +375,3 @@ class RedisGateway:
         except REDIS_ERRORS:
             return None
         return {_text(k): _text(v) for k, v in found.items()}
-
-
-def _check_ttl(ttl_s: int) -> None:
-    if ttl_s <= 0:
-        raise ValueError("every cache write needs a positive TTL")
-
-
-def _wrong_type(result: object) -> bool:
-    return isinstance(result, ResponseError) and str(result).startswith("WRONGTYPE")
