@@ -59,16 +59,16 @@ class StreamEnd:
 StreamEvent = StreamStart | StreamToken | StreamEnd
 
 
-# Letters that render as nothing (fillers), besides the whitespace and format categories.
-_BLANK_LETTERS = frozenset("\u034f\u115f\u1160\u3164\uffa0")
+# Characters of the readable categories (letters, digits, punctuation, symbols) that a person
+# still cannot read: fillers that render as nothing, the braille blank, the replacement character
+# (what undecodable bytes became).
+_BLANK = frozenset("\u034f\u115f\u1160\u3164\uffa0\u2800\ufffd")
 
 
 def _visible(char: str) -> bool:
-    return not (
-        char.isspace()
-        or char in _BLANK_LETTERS
-        or unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp")
-    )
+    """A letter, digit, punctuation mark or symbol a person would read. Marks (variation
+    selectors, combining accents) and format characters (joiners) are not on their own."""
+    return unicodedata.category(char)[0] in "LNPS" and char not in _BLANK
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class AskLimits:
         if not any(_visible(char) for char in query):
             raise InvalidInputError(
                 "query must not be empty: it has no visible character, only whitespace or "
-                "invisible characters such as U+200B or U+FEFF"
+                "invisible characters such as U+200B, U+FE0F or U+2800"
             )
         if len(query) > self.max_query_chars:
             message = f"query is longer than {self.max_query_chars} characters"

@@ -16,7 +16,7 @@ import email.message
 import json
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
@@ -33,7 +33,7 @@ def _parse_ask(raw: bytes, content_type: str) -> AskRequest:
     refuses is read again the way FastAPI reads a body model, so every error, its status and its
     wording stay what FastAPI gives (pydantic-core's JSON parser words some of them differently,
     e.g. a lone surrogate escape)."""
-    if content_type.startswith("application/json"):
+    if content_type == "application/json" or content_type.startswith("application/json;"):
         try:
             return AskRequest.model_validate_json(raw)
         except ValidationError:
@@ -54,6 +54,8 @@ def _parse_as_fastapi_does(raw: bytes, content_type: str) -> AskRequest:
             raise RequestValidationError(
                 [{**error, "input": {}, "ctx": {"error": exc.msg}}]
             ) from None
+        except Exception as exc:  # not UTF-8, nested past the recursion limit, …: as FastAPI
+            raise HTTPException(400, "There was an error parsing the body") from exc
     try:
         return AskRequest.model_validate(data, from_attributes=True)  # as FastAPI validates
     except ValidationError as exc:
