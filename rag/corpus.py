@@ -3,6 +3,8 @@ documents; started embedded where nothing is configured."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -14,7 +16,7 @@ from qdrant_client import AsyncQdrantClient
 
 from rag.cache.gateway import RedisGateway, connect
 from rag.cache.invalidation import Invalidation, Tags
-from rag.cache.version import CorpusVersion
+from rag.corpus_version import CorpusVersion
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.ingest import Ingestor, TokenChunker
 from rag.local import embedded_valkey
@@ -64,11 +66,15 @@ async def open_corpus(
 
         retriever = await _open_retriever(stack, settings, embedder.dimension)
         corpus_version = CorpusVersion(
-            store=redis,
+            store=retriever,
+            redis=redis,
             namespace=settings.namespace,
             collection=settings.collection,
-            ttl_s=settings.corpus_version_ttl_s,
+            poll_s=settings.corpus_version_poll_s,
         )
+        await corpus_version.start()
+        follower = asyncio.create_task(corpus_version.follow(), name="corpus-version-follower")
+        stack.push_async_callback(cancel, follower)
         encoding = get_encoding(settings.tokenizer_encoding, data_dir / "tiktoken")
         chunker = TokenChunker(
             encoding=encoding, size=settings.chunk_tokens, overlap=settings.chunk_overlap_tokens
@@ -128,3 +134,10 @@ def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
             f"the vector DB folder {path} is in use by another process (a running `rag serve`?). "
             "Stop it, or use a Qdrant server (RAG_QDRANT_URL) to share the corpus."
         ) from exc
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -17,7 +17,7 @@ import tiktoken
 from bs4 import BeautifulSoup
 
 from rag.cache.invalidation import Invalidation
-from rag.cache.version import CorpusVersion
+from rag.corpus_version import CorpusVersion
 from rag.errors import CacheUnavailableError, DocumentNotFoundError, InvalidInputError
 from rag.protocols import Embedder, Retriever
 from rag.types import Chunk

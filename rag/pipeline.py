@@ -1,8 +1,9 @@
 """The question-answering pipeline: retrieve (embedding → search), then answer, each stage behind
 its cache layers (``rag.stages``), read top to bottom in ``_plan`` and ``_generate``.
 
-- An exact repeat costs one Redis round trip: one MGET of the corpus version, the embedding, the
-  search result and the answer (keys guessed from earlier requests, then verified).
+- An exact repeat costs one Redis round trip: one MGET of the embedding, the search result and the
+  answer (keys built from the corpus version this process follows, and guessed from earlier
+  requests, then verified).
 - On an exact answer miss the semantic cache may serve a similar question's answer.
 - Identical concurrent misses share one embedding, one search and one generation; stale entries
   are served and refreshed once in the background (stale-while-revalidate).
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from rag.cache.aside import Background
 from rag.cache.layers import EMBEDDING, LLM, SEARCH
+from rag.corpus_version import CorpusVersion
 from rag.errors import InvalidFieldError, InvalidInputError, LLMError
 from rag.metrics import Metrics
 from rag.prices import ModelPrice
@@ -117,6 +119,7 @@ class RagPipeline:
         *,
         retrieval: RetrievalStage,
         answers: AnswerStage,
+        corpus_version: CorpusVersion,
         metrics: Metrics,
         limits: AskLimits,
         background: Background,
@@ -124,6 +127,7 @@ class RagPipeline:
     ) -> None:
         self.retrieval = retrieval
         self.answers = answers
+        self.corpus_version = corpus_version
         self.metrics = metrics
         self.limits = limits
         self.semantic = answers.semantic
@@ -174,19 +178,20 @@ class RagPipeline:
     async def _plan(self, query: str, options: AskOptions) -> _Plan:
         self.validate(query, options)
         timer, started = Timer(self.metrics), time.perf_counter()
-        fetched = await self.retrieval.prefetch(query, options.top_k, options.mode)
+        version = self.corpus_version.current  # read once: every key of this request uses it
+        fetched = await self.retrieval.prefetch(query, options.top_k, options.mode, version)
         timer.record("cache_lookup", started)
         if not options.semantic and self.retrieval.nothing_cached(query, fetched):
             self.answers.check_room()  # overloaded: shed a new question before its embedding
         found = await self.retrieval.retrieve(
-            query, options.top_k, mode=options.mode, timer=timer, fetched=fetched
+            query, options.top_k, mode=options.mode, timer=timer, fetched=fetched, version=version
         )
         key = self.answers.key(query, found.sources)
         if found.search_key is not None:
             self.retrieval.remember_answer_key(found.search_key, key)
         scope = self._semantic_scope(options, found.version)
         job = Job(query, found.sources, key, options.mode, scope, found.vector)
-        if found.version is None:  # no cache store: nothing to read
+        if found.version is None:  # no corpus version known: nothing cached can be current
             cached, status = None, CacheStatus.BYPASS
         else:
             cached, status = await self.answers.lookup(job, fetched)

@@ -22,16 +22,42 @@ def point_id(chunk_id: str) -> str:
     return str(uuid.uuid5(_POINT_NAMESPACE, chunk_id))
 
 
+_VERSION_POINT = point_id("corpus-version")
+
+
 class QdrantRetriever:
-    """``Retriever`` over one Qdrant collection (cosine distance)."""
+    """``Retriever`` over one Qdrant collection (cosine distance), and the ``VersionStore`` of
+    that collection: its corpus version is a point of a small companion collection
+    (``<collection>-meta``), written after the points it describes."""
 
     def __init__(self, *, client: AsyncQdrantClient, collection: str, dimension: int) -> None:
         self._client = client
         self._collection = collection
+        self._meta = f"{collection}-meta"
         self._dimension = dimension
+
+    async def read_version(self) -> str | None:
+        try:
+            found = await self._client.retrieve(self._meta, ids=[_VERSION_POINT], with_payload=True)
+        except Exception as exc:
+            raise RetrievalError(f"cannot read the corpus version: {exc}") from exc
+        version = (found[0].payload or {}).get("version") if found else None
+        return str(version) if version is not None else None
+
+    async def write_version(self, version: str) -> None:
+        point = models.PointStruct(id=_VERSION_POINT, vector=[1.0], payload={"version": version})
+        try:
+            await self._client.upsert(self._meta, points=[point], wait=True)
+        except Exception as exc:
+            raise RetrievalError(f"cannot record the corpus version: {exc}") from exc
 
     async def ensure_collection(self) -> None:
         try:
+            if not await self._client.collection_exists(self._meta):
+                await self._client.create_collection(
+                    self._meta,
+                    vectors_config=models.VectorParams(size=1, distance=models.Distance.DOT),
+                )
             if not await self._client.collection_exists(self._collection):
                 await self._client.create_collection(
                     self._collection,

@@ -123,7 +123,7 @@ class SessionStore:
         history_tokens: int,
         encoding: tiktoken.Encoding,
     ) -> None:
-        self._redis = redis.strict
+        self._redis = redis.strict("session store")
         self._namespace = namespace
         self.ttl_s = ttl_s
         self.history_tokens = history_tokens

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     search_ttl_s: int = Field(ge=1)
     llm_ttl_s: int = Field(ge=1)
     rewrite_ttl_s: int = Field(ge=1)
-    corpus_version_ttl_s: int = Field(ge=1)
+    corpus_version_poll_s: float = Field(gt=0)
     search_soft_ttl_s: int = Field(ge=1)
     llm_soft_ttl_s: int = Field(ge=1)
     xfetch_beta: float = Field(ge=0)

@@ -20,7 +20,6 @@ from rag.cache.aside import UNFETCHED, CachedLayer
 from rag.cache.invalidation import Tags
 from rag.cache.layers import AnswerLayer, Cached, EmbeddingLayer, SearchLayer
 from rag.cache.relay import AnswerRelay
-from rag.cache.version import CorpusVersion
 from rag.errors import LLMError
 from rag.metrics import Metrics
 from rag.prompt import build_messages
@@ -70,7 +69,6 @@ class RetrievalStage:
         retriever: Retriever,
         embeddings: CachedLayer[EmbeddingLayer, Vector],
         searches: CachedLayer[SearchLayer, list[ScoredChunk]],
-        corpus_version: CorpusVersion,
         metrics: Metrics,
         store: KVStore,
     ) -> None:
@@ -79,12 +77,10 @@ class RetrievalStage:
         self._retriever = retriever
         self.embeddings = embeddings
         self.searches = searches
-        self.corpus_version = corpus_version
         self._metrics = metrics
-        # Guesses that let an exact repeat fetch all its entries in one round trip: the corpus
-        # version last seen, and which answer key a search key led to. A guess only chooses what
-        # to prefetch; a wrong one costs one more GET, never a wrong entry.
-        self._last_version: str | None = None
+        # A guess that lets an exact repeat fetch all its entries in one round trip: which answer
+        # key a search key led to. It only chooses what to prefetch; a wrong one costs one more
+        # GET, never a wrong entry.
         self._answer_keys: OrderedDict[str, str] = OrderedDict()
 
     def search_key(self, query: str, version: str, k: int) -> str:
@@ -93,16 +89,16 @@ class RetrievalStage:
     def embedding_key(self, query: str) -> str:
         return self.embeddings.spec.key(query)
 
-    async def prefetch(self, query: str, k: int, mode: CacheMode) -> Fetched:
-        """One round trip for the corpus version and, when reading, the entries this request
-        will probably need: embedding, search result and answer."""
-        keys = [self.corpus_version.key]
-        if mode.reads:
-            keys.append(self.embedding_key(query))
-            if self._last_version is not None:
-                keys.append(search_key := self.search_key(query, self._last_version, k))
-                if (answer_key := self._answer_keys.get(search_key)) is not None:
-                    keys.append(answer_key)
+    async def prefetch(self, query: str, k: int, mode: CacheMode, version: str | None) -> Fetched:
+        """One round trip, when reading, for the entries this request will probably need:
+        embedding, search result (under ``version``) and answer."""
+        if not mode.reads:
+            return {}
+        keys = [self.embedding_key(query)]
+        if version is not None:
+            keys.append(search_key := self.search_key(query, version, k))
+            if (answer_key := self._answer_keys.get(search_key)) is not None:
+                keys.append(answer_key)
         return dict(zip(keys, await self._store.get_many(keys), strict=True))
 
     def nothing_cached(self, query: str, fetched: Fetched) -> bool:
@@ -111,7 +107,7 @@ class RetrievalStage:
         return (
             self._store.available
             and self.embedding_key(query) in fetched
-            and all(raw is None for key, raw in fetched.items() if key != self.corpus_version.key)
+            and all(raw is None for raw in fetched.values())
         )
 
     def remember_answer_key(self, search_key: str, answer_key: str) -> None:
@@ -121,10 +117,17 @@ class RetrievalStage:
             self._answer_keys.popitem(last=False)
 
     async def retrieve(
-        self, query: str, k: int, *, mode: CacheMode, timer: Timer, fetched: Fetched
+        self,
+        query: str,
+        k: int,
+        *,
+        mode: CacheMode,
+        timer: Timer,
+        fetched: Fetched,
+        version: str | None,
     ) -> Retrieved:
-        version = await self.corpus_version.resolve(fetched[self.corpus_version.key])
-        self._last_version = version
+        """Top-k chunks for ``query``, cached under the corpus ``version`` the request read once
+        (None: the vector store never gave one, so nothing is cached by it)."""
         search_key = self.search_key(query, version, k) if version is not None else None
         emb_key = self.embedding_key(query)
         found: Cached[Vector] | None = None

@@ -5,7 +5,6 @@ settings over the shared corpus, LLM, semantic rule, limiter and metrics. Every 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from rag.cache.flight import SingleFlight
 from rag.cache.invalidation import Tags
 from rag.cache.layers import SPECS, AnswerLayer, Models
 from rag.cache.relay import AnswerRelay
-from rag.cache.version import CorpusVersion
-from rag.corpus import Corpus
+from rag.corpus import Corpus, cancel
+from rag.corpus_version import CorpusVersion
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import AskLimits, RagPipeline
@@ -110,7 +109,6 @@ def build_pipeline(
         retriever=parts.retriever,
         embeddings=layers["embedding"],
         searches=layers["search"],
-        corpus_version=parts.corpus_version,
         metrics=parts.metrics,
         store=parts.store,
     )
@@ -118,6 +116,7 @@ def build_pipeline(
     pipeline = RagPipeline(
         retrieval=retrieval,
         answers=answers,
+        corpus_version=parts.corpus_version,
         metrics=parts.metrics,
         limits=limits,
         background=background,
@@ -201,7 +200,7 @@ def _coalescing(
         stream_ttl_s=settings.relay_stream_ttl_s,
     )
     listener = asyncio.create_task(flight.run_listener(), name="single-flight-listener")
-    stack.push_async_callback(_cancel, listener)
+    stack.push_async_callback(cancel, listener)
     return flight, relay
 
 
@@ -219,11 +218,5 @@ def _semantic_cache(
         embedding_model_id=corpus.embedder.model_id,
     )
     sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
-    stack.push_async_callback(_cancel, sync)
+    stack.push_async_callback(cancel, sync)
     return semantic
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

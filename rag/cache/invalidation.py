@@ -52,7 +52,7 @@ class Invalidation:
         tenant_namespaces: Sequence[str] = (),
         on_semantic_cleared: Callable[[], None] = lambda: None,
     ) -> None:
-        self._redis = redis.strict
+        self._redis = redis.strict("cache store")
         self._namespace = namespace
         self._namespaces = list(dict.fromkeys([namespace, *tenant_namespaces]))
         self._on_semantic_cleared = on_semantic_cleared  # this process's indexes, at once

@@ -83,8 +83,10 @@ def flight_done_channel(namespace: str) -> str:
     return f"rag:{namespace}:flight-done"
 
 
-def corpus_version_key(namespace: str, collection: str) -> str:
-    return f"rag:{namespace}:corpus:{segment(collection)}:version"
+def corpus_version_channel(namespace: str, collection: str) -> str:
+    """Pub/sub channel on which a process announces that it changed the corpus version (which
+    itself lives in the vector store: ``rag.corpus_version``)."""
+    return f"rag:{namespace}:corpus:{segment(collection)}:changed"
 
 
 def tag_key(namespace: str, tag: str) -> str:

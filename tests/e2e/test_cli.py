@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rag.cache.registry import INVALIDATION_TARGETS
+from rag.cache.layers import INVALIDATION_TARGETS
 from services.cli import build_parser, main
 from tests.conftest import Running
 

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from redis.cluster import RedisCluster
 
 from rag.cache.keys import flight_key
-from rag.cache.registry import INVALIDATION_TARGETS, REPORTED, TAG_SEGMENT
+from rag.cache.layers import INVALIDATION_TARGETS, REPORTED, TAG_SEGMENT
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app

@@ -113,7 +113,6 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
         "emb": s.embedding_ttl_s,
         "search": s.search_ttl_s,
         "llm": s.llm_ttl_s,
-        "corpus": s.corpus_version_ttl_s,
         # the live stream of a generation, kept briefly for late followers (locks live less)
         "flight": s.relay_stream_ttl_s,
         "tag": s.llm_ttl_s,  # doc tags of answers expire with their longest-lived member

@@ -16,7 +16,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from rag.cache.store import RedisStore
+from rag.cache.gateway import RedisGateway
+from rag.cache.layers import AnswerLayer
+from rag.cache.layers.base import Freshness
 from rag.embedding import SentenceTransformerEmbedder
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
@@ -200,15 +202,21 @@ def test_another_process_drops_an_invalidated_semantic_entry(
     async def scenario() -> None:
         client = aioredis.Redis.from_url(settings.redis_url)
         served = application.state.services.pipeline.semantic
-        other = SemanticCache(  # another process's copy: its own index, fed only by Redis
-            store=RedisStore(client=client, timeout_s=1.0),
+        # the answer layer only names the namespace here: this copy never looks anything up
+        answers = AnswerLayer(
             namespace=settings.namespace,
+            llm_model=settings.llm_model,
+            prompt_version="unused",
+            sampling={},
+            ttl_s=60,
+            freshness=Freshness(soft_ttl_s=60),
+        )
+        other = SemanticCache(  # another process's copy: its own index, fed only by Redis
+            redis=RedisGateway(client=client, timeout_s=1.0),
             rule=served.rule,
             index=SemanticIndex(dimension=384, max_entries=100),
-            answer_cache=None,  # type: ignore[arg-type]
-            scope_parts={},
-            dimension=384,
-            ttl_s=60,
+            answers=answers,
+            embedding_model_id=settings.embedding_model_id,
         )
         sync = asyncio.create_task(other.run_sync())
         try:

@@ -6,7 +6,6 @@ cache resumes by itself, the background subscribers come back), and AUTH and TLS
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import subprocess
 import threading
@@ -21,9 +20,7 @@ import httpx
 import pytest
 import redis
 
-from rag.cache.connect import connect
-from rag.cache.keys import corpus_version_key
-from rag.cache.store import RedisStore
+from rag.cache.gateway import RedisGateway, connect
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from tests.conftest import ScriptedApp, serve_scripted
@@ -80,6 +77,8 @@ def test_down_at_start_then_up_then_down_again(
         eventually(cached, "caching resumed after Redis came up")
         assert health(app.url)["status"] == "ok"
         stats = httpx.get(f"{app.url}/stats").json()
+        # the asks above stopped at the first one that hit: its answer is the only hit so far
+        assert stats["layers"]["llm"]["hit"] == 1
         eventually(
             lambda: httpx.get(f"{app.url}/stats").json()["semantic"]["synced"],
             "the semantic index synced",
@@ -109,7 +108,6 @@ def test_down_at_start_then_up_then_down_again(
         assert statuses and set(statuses) == {200}, statuses
         assert ask(app.url, "A question after Redis went away?")["cache"] == BYPASS
         assert health(app.url)["status"] == "degraded"
-        assert stats["layers"]["llm"]["hit"] >= 1
 
 
 def test_a_restarted_redis_is_used_at_once(
@@ -182,7 +180,7 @@ def test_subscribers_come_back_after_a_restart(
         first = ask(a.url, "How do I switch on the semantic cache?", semantic=True)
         assert first["cache"]["llm"] == "miss"
         eventually(
-            lambda: httpx.get(f"{b.url}/stats").json()["semantic"]["entries"] >= 1,
+            lambda: httpx.get(f"{b.url}/stats").json()["semantic"]["entries"] == 1,
             "app b heard of app a's semantic entry",
         )
         calls = b.llm.calls
@@ -200,55 +198,6 @@ def on_valkey(
 ) -> Iterator[ScriptedApp]:
     with serve_scripted(tmp_path_factory, embedder, valkey_url, "garbage") as app:
         yield app
-
-
-@pytest.mark.parametrize(
-    "garbage", [b"\xff\xfe", b"f" * 100_000], ids=["not-utf8", "100k-hex-chars"]
-)
-def test_a_garbage_corpus_version_is_repaired_and_answers_go_on(
-    on_valkey: ScriptedApp, garbage: bytes
-) -> None:
-    app = on_valkey
-    question = f"How long are answers cached ({len(garbage)})?"
-    first = ask(app.url, question)
-    assert first["answer"] == "".join(WORDS)
-    client = redis.Redis.from_url(app.settings.redis_url)
-    key = corpus_version_key(app.settings.namespace, app.settings.collection)
-    good = client.get(key)
-    assert good is not None and re.fullmatch(rb"[0-9a-f]{16}", good)
-    client.set(key, garbage, ex=3600)
-
-    calls = app.llm.calls
-    repaired = ask(app.url, question)  # asserts 200
-    assert repaired["answer"] == first["answer"]
-    # a new version: search results of the old one are not used; the answer (keyed on its
-    # sources, not on the version) still hits
-    assert repaired["cache"] == {"embedding": "hit", "search": "miss", "llm": "hit"}
-    version = client.get(key)
-    assert version is not None and re.fullmatch(rb"[0-9a-f]{16}", version)
-    assert version != good and 0 < client.ttl(key) <= app.settings.corpus_version_ttl_s
-    # the repair is stored once, not redrawn on every request: the next ask hits everywhere
-    assert ask(app.url, question)["cache"] == HITS
-    assert client.get(key) == version
-    assert app.llm.calls == calls
-    client.close()
-
-
-def test_a_corpus_version_of_the_wrong_type_is_repaired(on_valkey: ScriptedApp) -> None:
-    app = on_valkey
-    question = "How long are answers cached (wrong type)?"
-    ask(app.url, question)
-    client = redis.Redis.from_url(app.settings.redis_url)
-    key = corpus_version_key(app.settings.namespace, app.settings.collection)
-    client.delete(key)
-    client.rpush(key, "not a version")
-    client.expire(key, 3600)
-    try:
-        assert ask(app.url, question)["cache"]["search"] in ("hit", "miss")  # 200 either way
-        assert ask(app.url, question)["cache"] == HITS  # repaired, not bypassed forever
-    finally:
-        client.delete(key)  # let the other tests of this module have their cache back
-        client.close()
 
 
 SLOW = "slow: what does the cache do while Redis is away?"  # 42 words, 0.1 s apart
@@ -402,7 +351,7 @@ async def _reachable(url: str, **overrides: Any) -> bool:
     settings = Settings(redis_url=url, **overrides)
     client = connect(settings)
     try:
-        return await RedisStore(client=client, timeout_s=2.0).ping()
+        return await RedisGateway(client=client, timeout_s=2.0).ping()
     finally:
         await client.aclose()
 

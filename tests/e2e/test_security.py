@@ -241,8 +241,10 @@ def test_the_layers_of_invalidation_come_from_the_registry(tenants: ScriptedApp)
 
 @pytest.mark.parametrize(
     "query",
-    ["\u200b", "\ufeff", "\u2060", " \u200b\t\u200d\n", "\u3164"]
-    + ["\ufe0f\ufe0e", "\u2800\u2800", "\ufffd", "\u200d\ufe0f", "\u0301"],  # issue #21
+    [
+        *["\u200b", "\ufeff", "\u2060", " \u200b\t\u200d\n", "\u3164"],
+        *["\ufe0f\ufe0e", "\u2800\u2800", "\ufffd", "\u200d\ufe0f", "\u0301"],  # issue #21
+    ],
 )
 def test_invisible_queries_are_refused_before_any_llm_call(
     tenants: ScriptedApp, query: str

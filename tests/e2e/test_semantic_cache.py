@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from rag.cache.layers import AnswerCache
-from rag.cache.stage import Background, CachedStage
-from rag.cache.store import RedisStore
+from rag.cache.aside import Background, CachedLayer
+from rag.cache.gateway import RedisGateway
+from rag.cache.layers import AnswerLayer
+from rag.cache.layers.base import Freshness
 from rag.embedding import SentenceTransformerEmbedder
 from rag.local import embedded_valkey
 from rag.metrics import Metrics
@@ -53,28 +54,35 @@ async def client(valkey_url: str) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
-Answers = CachedStage[Completion]  # the exact answer layer the semantic cache points into
+# the exact answer layer the semantic cache points into
+Answers = CachedLayer[AnswerLayer, Completion]
 SemanticFactory = Callable[..., tuple[SemanticCache, Answers]]
 
 
 def semantic_cache(
     redis: aioredis.Redis, ns: str, ttl_s: int = 60, max_entries: int = 1000, **scope: Any
 ) -> tuple[SemanticCache, Answers]:
-    """A semantic cache and the answer layer it serves from, built as the app builds them."""
-    store = RedisStore(client=redis, timeout_s=1.0)
-    codec = AnswerCache(namespace=ns, llm_model="m", prompt_version="p1", sampling={}, ttl_s=ttl_s)
-    answers: Answers = CachedStage(
-        codec=codec, store=store, metrics=Metrics(), background=Background()
+    """A semantic cache and the answer layer it serves from, built as the app builds them;
+    ``scope`` overrides parts of ``SCOPE``."""
+    parts = {**SCOPE, **scope}
+    gateway = RedisGateway(client=redis, timeout_s=1.0)
+    spec = AnswerLayer(
+        namespace=ns,
+        llm_model=parts["llm"],
+        prompt_version=parts["prompt"],
+        sampling=parts["sampling"],
+        ttl_s=ttl_s,
+        freshness=Freshness(soft_ttl_s=ttl_s),  # never stale
+    )
+    answers: Answers = CachedLayer(
+        spec=spec, store=gateway, metrics=Metrics(), background=Background()
     )
     cache = SemanticCache(
-        store=store,
-        namespace=ns,
+        redis=gateway,
         rule=live_rule(),
         index=SemanticIndex(dimension=384, max_entries=max_entries),
-        answer_cache=codec,
-        scope_parts={**SCOPE, **scope},
-        dimension=384,
-        ttl_s=ttl_s,
+        answers=spec,
+        embedding_model_id=parts["embedding"],
     )
     return cache, answers
 
@@ -96,7 +104,7 @@ def vectors(embedder: SentenceTransformerEmbedder) -> dict[str, np.ndarray]:
 
 
 async def remember(cache: SemanticCache, answers: Answers, scope: str, vector: np.ndarray) -> str:
-    answer_key = answers.codec.key(QUESTION, [])
+    answer_key = answers.spec.key(QUESTION, [])
     completion = Completion(
         text="Use the reset link.",
         pieces=("Use", " the reset link."),
@@ -346,7 +354,7 @@ async def test_a_lost_subscription_clears_the_index(
             return await real_reload()
 
         cache.reload = counting_reload  # type: ignore[method-assign]
-        sync = asyncio.create_task(cache.run_sync(retry_s=0.1))
+        sync = asyncio.create_task(cache.run_sync())  # resubscribes 1 s after a loss
         try:
             while reloads == 0:
                 await asyncio.sleep(0.01)

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from rag.cache.layers import RewriteCache
-from rag.cache.stage import Background, CachedStage
-from rag.cache.store import RedisStore, StrictStore
+from rag.cache.aside import Background, CachedLayer
+from rag.cache.gateway import RedisGateway
+from rag.cache.layers import RewriteLayer
 from rag.errors import CacheUnavailableError
 from rag.metrics import Metrics
 from rag.sessions import (
@@ -122,7 +122,7 @@ def store(
 ) -> SessionStore:
     values = {"ttl_s": 1800, "history_tokens": 1000} | kw
     return SessionStore(
-        store=StrictStore(client=client, timeout_s=1.0),
+        redis=RedisGateway(client=client, timeout_s=1.0),
         namespace=f"test-{uuid.uuid4().hex[:8]}",
         encoding=get_encoding("cl100k_base", tmp_path_factory.mktemp("tiktoken")),
         **values,
@@ -215,17 +215,17 @@ class ScriptedRewrites:
 def rewriter_for(
     llm: ScriptedRewrites, client: aioredis.Redis, metrics: Metrics, ttl_s: int = 60
 ) -> QuestionRewriter:
-    """A rewriter whose rewrites are a ``CachedStage`` over ``RewriteCache``, as in the app."""
-    codec = RewriteCache(
+    """A rewriter whose rewrites are a ``CachedLayer`` over ``RewriteLayer``, as in the app."""
+    spec = RewriteLayer(
         namespace=f"test-{uuid.uuid4().hex[:8]}",
         llm_model=llm.model_id,
         prompt_version=rewrite_version(),
         sampling=llm.sampling,
         ttl_s=ttl_s,
     )
-    rewrites: CachedStage[str] = CachedStage(
-        codec=codec,
-        store=RedisStore(client=client, timeout_s=1.0),
+    rewrites: CachedLayer[RewriteLayer, str] = CachedLayer(
+        spec=spec,
+        store=RedisGateway(client=client, timeout_s=1.0),
         metrics=metrics,
         background=Background(),
     )

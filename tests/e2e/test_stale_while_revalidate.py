@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from rag.cache.layers import EmbeddingCache
+from rag.cache.layers import EmbeddingLayer
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from tests.conftest import serve_scripted
@@ -76,7 +76,7 @@ def test_reading_an_embedding_extends_its_ttl(swr_app: tuple[str, Settings, Scri
     url, settings, _ = swr_app
     body = {"query": "Does reading an embedding keep it alive?"}
     httpx.post(f"{url}/ask", json=body, timeout=60)
-    key = EmbeddingCache(  # the embedding layer's key for the query, as the app builds it
+    key = EmbeddingLayer(  # the embedding layer's key for the query, as the app builds it
         namespace=settings.namespace,
         model_id=settings.embedding_model_id,
         dimension=384,

@@ -15,8 +15,8 @@ import tiktoken
 import torch
 from qdrant_client import AsyncQdrantClient
 
-from rag.cache.layers import CorpusVersion
-from rag.cache.memory import MemoryStore
+from rag.corpus import SAMPLE_CORPUS
+from rag.corpus_version import CorpusVersion
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import InvalidInputError, RetrievalError
 from rag.ingest import (
@@ -32,8 +32,7 @@ from rag.protocols import Embedder, Retriever, Vector
 from rag.retrieval import QdrantRetriever
 from rag.tokens import get_encoding
 from rag.types import Chunk, ScoredChunk
-from rag.wiring import SAMPLE_CORPUS
-from tests.unit.fakes import HashEmbedder
+from tests.unit.fakes import HashEmbedder, VersionStoreInMemory
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +117,9 @@ def test_bad_doc_ids_are_rejected(doc_id: str) -> None:
 def _ingestor(
     embedder: Embedder, retriever: Retriever, encoding: tiktoken.Encoding, batch_size: int
 ) -> tuple[Ingestor, CorpusVersion]:
-    version = CorpusVersion(store=MemoryStore(), namespace="t", collection="c", ttl_s=60)
+    version = CorpusVersion(
+        store=VersionStoreInMemory(), redis=None, namespace="t", collection="c", poll_s=1
+    )
     chunker = TokenChunker(encoding=encoding, size=60, overlap=12)
     ingestor = Ingestor(
         embedder=embedder,
@@ -141,7 +142,7 @@ async def test_ingestion_writes_the_same_chunks_and_vectors_as_before(
     await retriever.ensure_collection()
     ingestor, version = _ingestor(embedder, retriever, encoding, batch_size=4)
     try:
-        before = await version.resolve(None)
+        before = await version.start()
         report = await ingestor.add(documents)
         points, _ = await client.scroll("c", limit=1000, with_payload=True, with_vectors=True)
     finally:
@@ -234,15 +235,14 @@ async def test_a_failed_write_part_way_stops_with_its_error_and_bumps_the_versio
 ) -> None:
     journal = _Journal(fail_on_upsert=1)
     ingestor, version = _ingestor(journal, journal, encoding, batch_size=2)
-    before = await version.resolve(None)
+    before = await version.start()
     with pytest.raises(RetrievalError, match="disk full"):
         await ingestor.add(_documents())
     await asyncio.sleep(0.05)  # an embedding left running would have finished by now
     # the embedding started for the next batch was cancelled; nothing was started after it
     assert journal.events[-3:] == ["upsert 0", "embed 1 end", "embed 2 start"]
     assert len(journal.upserted) == 2
-    (raw,) = await version.store.get_many([version.key])
-    assert await version.resolve(raw) != before
+    assert version.current != before
 
 
 def test_use_threads_sets_the_count_of_the_thread_that_runs_the_model(

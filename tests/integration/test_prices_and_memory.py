@@ -8,9 +8,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from rag.cache.gateway import RedisGateway
+from rag.corpus import warn_if_unbounded
 from rag.prices import ModelPrice, load_price
 from rag.types import Usage
-from rag.wiring import _warn_if_unbounded
 from tests.conftest import LOCAL_REDIS_URL
 
 
@@ -34,7 +35,7 @@ async def test_embedded_valkey_is_bounded(
 ) -> None:
     client = aioredis.Redis.from_url(valkey_url)
     with caplog.at_level(logging.WARNING):
-        await _warn_if_unbounded(client)
+        await warn_if_unbounded(RedisGateway(client=client, timeout_s=1.0))
     await client.aclose()
     assert "grow without bound" not in caplog.text
 
@@ -50,6 +51,6 @@ async def test_an_unbounded_redis_is_reported(caplog: pytest.LogCaptureFixture) 
         pytest.skip("the local Redis is bounded")
     client = aioredis.Redis.from_url(LOCAL_REDIS_URL)
     with caplog.at_level(logging.WARNING):
-        await _warn_if_unbounded(client)
+        await warn_if_unbounded(RedisGateway(client=client, timeout_s=1.0))
     await client.aclose()
     assert "grow without bound" in caplog.text

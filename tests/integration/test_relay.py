@@ -1,5 +1,5 @@
 """The answer relay across processes, on the embedded Valkey: two ``AnswerRelay`` instances, each
-with its own client and ``RedisStore``, stand for two app processes. One generation serves both;
+with its own client and ``RedisGateway``, stand for two app processes. One generation serves both;
 the pieces travel as stream entries ``1-0``, ``2-0``, … and an end entry with their count and
 sha256; a follower never returns a text other than the leader's. (The relay's in-process tier is
 covered in ``tests/unit/test_relay.py``, the app with Redis stalled or dead in
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from rag.cache.gateway import RedisGateway
 from rag.cache.keys import flight_key
 from rag.cache.relay import AnswerRelay
-from rag.cache.store import RedisStore
 from rag.errors import FlightFailedError
 from rag.types import Completion, Usage
 
@@ -36,10 +36,11 @@ async def clients(valkey_url: str) -> AsyncIterator[list[aioredis.Redis]]:
 
 def relay(client: aioredis.Redis, namespace: str, *, timeout_s: float = 1.0) -> AnswerRelay:
     return AnswerRelay(
-        store=RedisStore(client=client, timeout_s=timeout_s),
+        store=RedisGateway(client=client, timeout_s=timeout_s),
         namespace=namespace,
         lock_ttl_s=5,
         wait_s=10,
+        stream_ttl_s=60,
         poll_s=0.1,
     )
 

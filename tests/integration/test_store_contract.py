@@ -1,6 +1,6 @@
 """Contract: the same ``KVStore`` assertions on the in-memory store the unit tier uses, the
-machine's Redis (127.0.0.1:6379) and the embedded Valkey; then ``RedisStore.run`` and
-``StrictStore`` on the real servers, and fail-open against a port where nothing listens."""
+machine's Redis (127.0.0.1:6379) and the embedded Valkey; then ``RedisGateway.run`` and its
+``strict`` view on the real servers, and fail-open against a port where nothing listens."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from rag.cache.memory import MemoryStore
-from rag.cache.store import RedisStore, StrictStore
+from rag.cache.gateway import RedisGateway
 from rag.errors import CacheUnavailableError
 from rag.protocols import KVStore
 from tests.conftest import drop_namespace
+from tests.memory_store import MemoryStore
 
 TTL = Callable[[str], Awaitable[float | None]]
 
@@ -39,7 +39,7 @@ async def kv_store(
         ttl = await client.ttl(key)
         return None if ttl < 0 else float(ttl)
 
-    yield RedisStore(client=client, timeout_s=1.0), redis_ttl, f"rag:{namespace}:"
+    yield RedisGateway(client=client, timeout_s=1.0), redis_ttl, f"rag:{namespace}:"
     await client.aclose()
     drop_namespace(url, namespace)
 
@@ -47,10 +47,10 @@ async def kv_store(
 @pytest.fixture(params=["redis", "valkey"])
 async def store_and_client(
     request: pytest.FixtureRequest, namespace: str
-) -> AsyncIterator[tuple[RedisStore, aioredis.Redis, str]]:
+) -> AsyncIterator[tuple[RedisGateway, aioredis.Redis, str]]:
     url = request.getfixturevalue("local_redis_url" if request.param == "redis" else "valkey_url")
     client = aioredis.Redis.from_url(url)
-    yield RedisStore(client=client, timeout_s=1.0), client, f"rag:{namespace}:"
+    yield RedisGateway(client=client, timeout_s=1.0), client, f"rag:{namespace}:"
     await client.aclose()
     drop_namespace(url, namespace)
 
@@ -99,7 +99,7 @@ async def test_delete_counts_removed_keys(kv_store) -> None:  # type: ignore[no-
 
 async def test_dead_server_fails_open_and_skips_retries_for_a_while() -> None:
     client = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
-    store = RedisStore(client=client, timeout_s=0.2, retry_after_s=60)
+    store = RedisGateway(client=client, timeout_s=0.2, retry_after_s=60)
     assert await store.get_many(["k1", "k2"]) == [None, None]
     assert not store.available
     trips = store.round_trips
@@ -113,7 +113,7 @@ async def test_dead_server_fails_open_and_skips_retries_for_a_while() -> None:
 
 async def test_store_recovers_after_the_retry_window(valkey_url: str, namespace: str) -> None:
     client = aioredis.Redis.from_url(valkey_url)
-    store = RedisStore(client=client, timeout_s=1.0, retry_after_s=0.05)
+    store = RedisGateway(client=client, timeout_s=1.0, retry_after_s=0.05)
     store.available = False  # as after a failure
     await asyncio.sleep(0.06)
     await store.set(f"rag:{namespace}:k", b"v", 60)
@@ -141,7 +141,7 @@ async def test_run_gives_the_ops_result_or_else_the_fallback(store_and_client) -
 
 async def test_run_gives_the_fallback_past_its_deadline(valkey_url: str) -> None:
     client = aioredis.Redis.from_url(valkey_url)
-    store = RedisStore(client=client, timeout_s=0.1, retry_after_s=60)
+    store = RedisGateway(client=client, timeout_s=0.1, retry_after_s=60)
     clock = asyncio.get_running_loop().time
 
     async def slow(client: aioredis.Redis) -> str:
@@ -166,7 +166,7 @@ async def test_run_gives_the_fallback_past_its_deadline(valkey_url: str) -> None
     assert store.round_trips == trips and not store.available
 
     # an explicit longer deadline is honoured
-    patient = RedisStore(client=client, timeout_s=0.05)
+    patient = RedisGateway(client=client, timeout_s=0.05)
 
     async def a_bit_slow(client: aioredis.Redis) -> str:
         await asyncio.sleep(0.2)
@@ -192,28 +192,32 @@ async def test_publish_reaches_a_subscriber(store_and_client) -> None:  # type: 
 
 async def test_strict_store_answers_or_raises(valkey_url: str, namespace: str) -> None:
     live = aioredis.Redis.from_url(valkey_url)
-    strict = StrictStore(client=live, timeout_s=1.0)
+    strict = RedisGateway(client=live, timeout_s=1.0).strict("session store")
     key = f"rag:{namespace}:strict"
-    await strict.run("session store", lambda c: c.set(key, b"v", ex=60))
-    assert await strict.run("session store", lambda c: c.get(key)) == b"v"
+    await strict.run("session store", lambda c: c.set(key, b"v", ex=60), None)
+    assert await strict.run("session store", lambda c: c.get(key), None) == b"v"
     await live.delete(key)
     await live.aclose()
 
     dead = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2)
-    strict = StrictStore(client=dead, timeout_s=0.5)
-    for _ in range(2):  # no breaker: every call tries, and every failure raises
-        with pytest.raises(CacheUnavailableError, match="session store"):
-            await strict.run("session store", lambda c: c.get(key))
+    strict = RedisGateway(client=dead, timeout_s=0.5, retry_after_s=60).strict("session store")
+    with pytest.raises(CacheUnavailableError, match="session store"):
+        await strict.run("session store", lambda c: c.get(key), None)
+    trips = strict.round_trips
+    # the breaker is open now: the next call is not tried, and raises all the same
+    with pytest.raises(CacheUnavailableError, match="session store"):
+        await strict.run("session store", lambda c: c.get(key), None)
+    assert strict.round_trips == trips
     await dead.aclose()
 
 
 async def test_strict_store_raises_past_its_deadline(valkey_url: str) -> None:
     client = aioredis.Redis.from_url(valkey_url)
-    strict = StrictStore(client=client, timeout_s=0.1)
+    strict = RedisGateway(client=client, timeout_s=0.1).strict("session store")
 
     async def slow(client: aioredis.Redis) -> None:
         await asyncio.sleep(5)
 
     with pytest.raises(CacheUnavailableError, match="TimeoutError"):
-        await strict.run("session store", slow)
+        await strict.run("session store", slow, None)
     await client.aclose()

@@ -22,7 +22,8 @@ from rag.cache.flight import SingleFlight
 from rag.cache.gateway import RedisGateway
 from rag.cache.layers import Models
 from rag.cache.relay import AnswerRelay
-from rag.cache.version import CorpusVersion
+from rag.corpus_version import CorpusVersion
+from rag.errors import RetrievalError
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
@@ -85,6 +86,26 @@ class ListRetriever:
 
     async def count(self) -> int:
         return len(self.chunks)
+
+
+class VersionStoreInMemory:
+    """The ``VersionStore`` contract in memory; ``down`` plays a vector store that fails."""
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.down = False
+        self.reads = 0
+
+    async def read_version(self) -> str | None:
+        self.reads += 1
+        if self.down:
+            raise RetrievalError("vector store down")
+        return self.version
+
+    async def write_version(self, version: str) -> None:
+        if self.down:
+            raise RetrievalError("vector store down")
+        self.version = version
 
 
 @dataclass
@@ -200,15 +221,17 @@ def make_rig(
         max_tokens=64,
         temperature=0.0,
     )
+    version = CorpusVersion(
+        store=VersionStoreInMemory(), redis=None, namespace=namespace, collection="docs", poll_s=1
+    )
+    version.current = "v0"  # as ``start`` leaves it
     soft = {"search_soft_ttl_s": soft_ttl_s, "llm_soft_ttl_s": soft_ttl_s} if soft_ttl_s else {}
     settings = rig_settings(embedding_sliding_ttl=sliding, **soft)
     parts = Parts(
         store=store,
         embedder=embedder,
         retriever=retriever,
-        corpus_version=CorpusVersion(
-            store=store, namespace=namespace, collection="docs", ttl_s=86400
-        ),
+        corpus_version=version,
         generator=generator,
         metrics=metrics,
         models=Models(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -20,7 +19,6 @@ from rag.cache.codec import (
 from rag.cache.keys import build_key, normalize_text
 from rag.cache.layers import AnswerLayer, EmbeddingLayer, SearchLayer
 from rag.cache.layers.base import Freshness
-from rag.cache.version import CorpusVersion
 from rag.metrics import Metrics
 from rag.types import Chunk, Completion, ScoredChunk, Usage
 
@@ -173,14 +171,11 @@ async def test_every_layer_writes_with_its_configured_ttl_and_round_trips() -> N
     )
     answer_key = answers.key("q", [hit()])
     await stage(answers, store).write(answer_key, completion)
-    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=86400)
-    await version.bump()
 
     assert {k: ttl for k, (_, ttl) in store.writes.items()} == {
         emb.key("q"): 604800,
         search_key: 3600,
         answer_key: 3600,
-        version.key: 86400,
     }
     assert np.array_equal(emb.decode(store.writes[emb.key("q")][0]).value, vector)
     assert search.decode(store.writes[search_key][0]).value == [hit()]
@@ -196,47 +191,6 @@ async def test_a_corrupt_entry_is_a_miss_and_is_deleted() -> None:
     store.writes["k"] = (b"\xff\xfe", 60)
     assert await answers.read("k") is None
     assert "k" not in store.writes
-
-
-async def test_corpus_version_is_created_when_missing_and_changes_on_bump() -> None:
-    store = RecordingStore()
-    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
-    first = await version.resolve(None)
-    assert first is not None
-    assert await version.resolve(None) == first  # the stored one is reused, not redrawn
-    assert await version.resolve(first.encode()) == first
-    assert await version.bump() != first
-
-
-async def test_a_store_that_does_not_answer_never_makes_a_new_corpus_version() -> None:
-    """Redis restarted empty and slow: every request finds no version and tries to create one;
-    one whose write timed out must not replace the version another request just created."""
-    store = RecordingStore()
-    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
-    current = await version.resolve(None)
-    assert current is not None
-
-    async def no_answer(key: str, value: bytes, ttl_s: int) -> bytes | None:
-        return None  # what the fail-open store gives on a timeout
-
-    store.set_if_absent = no_answer  # type: ignore[method-assign]
-    assert await version.resolve(None) is None  # no search cache for this request, and...
-    assert store.writes[version.key][0] == current.encode()  # ...the version stays
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [b"\xff\xfe", b"x" * 100_000, b"not hex!", b"0" * 65, b"", b"ABCDEF"],
-    ids=["not-utf8", "100k-chars", "not-hex", "too-long", "empty", "upper-case"],
-)
-async def test_a_garbage_corpus_version_is_replaced_by_a_fresh_one(garbage: bytes) -> None:
-    store = RecordingStore()
-    version = CorpusVersion(store=store, namespace="ns", collection="docs", ttl_s=60)
-    store.writes[version.key] = (garbage, 60)
-    repaired = await version.resolve(garbage)
-    assert repaired is not None and re.fullmatch(r"[0-9a-f]{16}", repaired)
-    assert store.writes[version.key] == (repaired.encode(), 60)  # stored, with its TTL
-    assert await version.resolve(store.writes[version.key][0]) == repaired
 
 
 async def test_entries_turn_stale_after_their_soft_ttl(monkeypatch: pytest.MonkeyPatch) -> None:

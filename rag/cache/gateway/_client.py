@@ -124,4 +124,5 @@ def _check_ttl(ttl_s: int) -> None:
 
 
 def _wrong_type(result: object) -> bool:
-    return isinstance(result, ResponseError) and str(result).startswith("WRONGTYPE")
+    # in a pipeline redis-py wraps the reply: "Command # 2 (GET …) of pipeline caused error: …"
+    return isinstance(result, ResponseError) and "WRONGTYPE" in str(result)

@@ -44,18 +44,24 @@ class RedisGateway:
         retry_after_s: float = 1.0,
         timeouts_to_open: int = 3,
         strict: bool = False,
+        purpose: str | None = None,
         breaker: _Breaker | None = None,
     ) -> None:
         self.client = client
         self.timeout_s = timeout_s
         self._strict = strict
+        self._purpose = purpose  # what a strict failure names: "the session store (Redis) …"
         self._breaker = breaker or _Breaker(retry_after_s, timeouts_to_open)
 
-    @property
-    def strict(self) -> RedisGateway:
-        """The same commands, raising ``CacheUnavailableError`` where this one falls back."""
+    def strict(self, purpose: str) -> RedisGateway:
+        """The same commands for ``purpose`` (e.g. "session store"), raising
+        ``CacheUnavailableError`` where this gateway falls back."""
         return RedisGateway(
-            client=self.client, timeout_s=self.timeout_s, strict=True, breaker=self._breaker
+            client=self.client,
+            timeout_s=self.timeout_s,
+            strict=True,
+            purpose=purpose,
+            breaker=self._breaker,
         )
 
     @property
@@ -94,7 +100,7 @@ class RedisGateway:
                 try:
                     result = await op(self.client)
                 except ResponseError as exc:
-                    if repair is None or not str(exc).startswith("WRONGTYPE"):
+                    if repair is None or not _wrong_type(exc):
                         raise
                     log.warning("deleting %s: it holds a value of another type", repair)
                     await self.client.delete(repair)
@@ -112,7 +118,9 @@ class RedisGateway:
         if not self._strict:
             return fallback
         reason = type(exc).__name__ if exc is not None else "it failed a moment ago"
-        raise CacheUnavailableError(f"the {what} (Redis) is unreachable: {reason}") from exc
+        raise CacheUnavailableError(
+            f"the {self._purpose or what} (Redis) is unreachable: {reason}"
+        ) from exc
 
     # -- plain values ----------------------------------------------------------------------
 
