@@ -111,7 +111,8 @@ async def main(repeats: int, questions: int) -> None:
     @app.get("/bench/one-redis-get")
     async def one_redis_get() -> dict[str, bool]:
         services: Services = app.state.services
-        return {"found": await services.corpus.redis.get("rag:bench:missing") is not None}
+        (found,) = await services.corpus.redis.get_many(["rag:bench:missing"])
+        return {"found": found is not None}
 
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
@@ -126,7 +127,7 @@ async def main(repeats: int, questions: int) -> None:
                 return elapsed, r.json()
 
             cold, warm = await cold_and_warm(ask, questions)
-            ask_ms, bare_ms, trips = await interleaved(client, ask, services.corpus.store, repeats)
+            ask_ms, bare_ms, trips = await interleaved(client, ask, services.corpus.redis, repeats)
     report(trips, ask_ms, bare_ms, cold, warm)
 
 

@@ -40,12 +40,12 @@ import torch
 from qdrant_client import AsyncQdrantClient
 from sentence_transformers import SentenceTransformer
 
+from rag.corpus import Corpus, open_corpus
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.ingest import Document, collect_documents
 from rag.local import embedded_valkey
 from rag.retrieval import QdrantRetriever
 from rag.settings import Settings
-from rag.wiring import Corpus, open_corpus
 
 RAW_BATCH = 64
 

@@ -37,8 +37,9 @@ import numpy as np
 import redis.asyncio as aioredis
 import torch
 
-from rag.cache.layers import AnswerCache
-from rag.cache.store import RedisStore
+from rag.cache.gateway import RedisGateway
+from rag.cache.layers import AnswerLayer
+from rag.cache.layers.base import Freshness
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey
 from rag.semantic.cache import SemanticCache
@@ -130,22 +131,10 @@ async def measure(
 
 
 def semantic_cache(
-    client: aioredis.Redis,
-    store: RedisStore,
-    ns: str,
-    rule: SemanticRule,
-    index: SemanticIndex,
-    answers: AnswerCache,
+    store: RedisGateway, rule: SemanticRule, index: SemanticIndex, answers: AnswerLayer
 ) -> SemanticCache:
     return SemanticCache(
-        store=store,
-        namespace=ns,
-        rule=rule,
-        index=index,
-        answer_cache=answers,
-        scope_parts={},
-        dimension=384,
-        ttl_s=600,
+        redis=store, rule=rule, index=index, answers=answers, embedding_model_id="minilm"
     )
 
 
@@ -222,10 +211,15 @@ async def report_lookups(
     rng = np.random.default_rng(0)
     with embedded_valkey() as url:
         client = aioredis.Redis.from_url(url)
-        store = RedisStore(client=client, timeout_s=1.0)
+        store = RedisGateway(client=client, timeout_s=1.0)
         ns = f"bench-{uuid.uuid4().hex[:6]}"
-        answers = AnswerCache(
-            namespace=ns, llm_model="m", prompt_version="p", sampling={}, ttl_s=600
+        answers = AnswerLayer(
+            namespace=ns,
+            llm_model="m",
+            prompt_version="p",
+            sampling={},
+            ttl_s=600,
+            freshness=Freshness(600),
         )
         answer_key = answers.key("q", [])
         completion = Completion("answer", ("ans", "wer"), Usage(), "stop", "m")
@@ -236,7 +230,7 @@ async def report_lookups(
         )
         for size, (name, rule) in itertools.product(sizes, rules.items()):
             index = SemanticIndex(dimension=384, max_entries=size)
-            cache = semantic_cache(client, store, ns, rule, index, answers)
+            cache = semantic_cache(store, rule, index, answers)
             scope = cache.scope("v")
             matrix = entry_matrix(stored_vectors, size, rng)
             texts = stored_texts + [f"filler question {i}" for i in range(size - len(stored_texts))]

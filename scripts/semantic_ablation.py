@@ -101,8 +101,11 @@ def main() -> None:
     rows: list[tuple[str, float, float]] = [("current (0.94, MLP 0.3)", 0.94, 0.3)]
     for variant, (_, _, gates) in VARIANTS.items():
         best, _ = budget_points(
-            cal["cosine"], score_of(cal, variant), cal["labels"],
-            max_false_hit_rate=args.budget, thresholds=gates,
+            cal["cosine"],
+            score_of(cal, variant),
+            cal["labels"],
+            max_false_hit_rate=args.budget,
+            thresholds=gates,
         )
         if best is None:
             print(f"{variant:<26} no point within the budget")

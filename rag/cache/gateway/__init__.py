@@ -10,8 +10,8 @@ deadline, the failure policy and the repair of bad keys are decided in one place
   deadline passed opens it only after ``timeouts_to_open`` in a row: on a busy machine one late
   answer is the event loop's lag more often than Redis's. Callers never see a Redis exception.
 - **Strict** (``gateway.strict(purpose)``: the session store, which is a source of truth, and
-  explicit invalidation, which an admin must see fail): the same commands and deadline, but a failure
-  raises ``CacheUnavailableError`` (a 503).
+  explicit invalidation, which an admin must see fail): the same commands and deadline, but a
+  failure raises ``CacheUnavailableError`` (a 503).
 - **Repair**: a key holding a value of the wrong type (``WRONGTYPE``) is deleted where it is met,
   and a write to it is sent once more; callers that find a value that does not decode call
   ``delete``. The next request sees a clean miss.
