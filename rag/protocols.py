@@ -64,9 +64,8 @@ class KVStore(Protocol):
         """Whether the value was written."""
         ...
 
-    async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
-        """Store ``value`` unless the key exists; return the value now stored, or None when the
-        store did not answer (a key of another type is replaced)."""
+    async def repair(self, key: str) -> None:
+        """Delete ``key`` if it holds a value of another kind than the store's byte values."""
         ...
 
     async def delete(self, *keys: str) -> int: ...

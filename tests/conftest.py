@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,3 +218,17 @@ def serve_scripted(
     app = create_app(settings, embedder=embedder, llm_http_client=llm.client())
     with serve(app) as url:
         yield ScriptedApp(url=url, app=app, settings=settings, llm=llm)
+
+
+def adopt_corpus_version(app: FastAPI, version: str, timeout_s: float = 5.0) -> None:
+    """Make ``app`` a process of the corpus whose version is ``version``. Two test apps on their
+    own local vector stores holding the same documents stand for two processes of one corpus,
+    which production shares through a Qdrant server: the second records the first's version
+    (local mode's client holds no event-loop state, so a call from this thread is safe) and its
+    follower takes it up within its poll."""
+    corpus = app.state.services.corpus
+    asyncio.run(corpus.retriever.write_version(version))
+    deadline = time.monotonic() + timeout_s
+    while corpus.corpus_version.current != version:
+        assert time.monotonic() < deadline, "the app did not take up the corpus version"
+        time.sleep(0.05)

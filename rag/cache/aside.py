@@ -29,7 +29,8 @@ from rag.types import CacheMode, CacheStatus
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=LayerSpec[Any])
 V = TypeVar("V")
-_MAX_REMEMBERED = 10_000  # slid keys kept in memory (short strings each)
+_MAX_REMEMBERED = 10_000  # slid or repaired keys kept in memory (short strings each)
+_RECHECK_S = 60.0
 UNFETCHED: Any = object()  # "not fetched yet", as opposed to fetched and absent (None)
 Refresh = Callable[[], Awaitable[object]]
 
@@ -92,6 +93,7 @@ class CachedLayer(Generic[S, V]):
         self._background = background
         self._flight = flight
         self._slid: OrderedDict[str, float] = OrderedDict()  # key -> when its TTL was extended
+        self._checked: OrderedDict[str, float] = OrderedDict()  # key -> when it was repaired
 
     async def read(self, key: str, raw: bytes | None = UNFETCHED) -> Cached[V] | None:
         """The entry at ``key`` (``raw``: its value if already fetched), or None."""
@@ -135,6 +137,8 @@ class CachedLayer(Generic[S, V]):
         status = self.status(found, count=count)
         if found is not None:
             self._after_hit(key, found, raw, refresh)
+        elif status is CacheStatus.MISS:
+            self._after_miss(key)
         return found, status
 
     async def get_or_compute(
@@ -185,6 +189,17 @@ class CachedLayer(Generic[S, V]):
             else:
                 self._background.refresh_once(key, lambda: flight.once_in_a_while(key, refresh))
 
+    def _after_miss(self, key: str) -> None:
+        """A key that reads as absent may hold a value of another type (MGET reads those as
+        absent): have the store repair it in the background, at most once a minute per key, so
+        a layer that is not written after this miss (an embedding whose search hit) does not
+        miss on it forever."""
+        now = time.monotonic()
+        if now - self._checked.get(key, -math.inf) < _RECHECK_S:
+            return
+        _remember(self._checked, key, now)
+        self._background.spawn(self._store.repair(key))
+
     async def _compute_and_write(self, key: str, compute: Callable[[], Awaitable[V]]) -> V:
         started = time.perf_counter()
         value = await compute()
@@ -197,8 +212,13 @@ class CachedLayer(Generic[S, V]):
         ttl = self.spec.ttl_s
         if now - self._slid.get(key, -math.inf) < ttl / 10:
             return
-        self._slid[key] = now
-        self._slid.move_to_end(key)
-        if len(self._slid) > _MAX_REMEMBERED:
-            self._slid.popitem(last=False)
+        _remember(self._slid, key, now)
         self._background.spawn(self._store.set(key, raw, ttl))
+
+
+def _remember(seen: OrderedDict[str, float], key: str, when: float) -> None:
+    """Record ``key`` as most recent, forgetting the oldest past ``_MAX_REMEMBERED``."""
+    seen[key] = when
+    seen.move_to_end(key)
+    if len(seen) > _MAX_REMEMBERED:
+        seen.popitem(last=False)

@@ -108,6 +108,8 @@ class SemanticCache:
                 self.index.remove(entry.key)
                 if raw_entry is not None:
                     await self._store.delete(entry.key)
+                else:  # or a value of another type, which MGET reads as absent
+                    await self._store.repair(entry.key)
                 continue
             try:
                 body = decode_json(raw_entry, "sem")

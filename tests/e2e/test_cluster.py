@@ -25,7 +25,7 @@ from rag.cache.layers import INVALIDATION_TARGETS, REPORTED, TAG_SEGMENT
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
-from tests.conftest import DOCS, serve
+from tests.conftest import DOCS, adopt_corpus_version, serve
 from tests.redis_servers import redis_cluster
 from tests.sse import parse
 
@@ -131,7 +131,7 @@ def test_every_layer_misses_then_hits(app: ClusterApp) -> None:
     assert second["cache"] == {"embedding": "hit", "search": "hit", "llm": "hit"}
     assert second["answer"] == first["answer"] and second["sources"] == first["sources"]
     assert len(app.llm_requests) == calls + 1
-    for segment in [layer.segment for layer in REPORTED] + ["corpus"]:
+    for segment in [layer.segment for layer in REPORTED]:
         assert app.keys(segment), f"no {segment} key on the cluster"
 
 
@@ -220,7 +220,10 @@ def test_semantic_entries_reach_a_second_app(
     settings = cluster_settings(
         app.nodes, tmp_path_factory.mktemp("cluster-app-2"), llm_base_url, app.settings.namespace
     )
-    with serve(create_app(settings, embedder=embedder)) as second_url:
+    second = create_app(settings, embedder=embedder)
+    with serve(second) as second_url:
+        # one corpus: the second process follows the first's corpus version
+        adopt_corpus_version(second, httpx.get(f"{app.url}/healthz").json()["corpus_version"])
         # the second app loads the index from every node at start (SCAN + MGET by slot) ...
         deadline = time.monotonic() + 10
         while httpx.get(f"{second_url}/stats").json()["semantic"]["entries"] < 1:

@@ -129,7 +129,7 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
             assert f":{s.embedding_model_id}:" in key
         if layer == "llm":
             assert f":{s.llm_model}:" in key
-    assert seen >= {"emb", "search", "llm", "corpus"}
+    assert seen >= {"emb", "search", "llm"}
 
 
 def test_modes_control_reads_and_writes(running: Running) -> None:
@@ -288,7 +288,9 @@ def test_health_reports_the_llm(
         "vector_db": "up",
         "llm": "down",
         "chunks": None,
+        "corpus_version": health["corpus_version"],
     }
+    assert len(health["corpus_version"]) == 16  # read from the vector store at start
 
 
 def test_unreachable_redis_still_answers_with_bypass(

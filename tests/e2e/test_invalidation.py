@@ -167,7 +167,7 @@ def test_layer_and_all_invalidation(app: tuple[str, Settings, Any]) -> None:
     assert "emb" not in layers() and "llm" in layers()
     r = httpx.post(f"{url}/cache/invalidate", json={"all": True}, headers=ADMIN, timeout=30)
     assert r.status_code == 200
-    assert layers() <= {"corpus", "flight"}  # version key; live streams of generations (60 s)
+    assert layers() <= {"flight"}  # live streams of generations (relay_stream_ttl_s)
     assert ask(url, QUESTIONS["parking"])["cache"]["llm"] == "miss"
 
 

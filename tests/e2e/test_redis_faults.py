@@ -23,7 +23,7 @@ import redis
 from rag.cache.gateway import RedisGateway, connect
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
-from tests.conftest import ScriptedApp, serve_scripted
+from tests.conftest import ScriptedApp, adopt_corpus_version, serve_scripted
 from tests.redis_servers import RedisServer, redis_server
 from tests.scripted_llm import WORDS
 from tests.sse import parse
@@ -154,6 +154,7 @@ def test_subscribers_come_back_after_a_restart(
         serve_scripted(tmp_path_factory, embedder, server.url, "a", namespace=ns) as a,
         serve_scripted(tmp_path_factory, embedder, server.url, "b", namespace=ns) as b,
     ):
+        adopt_corpus_version(b.app, health(a.url)["corpus_version"])  # one corpus, 2 processes
         for channel in channels:
             eventually(lambda c=channel: subscribers(server.url, c) == 2, f"2 on {channel}")
         ask(a.url)  # something cached before the restart
@@ -289,12 +290,13 @@ def test_auth_through_the_url(
         with serve_scripted(tmp_path_factory, embedder, wrong, "noauth") as app:
             assert ask(app.url)["cache"] == BYPASS
             assert ask(app.url)["cache"] == BYPASS
-            assert health(app.url) | {"chunks": None} == {
+            assert health(app.url) | {"chunks": None, "corpus_version": None} == {
                 "status": "degraded",
                 "cache": "down",
                 "vector_db": "up",
                 "llm": "up",
                 "chunks": None,
+                "corpus_version": None,
             }
 
 

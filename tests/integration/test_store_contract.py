@@ -5,6 +5,7 @@ machine's Redis (127.0.0.1:6379) and the embedded Valkey; then ``RedisGateway.ru
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -72,7 +73,7 @@ async def test_set_then_get_many_keeps_order_and_misses(kv_store) -> None:  # ty
 async def test_every_write_carries_its_ttl(kv_store) -> None:  # type: ignore[no-untyped-def]
     store, ttl, prefix = kv_store
     await store.set(prefix + "x", b"v", 120)
-    await store.set_if_absent(prefix + "y", b"v", 30)
+    await store.set(prefix + "y", b"v", 30)
     assert 110 <= (await ttl(prefix + "x") or 0) <= 120
     assert 20 <= (await ttl(prefix + "y") or 0) <= 30
     with pytest.raises(ValueError, match="TTL"):
@@ -80,13 +81,27 @@ async def test_every_write_carries_its_ttl(kv_store) -> None:  # type: ignore[no
     assert await ttl(prefix + "z") is None
 
 
-async def test_set_if_absent_returns_the_value_that_won(kv_store) -> None:  # type: ignore[no-untyped-def]
+async def test_repair_keeps_values_and_absent_keys(kv_store) -> None:  # type: ignore[no-untyped-def]
     store, _, prefix = kv_store
-    results = await asyncio.gather(
-        *(store.set_if_absent(prefix + "v", str(i).encode(), 60) for i in range(10))
-    )
-    assert len(set(results)) == 1
-    assert await store.get_many([prefix + "v"]) == [results[0]]
+    await store.set(prefix + "v", b"kept", 60)
+    await store.repair(prefix + "v")
+    await store.repair(prefix + "absent")
+    assert await store.get_many([prefix + "v", prefix + "absent"]) == [b"kept", None]
+
+
+async def test_a_key_of_another_type_is_repaired_where_it_is_met(store_and_client) -> None:  # type: ignore[no-untyped-def]
+    """MGET reads a hash as absent; ``repair`` deletes it, and a lock or a tag write over a key
+    of another type deletes it and goes on (issue #21)."""
+    store, client, prefix = store_and_client
+    for key in ("hash", "lock", "tag"):
+        await client.hset(prefix + key, mapping={"f": "v"})
+    assert await store.get_many([prefix + "hash"]) == [None]
+    await store.repair(prefix + "hash")
+    assert await client.exists(prefix + "hash") == 0
+    assert await store.acquire(prefix + "lock", "token", 5000) is True
+    assert await client.get(prefix + "lock") == b"token"
+    await store.add_expiring([prefix + "tag"], "member", time.time() + 60, 60)
+    assert await store.live_members(prefix + "tag") == ["member"]
 
 
 async def test_delete_counts_removed_keys(kv_store) -> None:  # type: ignore[no-untyped-def]
@@ -104,7 +119,6 @@ async def test_dead_server_fails_open_and_skips_retries_for_a_while() -> None:
     assert not store.available
     trips = store.round_trips
     await store.set("k", b"v", 60)  # dropped without trying: the breaker is open
-    assert await store.set_if_absent("k", b"v", 60) is None
     assert await store.delete("k") == 0
     assert not await store.ping()
     assert store.round_trips == trips

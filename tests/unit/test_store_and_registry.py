@@ -27,12 +27,6 @@ async def test_memory_store_refuses_writes_without_ttl() -> None:
         await MemoryStore().set("a", b"1", 0)
 
 
-async def test_memory_store_set_if_absent_keeps_the_first() -> None:
-    store = MemoryStore()
-    values = await asyncio.gather(*(store.set_if_absent("v", str(i).encode(), 9) for i in range(5)))
-    assert set(values) == {b"0"}
-
-
 async def test_memory_store_down_misses_and_drops_writes() -> None:
     store = MemoryStore()
     store.down = True

@@ -156,20 +156,6 @@ class RedisGateway:
 
         return await self.run("set", op, False)
 
-    async def set_if_absent(self, key: str, value: bytes, ttl_s: int) -> bytes | None:
-        """The value stored now (ours if the key was free); None when Redis did not answer."""
-        _check_ttl(ttl_s)
-
-        async def op(client: RedisClient) -> bytes | None:
-            # SET NX GET is Redis >= 7; a pipeline of SET NX + GET is as atomic for our purpose.
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.set(key, value, ex=ttl_s, nx=True)
-                pipe.get(key)
-                _, current = await pipe.execute()
-            return cast(bytes | None, current)
-
-        return await self.run("set_if_absent", op, None, repair=key)
-
     async def delete(self, *keys: str) -> int:
         if not keys:
             return 0
@@ -179,14 +165,12 @@ class RedisGateway:
 
         return await self.run("delete", op, 0)
 
-    async def repair_type(self, key: str) -> None:
-        """Delete ``key`` if it holds something other than a string (MGET reads such a key as
-        absent, so a layer that never writes it would miss on it forever)."""
+    async def repair(self, key: str) -> None:
+        """Delete ``key`` if it holds something other than a string: MGET reads such a key as
+        absent, so a layer that does not write it after a miss would miss on it forever."""
 
         async def op(client: RedisClient) -> None:
-            if _text(await client.type(key)) not in ("string", "none"):
-                log.warning("deleting %s: it holds a value of another type", key)
-                await client.delete(key)
+            await _delete_if_not_a_string(client, key)
 
         await self.run("repair", op, None)
 
@@ -196,9 +180,14 @@ class RedisGateway:
         """True: acquired; False: held by someone; None: Redis did not answer."""
 
         async def op(client: RedisClient) -> bool:
-            return bool(await client.set(name, token, nx=True, px=ttl_ms))
+            if await client.set(name, token, nx=True, px=ttl_ms):
+                return True
+            # Held, or a value of another type that would hold it forever: repair and retry.
+            if await _delete_if_not_a_string(client, name):
+                return bool(await client.set(name, token, nx=True, px=ttl_ms))
+            return False
 
-        return await self.run("lock", op, None, repair=name)
+        return await self.run("lock", op, None)
 
     async def exists(self, key: str) -> bool | None:
         async def op(client: RedisClient) -> bool:
@@ -383,3 +372,12 @@ class RedisGateway:
         except REDIS_ERRORS:
             return None
         return {_text(k): _text(v) for k, v in found.items()}
+
+
+async def _delete_if_not_a_string(client: RedisClient, key: str) -> bool:
+    """Whether ``key`` held a value of another type (now deleted)."""
+    if _text(await client.type(key)) in ("string", "none"):
+        return False
+    log.warning("deleting %s: it holds a value of another type", key)
+    await client.delete(key)
+    return True

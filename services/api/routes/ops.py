@@ -52,6 +52,7 @@ async def healthz(services: ServicesDep) -> JSONResponse:
             "vector_db": "up" if chunks is not None else "down",
             "llm": llm,
             "chunks": chunks,
+            "corpus_version": services.corpus.corpus_version.current,
         }
     )
 
