@@ -16,10 +16,12 @@ from qdrant_client import AsyncQdrantClient
 
 from rag.cache.gateway import RedisGateway, connect
 from rag.cache.invalidation import Invalidation, Tags
+from rag.cache.near import NearCache, NearStore
 from rag.corpus_version import CorpusVersion
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.ingest import Ingestor, TokenChunker
 from rag.local import embedded_valkey
+from rag.protocols import KVStore
 from rag.retrieval import QdrantRetriever
 from rag.settings import Settings
 from rag.tokens import get_encoding
@@ -33,7 +35,9 @@ SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
 class Corpus:
     settings: Settings
     encoding: tiktoken.Encoding  # chunks documents; counts session history
-    redis: RedisGateway
+    redis: RedisGateway  # every Redis command
+    cache: KVStore  # what the cache layers read and write: the near cache over ``redis``
+    near: NearCache | None
     embedder: SentenceTransformerEmbedder
     retriever: QdrantRetriever
     corpus_version: CorpusVersion
@@ -55,6 +59,18 @@ async def open_corpus(
         stack.push_async_callback(client.aclose)
         redis = RedisGateway(client=client, timeout_s=settings.redis_timeout_s)
         await warn_if_unbounded(redis)
+        cache: KVStore = redis
+        near = None
+        if settings.near_cache_max_bytes > 0:
+            near = NearCache(max_bytes=settings.near_cache_max_bytes)
+            cache = near_store = NearStore(
+                redis=redis,
+                near=near,
+                fresh_s=settings.near_cache_fresh_s,
+                keep_s=settings.near_cache_keep_s,
+            )
+            purges = asyncio.create_task(near_store.follow_purges(), name="near-cache-purges")
+            stack.push_async_callback(cancel, purges)
 
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
@@ -83,6 +99,8 @@ async def open_corpus(
             settings=settings,
             encoding=encoding,
             redis=redis,
+            cache=cache,
+            near=near,
             embedder=embedder,
             retriever=retriever,
             corpus_version=corpus_version,
@@ -93,7 +111,7 @@ async def open_corpus(
                 chunker=chunker,
                 corpus_version=corpus_version,
                 batch_size=settings.embedding_batch_size,
-                invalidation=Invalidation(redis=redis, namespace=settings.namespace),
+                invalidation=Invalidation(redis=redis, namespace=settings.namespace, near=near),
             ),
         )
 

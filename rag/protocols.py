@@ -56,7 +56,10 @@ class KVStore(Protocol):
     """Byte values with a mandatory TTL. Fails open: an unreachable store reads as ``None``
     (and ``available`` turns false) and drops writes, it never raises."""
 
-    available: bool
+    @property
+    def available(self) -> bool:
+        """False while the store is known to be unreachable."""
+        ...
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 

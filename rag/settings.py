@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     flight_lock_ttl_s: float = Field(gt=0)
     flight_wait_s: float = Field(gt=0)
     relay_stream_ttl_s: int = Field(ge=1)
+    near_cache_max_bytes: int = Field(ge=0)
+    near_cache_fresh_s: float = Field(ge=0)
+    near_cache_keep_s: float = Field(ge=0)
     max_generations: int = Field(ge=0)  # 0: see generation_slots
     max_waiting_generations: int = Field(ge=0)
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)
@@ -174,6 +177,10 @@ class Settings(BaseSettings):
         admin = self.admin_api_key.get_secret_value()
         if not admin.strip():
             raise ValueError("environment 'production' needs admin_api_key (RAG_ADMIN_API_KEY)")
+        if any(key != key.strip() for key in [admin, *keys]):
+            raise ValueError(
+                "environment 'production' refuses keys with leading or trailing whitespace"
+            )
         if admin in keys:
             raise ValueError(
                 "environment 'production' refuses an API key (api_keys) equal to admin_api_key: "

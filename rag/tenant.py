@@ -131,7 +131,7 @@ async def open_tenant(
     """One tenant's caches (all under the key namespace ``ns``), pipeline and conversations.
     Background tasks and clean-ups go on ``stack``."""
     parts = Parts(
-        store=corpus.redis,
+        store=corpus.cache,
         embedder=corpus.embedder,
         retriever=corpus.retriever,
         corpus_version=corpus.corpus_version,

@@ -101,6 +101,7 @@ async def open_services(
                 namespace=settings.namespace,
                 tenant_namespaces=[t.namespace for t in tenants.values()],
                 on_semantic_cleared=clear_semantic_indexes,
+                near=corpus.near,
             ),
         )
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from rag.cache.layers import INVALIDATION_TARGETS
 from rag.types import CacheStatus
@@ -31,15 +33,11 @@ class CliError(Exception):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-    from pydantic import ValidationError
 
     from rag.settings import Settings
     from services.app import create_app
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:  # the settings hide the values they refuse: no key is shown
-        return fail(f"the settings are not valid: {exc}")
+    settings = Settings()
     base = f"http://{args.host}:{args.port}"
     print(
         "Starting the RAG service (first start loads the models and ingests the sample corpus).\n"
@@ -237,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CliError as exc:
         return fail(str(exc))
+    except (ValidationError, SettingsError) as exc:  # neither shows a secret's value
+        return fail(f"the settings are not valid: {exc}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,8 +9,9 @@ and a search entry's key the corpus version).
 
 Invalidation is namespace-scoped (never FLUSHALL) and strict (an admin sees a 503 when Redis is
 away): by tag (exactly the tagged entries), by layer (every key of that layer in every tenant's
-namespace), or everything. Semantic entries that go are announced on their namespace's channel,
-so every process drops them from its index at once."""
+namespace), or everything. Each is announced so that every process clears its near cache, and
+semantic entries that go are announced on their namespace's channel, so every process drops them
+from its index at once."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from rag.cache.gateway import RedisGateway
 from rag.cache.keys import layer_pattern, semantic_events_channel, semantic_namespace, tag_key
 from rag.cache.layers import INVALIDATION_TARGETS, SEMANTIC_SEGMENT, TAG_SEGMENT
+from rag.cache.near import NEAR_PURGE_CHANNEL, NearCache
 
 # Every key segment ``Invalidation.everything`` deletes: each layer, the semantic index, tags.
 EVERY_SEGMENT = (*INVALIDATION_TARGETS.values(), TAG_SEGMENT)
@@ -51,17 +53,20 @@ class Invalidation:
         namespace: str,
         tenant_namespaces: Sequence[str] = (),
         on_semantic_cleared: Callable[[], None] = lambda: None,
+        near: NearCache | None = None,
     ) -> None:
         self._redis = redis.strict("cache store")
         self._namespace = namespace
         self._namespaces = list(dict.fromkeys([namespace, *tenant_namespaces]))
         self._on_semantic_cleared = on_semantic_cleared  # this process's indexes, at once
+        self._near = near  # this process's near cache, at once
 
     async def by_tag(self, tag: str) -> int:
         """Delete exactly the live entries tagged ``tag`` (and the tag); return how many."""
         key = tag_key(self._namespace, tag)
         keys = await self._redis.live_members(key)
         await self._delete([*keys, key])
+        await self._purge_near_copies()
         return len(keys)
 
     async def by_layer(self, layer: str) -> int:
@@ -79,7 +84,14 @@ class Invalidation:
                     deleted += await self._delete(batch)
         if SEMANTIC_SEGMENT in segments:
             self._on_semantic_cleared()  # other processes drop them by message
+        await self._purge_near_copies()
         return deleted
+
+    async def _purge_near_copies(self) -> None:
+        """Every process clears its near cache (``rag.cache.near``): this one at once."""
+        if self._near is not None:
+            self._near.clear()
+        await self._redis.publish(NEAR_PURGE_CHANNEL, "purge")
 
     async def _delete(self, keys: list[str]) -> int:
         if not keys:

@@ -44,11 +44,18 @@ def http_status_for(exc: RagError) -> int:
     return next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
 
 
+# A 503 because Redis is away (the session store, an admin's invalidation): the gateway tries
+# Redis again after its breaker's one-second window.
+CACHE_RETRY_AFTER_S = 1
+
+
 def headers_for(exc: RagError) -> dict[str, str]:
-    """``Retry-After`` when the service sheds load or a tenant is over its rate: clients may
-    come back, and when."""
+    """``Retry-After`` when the service sheds load, a tenant is over its rate, or Redis is away:
+    clients may come back, and when."""
     if isinstance(exc, OverloadedError | RateLimitedError):
         return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, CacheUnavailableError):
+        return {"Retry-After": str(CACHE_RETRY_AFTER_S)}
     return {}
 
 

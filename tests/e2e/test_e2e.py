@@ -11,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from rag.cache.gateway import RedisGateway
 from rag.embedding import SentenceTransformerEmbedder
 from rag.generation import OpenAIGenerator
 from rag.settings import Settings
@@ -38,17 +39,29 @@ def test_ask_misses_then_hits_with_identical_answer_and_no_llm_call(running: Run
     assert len(running.llm_requests) == calls
 
 
-def test_exact_repeat_costs_one_cache_round_trip(running: Running) -> None:
+def _settled_round_trips(store: RedisGateway) -> int:
+    """Round trips once the background work of the last request (a TTL extension the server's
+    thread may send just after the response) is done: nothing more for 50 ms."""
+    before = -1
+    while store.round_trips != before:
+        before = store.round_trips
+        time.sleep(0.05)
+    return before
+
+
+def test_exact_repeat_costs_one_cache_round_trip_and_none_from_the_near_cache(
+    running: Running,
+) -> None:
     question = "Which command sets a time to live?"
     running.ask(question)
     running.ask(question)  # the first repeat learns which keys to prefetch
-    store = running.app.state.services.corpus.redis
-    # That repeat also extended the embedding's TTL in the background; the server's thread may
-    # send that write just after the response reached this one. Counted once it is done.
-    before = -1
-    while store.round_trips != before:  # settled: nothing more for 50 ms
-        before = store.round_trips
-        time.sleep(0.05)
+    corpus = running.app.state.services.corpus
+    store = corpus.redis
+    before = _settled_round_trips(store)
+    assert running.ask(question).json()["cache"]["llm"] == "hit"
+    assert store.round_trips - before == 0  # the near cache's fresh copy: no Redis at all
+    corpus.near.clear()  # as after RAG_NEAR_CACHE_FRESH_S: Redis again, once
+    before = _settled_round_trips(store)
     assert running.ask(question).json()["cache"]["llm"] == "hit"
     assert store.round_trips - before == 1
 
@@ -195,6 +208,7 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
     assert {k.split(":")[2] for k in new_keys} == {"emb", "search", "llm"}
     for key in new_keys:
         running.redis.set(key, b"\x00garbage", ex=60)
+    running.app.state.services.corpus.near.clear()  # as once its fresh copies age: Redis is read
 
     r = running.ask(question)
     assert r.status_code == 200, r.text

@@ -77,13 +77,25 @@ def test_other_post_routes_refuse_hostile_bytes_with_json(
 
 @pytest.mark.parametrize(
     "query_string",
-    [b"query=%ED%A0%80", b"query=%FF%FE", b"query=" + b"%5B" * 3000, b"query=x&top_k=1e400"],
+    [b"query=%ED%A0%80", b"query=x%ED%A0%80", b"query=caf%E9", b"query=%FF%FE"],
+)
+def test_the_get_stream_refuses_a_query_that_is_not_utf8(
+    app: ScriptedApp, query_string: bytes
+) -> None:
+    calls = app.llm.calls
+    r = httpx.get(f"{app.url}/ask/stream?{query_string.decode()}", timeout=30)
+    assert r.status_code == 422, r.text
+    assert "not valid UTF-8" in r.json()["detail"][0]["msg"]
+    assert app.llm.calls == calls
+
+
+@pytest.mark.parametrize(
+    "query_string", [b"query=" + b"%5B" * 3000, b"query=x&top_k=1e400", b"query=x&top_k=%00"]
 )
 def test_the_get_stream_refuses_hostile_query_strings_with_json(
     app: ScriptedApp, query_string: bytes
 ) -> None:
-    url = f"{app.url}/ask/stream?{query_string.decode()}"
-    r = httpx.get(url, timeout=30)
+    r = httpx.get(f"{app.url}/ask/stream?{query_string.decode()}", timeout=30)
     assert r.status_code < 500, r.text
     if r.status_code != 200:
         assert "detail" in r.json()

@@ -65,3 +65,30 @@ def test_compose_file_bounds_redis_and_checks_every_service_health() -> None:
         "redis": {"condition": "service_healthy"},
         "qdrant": {"condition": "service_healthy"},
     }
+
+
+def test_production_refuses_keys_padded_with_whitespace() -> None:
+    """A padded admin key equal to a tenant's once stripped would let that tenant in (#21)."""
+    key = "k" * 32
+    with pytest.raises(ValidationError, match="whitespace"):
+        Settings(environment="production", admin_api_key=f" {key} ", api_keys=[key])
+
+
+def test_settings_that_do_not_parse_are_one_clean_line_from_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cli import main
+
+    monkeypatch.setenv("RAG_API_KEYS", "not json")
+    assert main(["serve", "--port", "1"]) != 0
+    err = capsys.readouterr().err
+    assert "the settings are not valid" in err and "api_keys" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_503_for_redis_away_says_when_to_come_back() -> None:
+    from rag.errors import CacheUnavailableError
+    from services.api.errors import headers_for, http_status_for
+
+    away = CacheUnavailableError("the session store (Redis) is unreachable")
+    assert http_status_for(away) == 503 and headers_for(away) == {"Retry-After": "1"}

@@ -13,8 +13,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from rag.errors import RagError
@@ -126,9 +128,23 @@ async def open_body_stream(
         yield stream
 
 
+def _strict_utf8_query(request: Request) -> None:
+    """Starlette decodes a query string's percent-escapes with U+FFFD for what is not UTF-8 (an
+    encoded surrogate, latin-1): such a query would be answered as a question nobody asked."""
+    for part in request.scope["query_string"].split(b"&"):
+        try:
+            unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            error = {"type": "string_unicode", "loc": ("query",), "input": None}
+            raise RequestValidationError(
+                [{**error, "msg": "the query string is not valid UTF-8 once percent-decoded"}]
+            ) from None
+
+
 async def open_query_stream(
-    params: Annotated[AskQuery, Query()], tenant: TenantDep, settings: SettingsDep
+    request: Request, params: Annotated[AskQuery, Query()], tenant: TenantDep, settings: SettingsDep
 ) -> AsyncIterator[OpenStream]:
+    _strict_utf8_query(request)
     async with _opened(tenant, params.as_request(), settings) as stream:
         yield stream
 

@@ -1,0 +1,91 @@
+"""The near cache (issue #21): read first while fresh, read when Redis fails or lost the entry
+while kept, bounded by bytes, cleared by a purge. Over the real ``RedisGateway`` on the embedded
+Valkey, with a clock the test moves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from rag.cache.gateway import RedisGateway
+from rag.cache.near import NearCache, NearStore
+from tests.unit.fakes import dead_port
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def gateway(unit_valkey_url: str) -> AsyncIterator[RedisGateway]:
+    client = aioredis.Redis.from_url(unit_valkey_url)
+    yield RedisGateway(client=client, timeout_s=1.0, retry_after_s=60)
+    await client.aclose()
+
+
+def near_store(gateway: RedisGateway, clock: Clock) -> NearStore:
+    near = NearCache(max_bytes=10_000, clock=clock)
+    return NearStore(redis=gateway, near=near, fresh_s=2.0, keep_s=60.0)
+
+
+async def test_a_fresh_copy_is_read_without_a_round_trip(gateway: RedisGateway) -> None:
+    clock = Clock()
+    store = near_store(gateway, clock)
+    await store.set("near:a", b"A", 60)
+    trips = gateway.round_trips
+    assert await store.get_many(["near:a"]) == [b"A"]
+    assert gateway.round_trips == trips
+    clock.now += 3  # past fresh_s: Redis is asked again (and the copy renewed)
+    assert await store.get_many(["near:a"]) == [b"A"]
+    assert gateway.round_trips == trips + 1
+    await gateway.delete("near:a")
+
+
+async def test_a_kept_copy_serves_when_redis_lost_the_entry_or_is_down(
+    gateway: RedisGateway,
+) -> None:
+    clock = Clock()
+    store = near_store(gateway, clock)
+    await store.set("near:b", b"B", 60)
+    await gateway.client.delete("near:b")  # a restart or an eviction lost it
+    clock.now += 30
+    assert await store.get_many(["near:b", "near:never"]) == [b"B", None]
+    live = gateway.client
+    gateway.client = aioredis.Redis(host="127.0.0.1", port=dead_port())  # Redis goes away
+    try:
+        assert await store.get_many(["near:b"]) == [b"B"]
+        assert not store.available
+        clock.now += 31  # past keep_s: nothing more from the copy
+        assert await store.get_many(["near:b"]) == [None]
+    finally:
+        await gateway.client.aclose()
+        gateway.client = live
+
+
+async def test_a_purge_clears_the_copy_and_a_delete_drops_it(gateway: RedisGateway) -> None:
+    store = near_store(gateway, Clock())
+    await store.set("near:c", b"C", 60)
+    await store.set("near:d", b"D", 60)
+    await store.delete("near:c")
+    assert await store.get_many(["near:c"]) == [None]
+    store.near.clear()  # what a purge message does
+    await gateway.client.delete("near:d")
+    assert await store.get_many(["near:d"]) == [None]
+
+
+def test_the_copy_is_bounded_by_bytes_least_recently_used_out() -> None:
+    near = NearCache(max_bytes=30, clock=Clock())
+    near.put("k1", b"x" * 10)  # 12 bytes with its key
+    near.put("k2", b"y" * 10)
+    assert near.get("k1", 10) is not None  # k1 is now the most recent
+    near.put("k3", b"z" * 10)  # 36 > 30: k2 goes
+    assert near.get("k2", 10) is None and near.get("k1", 10) and near.get("k3", 10)
+    assert near.bytes == 24
+    near.put("big", b"w" * 100)  # larger than the whole cache: not kept
+    assert near.get("big", 10) is None and near.bytes == 24
