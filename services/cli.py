@@ -36,6 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from rag.settings import Settings
     from services.app import create_app
+    from services.serving import config
 
     settings = Settings()
     base = f"http://{args.host}:{args.port}"
@@ -49,13 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  open {base}/docs for the OpenAPI page\n",
         flush=True,
     )
-    uvicorn.run(
+    server_config = config(
         create_app(settings),
         host=args.host,
         port=args.port,
         log_level="info",
         access_log=settings.access_log,
     )
+    uvicorn.Server(server_config).run()
     return 0
 
 

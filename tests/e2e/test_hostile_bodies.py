@@ -4,6 +4,8 @@ handling) does: same status, same JSON, and the keep-alive connection still usab
 
 from __future__ import annotations
 
+import json
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -99,3 +101,25 @@ def test_the_get_stream_refuses_hostile_query_strings_with_json(
     assert r.status_code < 500, r.text
     if r.status_code != 200:
         assert "detail" in r.json()
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /ask/stream?query=" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nA header with no colon\r\n\r\n",
+    ],
+    ids=["100k-request-line", "malformed-header"],
+)
+def test_a_request_the_server_cannot_parse_gets_a_json_400(
+    app: ScriptedApp, request_head: bytes
+) -> None:
+    host, port = app.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request_head)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head
+    assert "detail" in json.loads(body)
