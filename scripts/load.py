@@ -4,7 +4,8 @@ The code is the ``faultrun`` package next to this file (its docstring says what 
 reports); ``python scripts/load.py --help`` shows the options.
 
 Usage: python scripts/load.py [--duration 60] [--clients 50] [--miss-clients 8]
-       [--faults restart,stall,slow,burst] [--max-tokens 24] [--json results.json]
+       [--faults restart,stall,replace-refused,replace-rollback,slow,burst] [--down-s 2]
+       [--stall-s 3] [--refuse-s 4] [--max-tokens 24] [--json results.json]
 """
 
 import sys

@@ -9,7 +9,8 @@ and a search entry's key the corpus version).
 
 Invalidation is namespace-scoped (never FLUSHALL) and strict (an admin sees a 503 when Redis is
 away): by tag (exactly the tagged entries), by layer (every key of that layer in every tenant's
-namespace), or everything. Each is announced so that every process clears its near cache, and
+namespace), or everything. Each is announced so that every process drops the same entries from
+its near cache (everything, for a layer or all), and
 semantic entries that go are announced on their namespace's channel, so every process drops them
 from its index at once."""
 
@@ -66,7 +67,7 @@ class Invalidation:
         key = tag_key(self._namespace, tag)
         keys = await self._redis.live_members(key)
         await self._delete([*keys, key])
-        await self._purge_near_copies()
+        await self._purge_near_copies(keys)
         return len(keys)
 
     async def by_layer(self, layer: str) -> int:
@@ -84,14 +85,15 @@ class Invalidation:
                     deleted += await self._delete(batch)
         if SEMANTIC_SEGMENT in segments:
             self._on_semantic_cleared()  # other processes drop them by message
-        await self._purge_near_copies()
+        await self._purge_near_copies(None)
         return deleted
 
-    async def _purge_near_copies(self) -> None:
-        """Every process clears its near cache (``rag.cache.near``): this one at once."""
+    async def _purge_near_copies(self, keys: list[str] | None) -> None:
+        """Every process drops ``keys`` (None: everything) from its near cache
+        (``rag.cache.near``), this one at once."""
         if self._near is not None:
-            self._near.clear()
-        await self._redis.publish(NEAR_PURGE_CHANNEL, "purge")
+            self._near.purge(keys)
+        await self._redis.publish(NEAR_PURGE_CHANNEL, json.dumps({"keys": keys}))
 
     async def _delete(self, keys: list[str]) -> int:
         if not keys:

@@ -11,9 +11,10 @@ keys and holding the same bytes:
   copy is still right: keys are content-addressed and carry the corpus version, which lives in
   the vector store, so a copy can only be as stale as that version allows.
 - **Purges reach it by pub/sub**: every explicit invalidation (an admin's, or a document change
-  dropping its answers) is announced on ``NEAR_PURGE_CHANNEL`` and every process clears its
-  copy. A process cut off from Redis when a purge is announced keeps serving what it holds for
-  at most ``keep_s``: that is the bounded window of a partition.
+  dropping its answers) is announced on ``NEAR_PURGE_CHANNEL`` and every process drops the same
+  entries (all of them for an invalidation by layer or of everything). A process cut off from
+  Redis when a purge is announced keeps serving what it holds for at most ``keep_s``: that is
+  the bounded window of a partition.
 
 Bounded by bytes (keys and values), least recently used first out. Redis's server-assisted
 client-side caching (RESP3 ``CLIENT TRACKING``) is not used: it invalidates on every write of a
@@ -22,6 +23,7 @@ copy is needed; redis-py's ``CacheConfig`` also works only with its synchronous 
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -71,6 +73,24 @@ class NearCache:
         self._entries.clear()
         self.bytes = 0
 
+    def purge(self, keys: Sequence[str] | None) -> None:
+        """Drop ``keys``, or everything when None (an invalidation by layer or of all)."""
+        if keys is None:
+            self.clear()
+        else:
+            self.drop(*keys)
+
+    def on_purge_message(self, data: bytes) -> None:
+        """A ``NEAR_PURGE_CHANNEL`` message: ``{"keys": [...] | null}``; anything else clears
+        everything (a purge must never be missed for want of parsing it)."""
+        try:
+            keys = json.loads(data)["keys"]
+            if keys is not None and not all(isinstance(key, str) for key in keys):
+                raise TypeError("keys are not strings")
+        except (ValueError, KeyError, TypeError):
+            keys = None
+        self.purge(keys)
+
 
 class NearStore:
     """``KVStore``: the near cache in front of ``redis``."""
@@ -118,4 +138,4 @@ class NearStore:
 
     async def follow_purges(self) -> None:
         """Clear the copy whenever an invalidation is announced, until cancelled."""
-        await self._redis.subscribe(NEAR_PURGE_CHANNEL, lambda _: self.near.clear())
+        await self._redis.subscribe(NEAR_PURGE_CHANNEL, self.near.on_purge_message)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __doc__ as package_doc
 from .drive import Plan, drive
-from .faults import FAULTS
+from .faults import FAULTS, FaultTimes
 from .outcomes import Run
 from .servers import RedisProcess, running_app
 from .summary import failed, summarize
@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--faults", default=",".join(FAULTS), help=f"in this order, any of {','.join(FAULTS)}"
     )
     parser.add_argument("--down-s", type=float, default=2.0, help="how long Redis stays down")
+    parser.add_argument("--stall-s", type=float, default=3.0, help="how long Redis stalls")
+    parser.add_argument(
+        "--refuse-s", type=float, default=4.0, help="how long Redis refuses writes after a replace"
+    )
     parser.add_argument("--max-tokens", type=int, default=24, help="LLM answer length")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the summary here")
@@ -46,7 +50,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         clients=args.clients,
         miss_clients=args.miss_clients,
         faults=[f for f in args.faults.split(",") if f],
-        down_s=args.down_s,
+        times=FaultTimes(down_s=args.down_s, stall_s=args.stall_s, refuse_s=args.refuse_s),
         seed=args.seed,
     )
 

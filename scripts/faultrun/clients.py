@@ -35,6 +35,7 @@ class Session:
     rng: random.Random
     started: float  # ``time.monotonic()`` when the load window opened
     deadline: float  # no steady request starts after this
+    hot: list[str]  # the questions asked once before the clock started, so cached
     asked: int = 0  # new questions made so far
 
     def new_question(self) -> str:
@@ -53,6 +54,7 @@ async def ask(http: httpx.AsyncClient, query: str, started: float, role: str = "
     if r.status_code == 200:
         body = r.json()
         outcome.llm, outcome.answer = body["cache"]["llm"], body["answer"]
+        outcome.sources, outcome.sources_at_s = _texts(body["sources"]), outcome.done_s
     else:
         outcome.error = r.text[:200]
     return outcome
@@ -75,7 +77,8 @@ async def ask_stream(
                 outcome.end = "cut"  # until a done or error event says otherwise
                 async for event, data in _events(r, read_delay_s):
                     if event == "meta":
-                        outcome.llm = data["cache"]["llm"]
+                        outcome.llm, outcome.sources = data["cache"]["llm"], _texts(data["sources"])
+                        outcome.sources_at_s = time.monotonic() - started
                     elif event == "token":
                         tokens.append(data["text"])
                     elif event == "done":
@@ -106,6 +109,10 @@ async def _events(r: httpx.Response, read_delay_s: float) -> AsyncIterator[tuple
             await asyncio.sleep(read_delay_s)
 
 
+def _texts(sources: list[dict[str, Any]]) -> list[str]:
+    return [str(source["text"]) for source in sources]
+
+
 def _ms(t0: float) -> float:
     return (time.monotonic() - t0) * 1000
 
@@ -114,6 +121,6 @@ async def steady(session: Session, misses: bool) -> None:
     """One steady client: until the deadline, a new question (``misses``) or a hot one, by
     ``/ask`` or ``/ask/stream`` at random."""
     while time.monotonic() < session.deadline:
-        query = session.new_question() if misses else session.rng.choice(HOT)
+        query = session.new_question() if misses else session.rng.choice(session.hot)
         call = ask if session.rng.random() < 0.5 else ask_stream
         session.run.outcomes.append(await call(session.http, query, session.started))

@@ -1,4 +1,5 @@
-"""One run: the hot questions asked once, then the steady clients and the faults together."""
+"""One run: the watched documents ingested and the hot questions asked once, then the steady
+clients and the faults together."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 import httpx
 
 from .clients import HOT, Session, ask, steady
-from .faults import FaultInjector, schedule
-from .outcomes import Run
+from .documents import WATCHED, ingest_watched
+from .faults import FaultInjector, FaultTimes, schedule
+from .outcomes import Outcome, Run
 from .servers import RedisProcess
 
 
@@ -23,8 +25,22 @@ class Plan:
     clients: int
     miss_clients: int  # of ``clients``, those asking new questions
     faults: list[str]  # in this order
-    down_s: float  # how long Redis stays down in the restart fault
+    times: FaultTimes
     seed: int
+
+
+async def _warm_up(http: httpx.AsyncClient) -> list[Outcome]:
+    """Ingest the watched documents and ask every hot question once (so it is cached); refuse
+    to go on when a watched question is not answered from its document (the stale-answer
+    verdict would see nothing)."""
+    await ingest_watched(http)
+    warmup = [await ask(http, query, time.monotonic()) for query in HOT]
+    for doc in WATCHED:
+        outcome = await ask(http, doc.question, time.monotonic())
+        if not any(doc.before in text for text in outcome.sources):
+            raise SystemExit(f"{doc.question!r} is not answered from {doc.doc_id}: {outcome}")
+        warmup.append(outcome)
+    return warmup
 
 
 async def drive(url: str, server: RedisProcess, plan: Plan) -> Run:
@@ -32,12 +48,17 @@ async def drive(url: str, server: RedisProcess, plan: Plan) -> Run:
     rng = random.Random(plan.seed)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=300)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-        run = Run(warmup=[await ask(http, query, time.monotonic()) for query in HOT])
+        run = Run(warmup=await _warm_up(http))
         started = time.monotonic()
         session = Session(
-            http=http, run=run, rng=rng, started=started, deadline=started + plan.duration_s
+            http=http,
+            run=run,
+            rng=rng,
+            started=started,
+            deadline=started + plan.duration_s,
+            hot=[o.query for o in run.warmup],
         )
-        injector = FaultInjector(session=session, server=server, down_s=plan.down_s)
+        injector = FaultInjector(session=session, server=server, times=plan.times)
         jobs = [steady(session, misses=i < plan.miss_clients) for i in range(plan.clients)]
         starts = schedule(plan.faults, plan.duration_s)
         jobs += [injector.inject(fault, starts[fault]) for fault in plan.faults]

@@ -1,4 +1,4 @@
-"""What one request ended in, and what one run recorded."""
+"""What one request ended in, what one document change did, and what one run recorded."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ class Outcome:
     endpoint: str = "/ask"
     end: str = ""  # streams: "done", "error" (its status in ``error``), "cut" or "left"
     role: str = ""  # "burst", "slow", "after-slow" or "" (the steady clients)
+    sources: list[str] = field(default_factory=list)  # the texts of the answer's sources
+    sources_at_s: float | None = None  # when they arrived (a stream's ``meta`` event)
 
     @property
     def done_s(self) -> float:
@@ -24,11 +26,27 @@ class Outcome:
 
 
 @dataclass
+class DocumentChange:
+    """One ``POST /documents`` that replaced a watched document during a fault."""
+
+    fault: str
+    doc_id: str
+    question: str  # the hot question its text answers
+    old_texts: list[str]  # every text the document had before: none may be served after the ack
+    new_text: str
+    at_s: float  # when the POST was sent, from the start of the run
+    status: int  # 0: no response
+    acked_at_s: float | None = None  # when its 201 arrived; None: not acknowledged
+    corpus_version: str = ""
+
+
+@dataclass
 class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     warmup: list[Outcome] = field(default_factory=list)  # the hot questions, asked once first
     faults: dict[str, float] = field(default_factory=dict)  # fault -> when it started
-    restarted_at_s: float | None = None
-    back_at_s: float | None = None
+    redis_back_at_s: dict[str, float] = field(default_factory=dict)  # fault -> Redis answers again
+    changes: list[DocumentChange] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # fault -> what it saw of Redis
     duration_s: float = 0.0  # the load window: every steady request started within it
     elapsed_s: float = 0.0  # until the last request answered (clients finish what they started)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -43,13 +44,41 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    @property
+    def snapshot(self) -> Path:
+        """Where ``SAVE`` writes (redis-server's default ``dbfilename`` in ``--dir``)."""
+        return self.workdir / "dump.rdb"
+
+    def start(self, *, from_snapshot: bool = False) -> None:
+        """Start the server (no snapshots of its own, no AOF): empty, or ``from_snapshot``
+        holding what the last ``SAVE`` wrote; returns once it answers ``PING``."""
+        if not from_snapshot:
+            self.snapshot.unlink(missing_ok=True)
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
         args += ["no", "--dir", str(self.workdir), "--enable-debug-command", "local"]
         self.process = subprocess.Popen(
             [self.binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait_for_port(self.port, 10)
+        deadline = time.monotonic() + 10
+        while True:  # a server loading a snapshot answers LOADING until it is done
+            try:
+                self.command("PING")
+                return
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def config(self, name: str) -> str:
+        """One configuration parameter's value (``CONFIG GET``)."""
+        with redis.Redis(port=self.port, socket_timeout=10, decode_responses=True) as client:
+            return str(client.config_get(name)[name])
+
+    def command(self, *args: str | int) -> Any:
+        """One command on a connection of its own (the app's pool is not touched)."""
+        with redis.Redis(port=self.port, socket_timeout=10) as client:
+            return client.execute_command(*args)
 
     def kill(self) -> None:
         if self.process is not None:
@@ -90,6 +119,8 @@ def running_app(redis_url: str, data_dir: Path, max_tokens: int) -> Iterator[str
         "RAG_DATA_DIR": str(data_dir),
         "RAG_LLM_MAX_TOKENS": str(max_tokens),
         "RAG_NAMESPACE": f"load-{random.randrange(16**8):08x}",
+        "RAG_ADMIN_API_KEY": "",  # POST /documents without a key (in development)
+        "RAG_API_KEYS": "[]",  # /ask open: one tenant
     }
     rag = Path(sys.executable).with_name("rag")
     app = subprocess.Popen(

@@ -1,30 +1,18 @@
 """The run's figures and verdict: counts by endpoint and status, what clients must never see
-(5xx other than 503, no response, cut streams, differing texts), hit-resume time after the Redis
-restart, and latency percentiles in each fault's window."""
+(5xx other than 503, no response, cut streams, differing texts, stale answers after a document
+change), the document changes, LLM calls for questions cached before each fault, hot-answer
+latency during the stall, hit-resume time after each Redis return, and latency percentiles in
+each fault's window (``verdicts`` has the issue-21 figures)."""
 
 from __future__ import annotations
 
 import itertools
-import statistics
 from collections import Counter, defaultdict
 from typing import Any
 
+from . import verdicts
 from .outcomes import Outcome, Run
-
-WINDOW_S = 8.0  # how long after a fault starts its requests are counted as "during" it
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-def _latency(values: list[float]) -> dict[str, float | int]:
-    return {
-        "requests": len(values),
-        "p50_ms": round(statistics.median(values), 2) if values else 0.0,
-        "p99_ms": round(percentile(values, 0.99), 2),
-    }
+from .verdicts import WINDOW_S, latency
 
 
 def _answered(run: Run) -> list[Outcome]:
@@ -33,24 +21,30 @@ def _answered(run: Run) -> list[Outcome]:
     return [o for o in everything if o.status == 200 and o.end not in ("cut", "error", "left")]
 
 
+def _generated_from(o: Outcome) -> tuple[str, tuple[str, ...]]:
+    """What an answer is generated from: its question and its sources (a document change makes
+    a new answer of one question right)."""
+    return o.query, tuple(o.sources)
+
+
 def _hits_never_generated(answered: list[Outcome]) -> list[Outcome]:
-    """Cached answers that are not one generated for their question in the run."""
-    generated: dict[str, set[str]] = defaultdict(set)
+    """Cached answers that are not one generated for their question and sources in the run."""
+    generated: dict[tuple[str, tuple[str, ...]], set[str]] = defaultdict(set)
     for o in answered:
         if o.llm != "hit":
-            generated[o.query].add(o.answer)
-    return [o for o in answered if o.llm == "hit" and o.answer not in generated[o.query]]
+            generated[_generated_from(o)].add(o.answer)
+    return [o for o in answered if o.llm == "hit" and o.answer not in generated[_generated_from(o)]]
 
 
 def _overlapping_misses_that_differ(answered: list[Outcome]) -> list[Outcome]:
-    """Misses of one question that overlapped in time (one generation, so one text) and whose
-    texts differ: the later of each such pair."""
-    by_query: dict[str, list[Outcome]] = defaultdict(list)
+    """Misses of one question and sources that overlapped in time (one generation, so one text)
+    and whose texts differ: the later of each such pair."""
+    by_question: dict[tuple[str, tuple[str, ...]], list[Outcome]] = defaultdict(list)
     for o in answered:
         if o.llm == "miss":
-            by_query[o.query].append(o)
+            by_question[_generated_from(o)].append(o)
     wrong = []
-    for same in by_query.values():
+    for same in by_question.values():
         same.sort(key=lambda o: o.at_s)
         wrong += [
             b for a, b in itertools.pairwise(same) if b.at_s < a.done_s and a.answer != b.answer
@@ -86,28 +80,14 @@ def _never_seen(run: Run) -> dict[str, list[Outcome]]:
         "no_response": [o for o in outcomes if o.status == 0 and o.end != "left"],
         "streams_cut_without_error": [o for o in outcomes if o.end == "cut"],
         "differing_texts": differing_texts(run),
+        "stale_answers_after_change": verdicts.stale_answers(run),
     }
 
 
 def _by_llm_status(steady: list[Outcome]) -> dict[str, dict[str, float | int]]:
     return {
-        name: _latency([o.latency_ms for o in steady if (o.llm or "failed") == name])
+        name: latency([o.latency_ms for o in steady if (o.llm or "failed") == name])
         for name in sorted({o.llm or "failed" for o in steady})
-    }
-
-
-def _redis_restart(run: Run, steady: list[Outcome]) -> dict[str, Any]:
-    back = run.back_at_s
-    hits_after = [
-        o.done_s for o in steady if back is not None and o.llm == "hit" and o.at_s >= back
-    ]
-    return {
-        "killed_at_s": run.restarted_at_s,
-        "back_at_s": None if back is None else round(back, 2),
-        # from Redis answering again to the first answer served from the cache
-        "hits_resumed_after_s": (
-            round(min(hits_after) - back, 2) if hits_after and back is not None else None
-        ),
     }
 
 
@@ -119,9 +99,7 @@ def _latency_during_faults(run: Run, steady: list[Outcome]) -> dict[str, Any]:
     windows |= {name: (at, at + WINDOW_S) for name, at in run.faults.items()}
     return {
         name: {
-            status: _latency(
-                [o.latency_ms for o in steady if lo <= o.at_s < hi and o.llm == status]
-            )
+            status: latency([o.latency_ms for o in steady if lo <= o.at_s < hi and o.llm == status])
             for status in ("hit", "bypass", "miss")
         }
         for name, (lo, hi) in windows.items()
@@ -132,14 +110,14 @@ def _burst(outcomes: list[Outcome]) -> dict[str, Any]:
     burst = [o for o in outcomes if o.role == "burst"]
     return {
         "statuses": dict(Counter(str(o.status) for o in burst)),
-        "503_p50_ms": _latency([o.latency_ms for o in burst if o.status == 503])["p50_ms"],
+        "503_latency": latency([o.latency_ms for o in burst if o.status == 503]),
     }
 
 
 def _slow_readers(outcomes: list[Outcome]) -> dict[str, Any]:
     return {
         "ends": dict(Counter(o.end or str(o.status) for o in outcomes if o.role == "slow")),
-        "their_ask_followers": _latency([o.latency_ms for o in outcomes if o.role == "after-slow"]),
+        "their_ask_followers": latency([o.latency_ms for o in outcomes if o.role == "after-slow"]),
     }
 
 
@@ -164,7 +142,14 @@ def summarize(run: Run) -> dict[str, Any]:
             for o in list(itertools.chain(*never_seen.values()))[:8]
         ],
         "faults_started_at_s": {name: round(at, 1) for name, at in run.faults.items()},
-        "redis_restart": _redis_restart(run, steady),
+        "fault_notes": run.notes,
+        "document_changes": verdicts.changes(run),
+        "document_changes_not_acknowledged": sum(c.acked_at_s is None for c in run.changes),
+        "llm_calls_for_questions_cached_before": {
+            fault: len(calls) for fault, calls in verdicts.llm_calls_for_cached(run).items()
+        },
+        "hot_answers_during_stall": verdicts.hot_answers_during_stall(run),
+        "redis_returns": verdicts.redis_returns(run),
         "latency_during_fault_ms": _latency_during_faults(run, steady),
         "burst": _burst(outcomes),
         "slow_readers": _slow_readers(outcomes),
@@ -177,4 +162,6 @@ def failed(summary: dict[str, Any]) -> bool:
         or summary["no_response"]
         or summary["streams_cut_without_error"]
         or summary["differing_texts"]
+        or summary["stale_answers_after_change"]
+        or summary["document_changes_not_acknowledged"]
     )

@@ -89,3 +89,19 @@ def test_the_copy_is_bounded_by_bytes_least_recently_used_out() -> None:
     assert near.bytes == 24
     near.put("big", b"w" * 100)  # larger than the whole cache: not kept
     assert near.get("big", 10) is None and near.bytes == 24
+
+
+def test_a_purge_message_drops_its_keys_and_anything_unreadable_drops_everything() -> None:
+    """A document change purges the answers tagged with it, not the whole copy (the fault run
+    showed a whole-copy purge after an empty Redis restart sending every hot question to the
+    LLM); a purge by layer, or one that cannot be read, clears everything."""
+    near = NearCache(max_bytes=1000, clock=Clock())
+    for key in ("a", "b", "c"):
+        near.put(key, b"v")
+    near.on_purge_message(b'{"keys": ["a"]}')
+    assert near.get("a", 10) is None and near.get("b", 10) == b"v"
+    near.on_purge_message(b'{"keys": null}')
+    assert len(near) == 0
+    near.put("d", b"v")
+    near.on_purge_message(b"\xff not json")
+    assert len(near) == 0
