@@ -55,22 +55,7 @@ async def open_corpus(
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
 
-        client = connect(settings, settings.redis_url or stack.enter_context(embedded_valkey()))
-        stack.push_async_callback(client.aclose)
-        redis = RedisGateway(client=client, timeout_s=settings.redis_timeout_s)
-        await warn_if_unbounded(redis)
-        cache: KVStore = redis
-        near = None
-        if settings.near_cache_max_bytes > 0:
-            near = NearCache(max_bytes=settings.near_cache_max_bytes)
-            cache = near_store = NearStore(
-                redis=redis,
-                near=near,
-                fresh_s=settings.near_cache_fresh_s,
-                keep_s=settings.near_cache_keep_s,
-            )
-            purges = asyncio.create_task(near_store.follow_purges(), name="near-cache-purges")
-            stack.push_async_callback(cancel, purges)
+        redis, cache, near = await _open_cache(stack, settings)
 
         if embedder is None:
             embedder = SentenceTransformerEmbedder(
@@ -114,6 +99,29 @@ async def open_corpus(
                 invalidation=Invalidation(redis=redis, namespace=settings.namespace, near=near),
             ),
         )
+
+
+async def _open_cache(
+    stack: AsyncExitStack, settings: Settings
+) -> tuple[RedisGateway, KVStore, NearCache | None]:
+    """The gateway to Redis (``redis_url``, or an embedded Valkey), and what the cache layers
+    read and write: the near cache over it, following purges, unless it is turned off."""
+    client = connect(settings, settings.redis_url or stack.enter_context(embedded_valkey()))
+    stack.push_async_callback(client.aclose)
+    redis = RedisGateway(client=client, timeout_s=settings.redis_timeout_s)
+    await warn_if_unbounded(redis)
+    if settings.near_cache_max_bytes <= 0:
+        return redis, redis, None
+    near = NearCache(max_bytes=settings.near_cache_max_bytes)
+    store = NearStore(
+        redis=redis,
+        near=near,
+        fresh_s=settings.near_cache_fresh_s,
+        keep_s=settings.near_cache_keep_s,
+    )
+    purges = asyncio.create_task(store.follow_purges(), name="near-cache-purges")
+    stack.push_async_callback(cancel, purges)
+    return redis, store, near
 
 
 async def warn_if_unbounded(redis: RedisGateway) -> None:
