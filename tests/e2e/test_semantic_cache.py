@@ -356,7 +356,9 @@ async def test_a_lost_subscription_clears_the_index(
         cache.reload = counting_reload  # type: ignore[method-assign]
         sync = asyncio.create_task(cache.run_sync())  # resubscribes 1 s after a loss
         try:
+            deadline = time.monotonic() + 10
             while reloads == 0:
+                assert time.monotonic() < deadline, f"never synced: {sync!r}"
                 await asyncio.sleep(0.01)
             await remember(cache, answers, cache.scope("v1"), vectors[QUESTION])
             assert len(cache.index) == 1
