@@ -172,7 +172,9 @@ def test_http_error_is_shown(running: Running, browser: Browser) -> None:
     page.fill("#query", too_long)
     page.click("#ask")
     expect(page.locator("#error")).to_be_visible(timeout=30_000)
-    expect(page.locator("#error")).to_contain_text("Error 400")
+    expect(page.locator("#error")).to_contain_text(
+        f"Error 422: query is longer than {running.settings.max_query_chars} characters"
+    )
     expect(page.locator("#answer")).to_have_attribute("data-state", "error")
     page.close()
 
