@@ -107,10 +107,6 @@ class NearStore:
     def available(self) -> bool:
         return self._redis.available
 
-    @property
-    def round_trips(self) -> int:
-        return self._redis.round_trips
-
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         values = [self.near.get(key, self._fresh_s) for key in keys]
         missing = [i for i, value in enumerate(values) if value is None]

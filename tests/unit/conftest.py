@@ -3,24 +3,17 @@ Valkey behind the production ``RedisGateway`` (one suite, parametrized by backen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from rag.cache.gateway import RedisGateway
-from rag.local import embedded_valkey
 from tests.memory_store import MemoryStore
 from tests.unit.fakes import Rig, make_rig
 
 MakeRig = Callable[..., Rig]
-
-
-@pytest.fixture(scope="session")
-def unit_valkey_url() -> Iterator[str]:
-    with embedded_valkey() as url:
-        yield url
 
 
 @pytest.fixture(params=["memory", "valkey"])
@@ -32,7 +25,7 @@ async def rig_factory(request: pytest.FixtureRequest) -> AsyncIterator[MakeRig]:
         if request.param == "memory":
             store: MemoryStore | RedisGateway = MemoryStore()
         else:
-            url = request.getfixturevalue("unit_valkey_url")
+            url = request.getfixturevalue("valkey_url")  # the session's embedded Valkey
             client = aioredis.Redis.from_url(url)
             store = RedisGateway(client=client, timeout_s=1.0, retry_after_s=0.5)
         made.append(rig := make_rig(store, **options))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from rag.settings import Settings
 from rag.shedding import GenerationLimiter
 from rag.tenant import Layers, Parts, build_pipeline
 from rag.types import Chunk, ScoredChunk
+from services.serving import free_port  # nothing listens there
 from tests.memory_store import MemoryStore
 from tests.scripted_llm import ScriptedLLM
 
@@ -165,7 +165,7 @@ class Rig:
         if isinstance(self.store, RedisGateway):
             self._live = self.store.client
             self._dead = aioredis.Redis(  # refuses at once, as a stopped server does
-                host="127.0.0.1", port=dead_port(), retry=Retry(NoBackoff(), 0)
+                host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0)
             )
 
     async def aclose(self) -> None:
@@ -177,13 +177,6 @@ class Rig:
                 await self._live.delete(*keys)
             await self._live.aclose()
             await self._dead.aclose()
-
-
-def dead_port() -> int:
-    """A loopback port where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rig_settings(**overrides: object) -> Settings:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from rag.cache.gateway import RedisGateway
 from rag.cache.near import NearCache, NearStore
-from tests.unit.fakes import dead_port
+from services.serving import free_port  # nothing listens there
 
 
 class Clock:
@@ -23,8 +23,8 @@ class Clock:
 
 
 @pytest.fixture
-async def gateway(unit_valkey_url: str) -> AsyncIterator[RedisGateway]:
-    client = aioredis.Redis.from_url(unit_valkey_url)
+async def gateway(valkey_url: str) -> AsyncIterator[RedisGateway]:
+    client = aioredis.Redis.from_url(valkey_url)
     yield RedisGateway(client=client, timeout_s=1.0, retry_after_s=60)
     await client.aclose()
 
@@ -57,7 +57,7 @@ async def test_a_kept_copy_serves_when_redis_lost_the_entry_or_is_down(
     clock.now += 30
     assert await store.get_many(["near:b", "near:never"]) == [b"B", None]
     live = gateway.client
-    gateway.client = aioredis.Redis(host="127.0.0.1", port=dead_port())  # Redis goes away
+    gateway.client = aioredis.Redis(host="127.0.0.1", port=free_port())  # Redis goes away
     try:
         assert await store.get_many(["near:b"]) == [b"B"]
         assert not store.available
