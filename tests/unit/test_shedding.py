@@ -88,7 +88,7 @@ async def test_a_slot_freed_as_its_next_waiter_is_cancelled_goes_to_the_one_afte
 
 
 async def test_a_generation_that_waited_too_long_for_a_slot_is_shed() -> None:
-    limiter = GenerationLimiter(max_running=1, max_waiting=4, retry_after_s=3, max_wait_s=0.05)
+    limiter = GenerationLimiter(max_running=1, max_waiting=4, retry_after_s=3, max_wait_s=0.025)
     release = asyncio.Event()
 
     async def hold() -> None:
@@ -105,6 +105,27 @@ async def test_a_generation_that_waited_too_long_for_a_slot_is_shed() -> None:
     await holder
     async with asyncio.timeout(1), limiter.slot():  # the slot was not lost
         pass
+
+
+async def test_a_generation_that_would_wait_too_long_is_refused_at_once() -> None:
+    """Once generations are known to take ~10 s, with a 25 s bound and one slot, the third one
+    admitted would wait ~20 s and the fourth ~30 s: it is refused before it waits, with a
+    Retry-After of about the time the queue takes to drain; what was admitted runs."""
+    now = [0.0]
+    limiter = GenerationLimiter(
+        max_running=1, max_waiting=16, retry_after_s=2, max_wait_s=25, clock=lambda: now[0]
+    )
+    limiter.check()  # nothing known yet: only the count bounds the queue
+    async with limiter.slot():
+        now[0] += 10.0
+    assert limiter.mean_generation_s == 10.0
+    places = [limiter.admit() for _ in range(3)]
+    assert limiter.expected_wait_s(limiter.admitted) == 30.0
+    with pytest.raises(OverloadedError, match=r"would wait about 30 s") as shed:
+        limiter.check()
+    assert shed.value.retry_after_s == 30
+    places.pop().release()
+    limiter.check()  # 20 s ahead: admitted
 
 
 def test_a_tenant_over_its_rate_is_refused_until_tokens_come_back() -> None:
