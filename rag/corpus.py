@@ -80,6 +80,18 @@ async def open_corpus(
         chunker = TokenChunker(
             encoding=encoding, size=settings.chunk_tokens, overlap=settings.chunk_overlap_tokens
         )
+        ingestor = Ingestor(
+            embedder=embedder,
+            retriever=retriever,
+            chunker=chunker,
+            corpus_version=corpus_version,
+            batch_size=settings.embedding_batch_size,
+            # other processes follow a switch within their poll (plus a read)
+            collect_after_s=2 * settings.corpus_version_poll_s + 0.5,
+            invalidation=Invalidation(redis=redis, namespace=settings.namespace, near=near),
+        )
+        await ingestor.recover()
+        stack.push_async_callback(ingestor.aclose)
         yield Corpus(
             settings=settings,
             encoding=encoding,
@@ -90,14 +102,7 @@ async def open_corpus(
             retriever=retriever,
             corpus_version=corpus_version,
             tags=Tags(redis=redis, namespace=settings.namespace),
-            ingestor=Ingestor(
-                embedder=embedder,
-                retriever=retriever,
-                chunker=chunker,
-                corpus_version=corpus_version,
-                batch_size=settings.embedding_batch_size,
-                invalidation=Invalidation(redis=redis, namespace=settings.namespace, near=near),
-            ),
+            ingestor=ingestor,
         )
 
 
@@ -119,6 +124,7 @@ async def _open_cache(
         fresh_s=settings.near_cache_fresh_s,
         keep_s=settings.near_cache_keep_s,
     )
+    await store.redis_lost_data()  # notes the marker: a later loss of Redis's data is seen
     purges = asyncio.create_task(store.follow_purges(), name="near-cache-purges")
     stack.push_async_callback(cancel, purges)
     return redis, store, near

@@ -12,14 +12,23 @@ version for at most ``poll_s`` (plus one read) after a change was acknowledged e
 at all in the process that made it.
 
 Random rather than a counter: a version is never reused, so an entry written under an old one
-can never become current again."""
+can never become current again.
+
+The same record makes a document change all or nothing (``CorpusState``): new chunks are written
+*staged* under a new generation (invisible to search), and one write of the record makes them
+current together with the new version (``switch``), hiding the chunks they supersede. Deleting
+what was superseded comes after (``rag.ingest``), and the record is tidied once it is done
+(``settle``). A process that reads the record sees the corpus whole, before or after a change.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from rag.cache.gateway import RedisGateway
 from rag.cache.keys import corpus_version_channel
@@ -28,16 +37,50 @@ from rag.errors import RetrievalError
 log = logging.getLogger(__name__)
 
 
-class VersionStore(Protocol):
-    """Where the corpus lives records its version (``QdrantRetriever``)."""
+def new_token() -> str:
+    return secrets.token_hex(8)
 
-    async def read_version(self) -> str | None:
-        """The recorded version, None if none was ever recorded; ``RetrievalError`` if the
+
+@dataclass(frozen=True)
+class CorpusState:
+    """What the vector store records about its corpus, in one record written in one step.
+
+    ``revealed``: staged generations made current by a switch (generation -> doc_id) whose points
+    are still marked staged; ``retired``: documents whose points other than one generation (the
+    value; None: all of them) were superseded and are hidden until deleted. Both are empty once
+    every change was collected."""
+
+    version: str
+    revealed: Mapping[str, str] = field(default_factory=dict)
+    retired: Mapping[str, str | None] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "revealed": dict(self.revealed),
+            "retired": dict(self.retired),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> CorpusState:
+        revealed, retired = payload.get("revealed") or {}, payload.get("retired") or {}
+        return cls(
+            version=str(payload["version"]),
+            revealed={str(g): str(d) for g, d in revealed.items()},
+            retired={str(d): (None if g is None else str(g)) for d, g in retired.items()},
+        )
+
+
+class VersionStore(Protocol):
+    """Where the corpus lives records its state (``QdrantRetriever``)."""
+
+    async def read_state(self) -> CorpusState | None:
+        """The recorded state, None if none was ever recorded; ``RetrievalError`` if the
         store cannot answer."""
         ...
 
-    async def write_version(self, version: str) -> None:
-        """Record ``version`` durably; ``RetrievalError`` if it was not recorded."""
+    async def write_state(self, state: CorpusState) -> None:
+        """Record ``state`` durably, in one step; ``RetrievalError`` if it was not recorded."""
         ...
 
 
@@ -56,27 +99,68 @@ class CorpusVersion:
         self.channel = corpus_version_channel(namespace, collection)
         self._poll_s = poll_s
         self.current: str | None = None  # None: unknown (the vector store never answered)
+        self.state: CorpusState | None = None
         self._changed = asyncio.Event()
+        self._writing = asyncio.Lock()  # one read-modify-write of the record at a time
 
     async def start(self) -> str:
-        """Read the recorded version, recording a first one for a new corpus."""
-        version = await self._store.read_version()
-        if version is None:
-            version = secrets.token_hex(8)
-            await self._store.write_version(version)
-        self.current = version
-        return version
+        """Read the recorded state, recording a first one for a new corpus."""
+        state = await self._store.read_state()
+        if state is None:
+            state = CorpusState(version=new_token())
+            await self._store.write_state(state)
+        self._adopt(state)
+        return state.version
 
     async def bump(self) -> str:
-        """A new version, recorded in the vector store (``RetrievalError`` when it was not: the
-        change must then not be acknowledged), current in this process at once and announced to
+        """A new version with nothing else changed (see ``switch``)."""
+        return await self.switch()
+
+    async def switch(
+        self,
+        *,
+        reveal: Mapping[str, str] | None = None,
+        retire: Mapping[str, str | None] | None = None,
+    ) -> str:
+        """Make staged generations current (``reveal``: generation -> doc_id) and hide what they
+        supersede (``retire``: doc_id -> the generation it keeps, None for none), with a new
+        version, in one write of the record. ``RetrievalError`` when it was not recorded: the
+        change must then not be acknowledged. Current in this process at once and announced to
         the others."""
-        version = secrets.token_hex(8)
-        await self._store.write_version(version)
-        self.current = version
+        async with self._writing:
+            state = await self._recorded()
+            state = CorpusState(
+                version=new_token(),
+                revealed={**state.revealed, **(reveal or {})},
+                retired={**state.retired, **(retire or {})},
+            )
+            await self._store.write_state(state)
+            self._adopt(state)
         if self._redis is not None:
-            await self._redis.publish(self.channel, version)  # best effort: they also poll
-        return version
+            await self._redis.publish(self.channel, state.version)  # best effort: they also poll
+        return state.version
+
+    async def settle(self, doc_id: str, kept: str | None) -> None:
+        """Forget a collected change of ``doc_id`` (its superseded points are deleted and the
+        kept generation's points are no longer staged), unless a later switch changed it again.
+        The version does not change: what search sees did not."""
+        async with self._writing:
+            state = await self._recorded()
+            if doc_id not in state.retired or state.retired[doc_id] != kept:
+                return
+            retired = {d: g for d, g in state.retired.items() if d != doc_id}
+            revealed = {g: d for g, d in state.revealed.items() if d != doc_id}
+            state = CorpusState(version=state.version, revealed=revealed, retired=retired)
+            await self._store.write_state(state)
+            if state.version == self.current:
+                self._adopt(state)
+
+    async def _recorded(self) -> CorpusState:
+        """The record as stored now (another process may have changed it)."""
+        return await self._store.read_state() or CorpusState(version="")
+
+    def _adopt(self, state: CorpusState) -> None:
+        self.state, self.current = state, state.version
 
     async def follow(self) -> None:
         """Keep ``current`` equal to the recorded version until cancelled."""
@@ -102,10 +186,12 @@ class CorpusVersion:
         """Read the recorded version now; on failure keep the last one known (a vector store
         that is down cannot have changed the corpus either)."""
         try:
-            version = await self._store.read_version()
+            state = await self._store.read_state()
         except RetrievalError as exc:
             log.warning("could not read the corpus version: %s", exc)
             return
-        if version is not None and version != self.current:
-            log.info("corpus version %s -> %s", self.current, version)
-            self.current = version
+        if state is None:
+            return
+        if state.version != self.current:
+            log.info("corpus version %s -> %s", self.current, state.version)
+        self._adopt(state)

@@ -1,6 +1,15 @@
-"""Ingestion: read txt/md/html, chunk by tokens with overlap, embed in batches, upsert to the
-vector DB, then bump the corpus version so that no search result built on the old corpus is
-served again."""
+"""Ingestion: read txt/md/html, chunk by tokens with overlap, embed in batches, and change the
+corpus all or nothing.
+
+A document change writes the new chunks *staged* beside the old ones, under a new generation per
+document (search does not see them), then one write of the corpus record (``switch``) makes them
+current with a new corpus version and hides the chunks they supersede: a reader sees a document's
+old version whole until the switch and its new version whole after it, never a gap or a mix.
+The superseded chunks are deleted afterwards (``collect``), once every process follows the
+switch. A write that fails, or is cancelled, before its switch changes nothing that search sees;
+its staged chunks are discarded, or removed by ``recover`` at the next start if the process died.
+Concurrent writes of one document: the last switch wins, whole. A folder is switched in groups of
+documents (``switch_chunks``), so an interrupted ``rag ingest`` leaves each document old or new."""
 
 from __future__ import annotations
 
@@ -8,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,9 +26,14 @@ import tiktoken
 from bs4 import BeautifulSoup
 
 from rag.cache.invalidation import Invalidation
-from rag.corpus_version import CorpusVersion
-from rag.errors import CacheUnavailableError, DocumentNotFoundError, InvalidInputError
-from rag.protocols import Embedder, Retriever
+from rag.corpus_version import CorpusVersion, new_token
+from rag.errors import (
+    CacheUnavailableError,
+    DocumentNotFoundError,
+    InvalidInputError,
+    RetrievalError,
+)
+from rag.protocols import DocumentStore, Embedder
 from rag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -153,16 +167,18 @@ class TokenChunker:
 
 
 class Ingestor:
-    """Adds, replaces and deletes documents. Replacing a document removes its old chunks first."""
+    """Adds, replaces and deletes documents, each change all or nothing (see the module)."""
 
     def __init__(
         self,
         *,
         embedder: Embedder,
-        retriever: Retriever,
+        retriever: DocumentStore,
         chunker: TokenChunker,
         corpus_version: CorpusVersion,
         batch_size: int,
+        collect_after_s: float = 0.0,
+        switch_chunks: int = 512,
         invalidation: Invalidation | None = None,
     ) -> None:
         self._embedder = embedder
@@ -170,7 +186,12 @@ class Ingestor:
         self._chunker = chunker
         self._corpus_version = corpus_version
         self._batch_size = batch_size
+        # how long other processes may still search by the previous record (their poll bound)
+        self._collect_after_s = collect_after_s
+        self._switch_chunks = switch_chunks
         self._invalidation = invalidation
+        self._collecting = asyncio.Lock()
+        self._collections: set[asyncio.Task[None]] = set()
 
     def chunk(self, document: Document) -> list[Chunk]:
         validate_doc_id(document.doc_id)
@@ -203,20 +224,17 @@ class Ingestor:
         return await self.write(self.plan(documents), progress)
 
     async def write(self, plan: IngestPlan, progress: Progress | None = None) -> IngestReport:
-        """Replace the planned documents' chunks, embedding and upserting batch by batch."""
+        """Add or replace the planned documents, a group of them at a time, each group all or
+        nothing; the report is of what was switched (all of it, unless this raises)."""
         progress = progress or _NoProgress()
-        doc_ids = list(dict.fromkeys(d.doc_id for d in plan.documents))
-        replaced = 0
-        for doc_id in doc_ids:
-            replaced += await self._retriever.delete_document(doc_id)
+        replaced, version = 0, self._corpus_version.current
         try:
-            await self._embed_and_upsert(plan.chunks, progress)
+            for group in self._groups(plan.chunks):
+                doc_ids = list(dict.fromkeys(c.doc_id for c in group))
+                for doc_id in doc_ids:
+                    replaced += await self._retriever.count(doc_id)
+                version = await self._replace(doc_ids, group, progress)
         finally:
-            # Also after a failure part-way: the corpus may have changed, so search entries of the
-            # old version must not be served.
-            version = await self._corpus_version.bump()
-            for doc_id in doc_ids:
-                await self._drop_answers_of(doc_id)
             progress.close()
         log.info(
             "ingested %d documents, %d chunks (corpus version %s)",
@@ -228,10 +246,53 @@ class Ingestor:
             documents=len(plan.documents),
             chunks=len(plan.chunks),
             replaced_chunks=replaced,
-            corpus_version=version,
+            corpus_version=version or "",
         )
 
-    async def _embed_and_upsert(self, chunks: Sequence[Chunk], progress: Progress) -> None:
+    def _groups(self, chunks: Sequence[Chunk]) -> list[list[Chunk]]:
+        """Whole documents, in order, about ``switch_chunks`` chunks per group."""
+        groups: list[list[Chunk]] = [[]]
+        for chunk in chunks:
+            starts_document = not groups[-1] or groups[-1][-1].doc_id != chunk.doc_id
+            if starts_document and len(groups[-1]) >= self._switch_chunks:
+                groups.append([])
+            groups[-1].append(chunk)
+        return [g for g in groups if g]
+
+    async def _replace(
+        self, doc_ids: list[str], chunks: Sequence[Chunk], progress: Progress
+    ) -> str:
+        """Write staged, then switch; on any failure (or cancellation) before the switch, the
+        staged chunks are discarded and the old versions stay current."""
+        generations = {doc_id: new_token() for doc_id in doc_ids}
+        try:
+            await self._embed_and_upsert(chunks, progress, generations)
+            written = await self._retriever.written(generations.values())
+            if written != len(chunks):  # another process's recovery removed them
+                raise RetrievalError(
+                    f"{len(chunks) - written} of {len(chunks)} new chunks are gone from the "
+                    "vector DB before the switch; nothing was changed, retry"
+                )
+            version = await self._corpus_version.switch(
+                reveal={g: d for d, g in generations.items()}, retire=generations
+            )
+        except BaseException:
+            await self._discard(generations.values())
+            raise
+        self._collect_soon()
+        for doc_id in doc_ids:
+            await self._drop_answers_of(doc_id)
+        return version
+
+    async def _discard(self, generations: Iterable[str]) -> None:
+        try:
+            await asyncio.shield(self._retriever.discard(list(generations)))
+        except (RetrievalError, asyncio.CancelledError) as exc:
+            log.warning("staged chunks of a failed write stay until the next start: %s", exc)
+
+    async def _embed_and_upsert(
+        self, chunks: Sequence[Chunk], progress: Progress, generations: Mapping[str, str]
+    ) -> None:
         """Longest first, so that each batch holds texts of about one length and pads little
         (sentence-transformers sorts only within one ``encode`` call); and batch n+1 is embedded,
         on the embedder's thread, while batch n is written (Qdrant local mode commits every
@@ -253,7 +314,7 @@ class Ingestor:
                 # Let it reach the embedder's thread first: a local-mode upsert never yields.
                 await asyncio.sleep(0)
             try:
-                await self._retriever.upsert(batch, vectors)
+                await self._retriever.upsert(batch, vectors, generations)
             except BaseException:
                 if following is not None:
                     following.cancel()
@@ -263,12 +324,57 @@ class Ingestor:
                 vectors = await following
 
     async def delete(self, doc_id: str) -> int:
-        removed = await self._retriever.delete_document(validate_doc_id(doc_id))
+        """Hide every chunk of ``doc_id`` in one switch; they are deleted after."""
+        removed = await self._retriever.count(validate_doc_id(doc_id))
         if not removed:
             raise DocumentNotFoundError(f"no document with doc_id {doc_id!r}")
-        await self._corpus_version.bump()
+        await self._corpus_version.switch(retire={doc_id: None})
+        self._collect_soon()
         await self._drop_answers_of(doc_id)
         return removed
+
+    def _collect_soon(self) -> None:
+        """Collect once other processes follow the switch (they may search by the previous
+        record until then, and must still find the old chunks there)."""
+
+        async def later() -> None:
+            await asyncio.sleep(self._collect_after_s)
+            try:
+                await self.collect()
+            except RetrievalError as exc:
+                log.warning("superseded chunks stay hidden until the next collection: %s", exc)
+
+        task = asyncio.create_task(later(), name="collect-superseded-chunks")
+        self._collections.add(task)
+        task.add_done_callback(self._collections.discard)
+
+    async def collect(self) -> int:
+        """Delete the chunks switches superseded and unstage the ones they made current; tidy
+        the corpus record. Idempotent; how many chunks were deleted."""
+        async with self._collecting:
+            await self._corpus_version.refresh()
+            state, deleted = self._corpus_version.state, 0
+            if state is None:
+                return 0
+            for doc_id, kept in state.retired.items():
+                deleted += await self._retriever.collect(doc_id, kept, list(state.revealed))
+                await self._corpus_version.settle(doc_id, kept)
+            return deleted
+
+    async def recover(self) -> None:
+        """At start: remove what writes that died before their switch left staged, and collect
+        what switched writes superseded."""
+        state = self._corpus_version.state
+        dropped = await self._retriever.drop_unswitched(list(state.revealed) if state else [])
+        if dropped:
+            log.warning("removed %d chunks of document writes that never completed", dropped)
+        collected = await self.collect()
+        if collected:
+            log.info("deleted %d chunks superseded by completed document changes", collected)
+
+    async def aclose(self) -> None:
+        """Finish the collections already scheduled (each waits ``collect_after_s`` at most)."""
+        await asyncio.gather(*self._collections, return_exceptions=True)
 
     async def _drop_answers_of(self, doc_id: str) -> None:
         """Free the answers built on a changed document now. Correctness does not depend on it

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -24,15 +24,41 @@ class Embedder(Protocol):
 
 
 class Retriever(Protocol):
+    """Search over the chunks a corpus record makes visible (see ``rag.retrieval``)."""
+
     async def search(self, vector: Vector, k: int) -> list[ScoredChunk]: ...
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> None: ...
-
-    async def delete_document(self, doc_id: str) -> int:
-        """Remove every chunk of ``doc_id``; return how many were removed."""
+    async def count(self, doc_id: str | None = None) -> int:
+        """Chunks search sees (of ``doc_id`` only, when given)."""
         ...
 
-    async def count(self) -> int: ...
+
+class DocumentStore(Retriever, Protocol):
+    """The write side: chunks are written staged under their document's generation, made
+    current by a switch of the corpus record (``rag.corpus_version``), superseded ones collected
+    after. Every method raises ``RetrievalError`` when the store fails."""
+
+    async def upsert(
+        self, chunks: Sequence[Chunk], vectors: Sequence[Vector], generations: Mapping[str, str]
+    ) -> None:
+        """Write ``chunks`` staged, each in its document's generation (doc_id -> generation)."""
+        ...
+
+    async def written(self, generations: Iterable[str]) -> int:
+        """How many points ``generations`` hold."""
+        ...
+
+    async def discard(self, generations: Iterable[str]) -> int:
+        """Delete the points of ``generations``; how many."""
+        ...
+
+    async def collect(self, doc_id: str, kept: str | None, revealed: Sequence[str]) -> int:
+        """Unstage ``kept`` and delete the document's other switched points; how many."""
+        ...
+
+    async def drop_unswitched(self, revealed: Sequence[str]) -> int:
+        """Delete every staged point whose generation is not in ``revealed``; how many."""
+        ...
 
 
 class Generator(Protocol):

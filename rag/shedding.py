@@ -4,8 +4,9 @@
   or when the generations ahead would keep a new one waiting longer than ``max_wait_s`` (their
   count times the recent mean generation time), a new generation is refused at once
   (``OverloadedError``, a 503 with a ``Retry-After`` of about the time the queue takes to drain)
-  instead of joining a queue it would time out in. What is admitted is expected to finish. Requests served from a cache, and requests that follow an identical
-  generation already running, never need a slot. A freed slot goes to the waiting generation the
+  instead of joining a queue it would time out in. What is admitted is expected to finish.
+  Requests served from a cache, and requests that follow an identical generation already
+  running, never need a slot. A freed slot goes to the waiting generation the
   most requests wait for: after the cache was lost, a hot question is answered again first.
 - Tenants: a token bucket per tenant bounds its request rate (``RateLimitedError``, a 429)."""
 

@@ -141,15 +141,14 @@ async def _baseline(
     corpus.embedder.use_threads(1)
     sum(len(corpus.ingestor.chunk(d)) for d in documents)
     chunks = corpus.ingestor.plan(documents).chunks
-    for doc_id in dict.fromkeys(d.doc_id for d in documents):
-        await retriever.delete_document(doc_id)
+    generations = {doc_id: "baseline" for doc_id in dict.fromkeys(c.doc_id for c in chunks)}
     for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size]
         step = time.perf_counter()
         vectors = await corpus.embedder.embed([c.text for c in batch])
         spent["embed"] += time.perf_counter() - step
         step = time.perf_counter()
-        await retriever.upsert(batch, vectors)
+        await retriever.upsert(batch, vectors, generations)
         spent["upsert"] += time.perf_counter() - step
     await corpus.corpus_version.bump()
     elapsed = time.perf_counter() - started

@@ -69,7 +69,7 @@ async def _build(client: AsyncQdrantClient, size: int, seed: int) -> tuple[Qdran
         n = min(BATCH, size - start)
         chunks, vectors = _chunks(start, n, words), list(_unit(rng, n))
         started = time.perf_counter()
-        await retriever.upsert(chunks, vectors)
+        await retriever.upsert(chunks, vectors, {c.doc_id: "bench" for c in chunks})
         spent += time.perf_counter() - started
     return retriever, size / spent
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -227,7 +228,12 @@ def adopt_corpus_version(app: FastAPI, version: str, timeout_s: float = 5.0) -> 
     (local mode's client holds no event-loop state, so a call from this thread is safe) and its
     follower takes it up within its poll."""
     corpus = app.state.services.corpus
-    asyncio.run(corpus.retriever.write_version(version))
+
+    async def adopt() -> None:
+        state = await corpus.retriever.read_state()
+        await corpus.retriever.write_state(dataclasses.replace(state, version=version))
+
+    asyncio.run(adopt())
     deadline = time.monotonic() + timeout_s
     while corpus.corpus_version.current != version:
         assert time.monotonic() < deadline, "the app did not take up the corpus version"

@@ -10,6 +10,13 @@ keys and holding the same bytes:
   or answering that the entry is gone (a restart or a failover lost it, eviction took it). The
   copy is still right: keys are content-addressed and carry the corpus version, which lives in
   the vector store, so a copy can only be as stale as that version allows.
+- **Written back when Redis lost its data**: every process shares a marker key in Redis; when
+  a read finds an entry gone that the copy holds, the marker is looked at (once a second at
+  most), and if it is gone or replaced (Redis restarted empty, rolled back, failed over or was
+  flushed), copies read in the next ``keep_s`` are written back to Redis (TTL
+  ``WRITE_BACK_TTL_S``), so hot entries outlive the copy instead of all turning into misses at
+  once ``keep_s`` later. An entry merely deleted (a purge) leaves the marker alone and is never
+  written back.
 - **Purges reach it by pub/sub**: every explicit invalidation (an admin's, or a document change
   dropping its answers) is announced on ``NEAR_PURGE_CHANNEL`` and every process drops the same
   entries (all of them for an invalidation by layer or of everything). A process cut off from
@@ -24,6 +31,8 @@ copy is needed; redis-py's ``CacheConfig`` also works only with its synchronous 
 from __future__ import annotations
 
 import json
+import math
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -31,6 +40,10 @@ from collections.abc import Callable, Sequence
 from rag.cache.gateway import RedisGateway
 
 NEAR_PURGE_CHANNEL = "rag:near-purge"
+EPOCH_KEY = "rag:near-epoch"  # a marker that disappears or changes when Redis loses its data
+_EPOCH_TTL_MS = 30 * 24 * 3600 * 1000
+_EPOCH_CHECK_S = 1.0
+WRITE_BACK_TTL_S = 600  # shorter than every layer's TTL but for hours, not seconds
 
 
 class NearCache:
@@ -96,12 +109,22 @@ class NearStore:
     """``KVStore``: the near cache in front of ``redis``."""
 
     def __init__(
-        self, *, redis: RedisGateway, near: NearCache, fresh_s: float, keep_s: float
+        self,
+        *,
+        redis: RedisGateway,
+        near: NearCache,
+        fresh_s: float,
+        keep_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self.near = near
         self._fresh_s = fresh_s
         self._keep_s = max(keep_s, fresh_s)
+        self._clock = clock
+        self._epoch: bytes | None = None  # the marker's value when last looked at
+        self._epoch_checked_at = -math.inf
+        self._lost_at = -math.inf  # when Redis was last found to have lost its data
 
     @property
     def available(self) -> bool:
@@ -113,13 +136,44 @@ class NearStore:
         if not missing:
             return values  # no round trip
         fetched = await self._redis.get_many([keys[i] for i in missing])
+        lost: list[int] = []
         for i, raw in zip(missing, fetched, strict=True):
             if raw is not None:
                 values[i] = raw
                 self.near.put(keys[i], raw)
             else:  # gone from Redis, or Redis failed: the copy, if it is recent enough
                 values[i] = self.near.get(keys[i], self._keep_s)
+                if values[i] is not None and self._redis.available:
+                    lost.append(i)
+        if lost and await self.redis_lost_data():
+            for i in lost:
+                value = values[i]
+                assert value is not None
+                await self._redis.set(keys[i], value, WRITE_BACK_TTL_S)
         return values
+
+    async def redis_lost_data(self) -> bool:
+        """Whether Redis lost its data in the last ``keep_s``: the shared marker was found gone
+        or replaced (the first process to look sets a new one). Looks once a second at most."""
+        now = self._clock()
+        if now - self._epoch_checked_at >= _EPOCH_CHECK_S:
+            self._epoch_checked_at = now
+            epoch = await self._read_epoch()
+            if epoch is not None:
+                if self._epoch is not None and epoch != self._epoch:
+                    self._lost_at = now
+                self._epoch = epoch
+        return now - self._lost_at <= self._keep_s
+
+    async def _read_epoch(self) -> bytes | None:
+        """The marker's value, set first if it is absent; None when Redis did not answer."""
+        mine = secrets.token_hex(8)
+        acquired = await self._redis.acquire(EPOCH_KEY, mine, _EPOCH_TTL_MS)
+        if acquired is None:
+            return None
+        if acquired:
+            return mine.encode()
+        return (await self._redis.get_many([EPOCH_KEY]))[0]
 
     async def set(self, key: str, value: bytes, ttl_s: int) -> bool:
         self.near.put(key, value)  # served from here even if Redis refuses the write

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +28,11 @@ from rag.ingest import (
     read_document,
     validate_doc_id,
 )
-from rag.protocols import Embedder, Retriever, Vector
+from rag.protocols import Embedder, Vector
 from rag.retrieval import QdrantRetriever
 from rag.tokens import get_encoding
-from rag.types import Chunk, ScoredChunk
-from tests.unit.fakes import HashEmbedder, VersionStoreInMemory
+from rag.types import Chunk
+from tests.unit.fakes import HashEmbedder
 
 
 @pytest.fixture(scope="module")
@@ -115,11 +115,9 @@ def test_bad_doc_ids_are_rejected(doc_id: str) -> None:
 
 
 def _ingestor(
-    embedder: Embedder, retriever: Retriever, encoding: tiktoken.Encoding, batch_size: int
+    embedder: Embedder, retriever: QdrantRetriever, encoding: tiktoken.Encoding, batch_size: int
 ) -> tuple[Ingestor, CorpusVersion]:
-    version = CorpusVersion(
-        store=VersionStoreInMemory(), redis=None, namespace="t", collection="c", poll_s=1
-    )
+    version = CorpusVersion(store=retriever, redis=None, namespace="t", collection="c", poll_s=1)
     chunker = TokenChunker(encoding=encoding, size=60, overlap=12)
     ingestor = Ingestor(
         embedder=embedder,
@@ -171,17 +169,21 @@ async def test_ingestion_writes_the_same_chunks_and_vectors_as_before(
         np.testing.assert_allclose(got, vector, atol=1e-5)
 
 
-class _Journal:
-    """A retriever that writes nothing and an embedder of hash vectors, both keeping a journal;
-    the upsert blocks without yielding, as Qdrant local mode does."""
+class _Journal(QdrantRetriever):
+    """Real Qdrant local mode in memory, and an embedder of hash vectors, both keeping a
+    journal; the upsert blocks without yielding, as local mode does, and can be made to fail."""
 
     def __init__(self, fail_on_upsert: int | None = None) -> None:
+        self._hash = HashEmbedder()
+        super().__init__(
+            client=AsyncQdrantClient(location=":memory:"),
+            collection="c",
+            dimension=self._hash.dimension,
+        )
         self.events: list[str] = []
         self.upserted: list[str] = []
         self.fail_on_upsert = fail_on_upsert
-        self._hash = HashEmbedder()
         self.model_id = self._hash.model_id
-        self.dimension = self._hash.dimension
         self._embeds = self._upserts = 0
 
     async def embed(self, texts: Sequence[str]) -> list[Vector]:
@@ -191,21 +193,15 @@ class _Journal:
         self.events.append(f"embed {n} end")
         return await self._hash.embed(texts)
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> None:
+    async def upsert(
+        self, chunks: Sequence[Chunk], vectors: Sequence[Vector], generations: Mapping[str, str]
+    ) -> None:
         n, self._upserts = self._upserts, self._upserts + 1
         if n == self.fail_on_upsert:
             raise RetrievalError("cannot write to the vector DB: disk full")
         self.events.append(f"upsert {n}")
         self.upserted += [c.chunk_id for c in chunks]
-
-    async def search(self, vector: Vector, k: int) -> list[ScoredChunk]:
-        return []
-
-    async def delete_document(self, doc_id: str) -> int:
-        return 0
-
-    async def count(self) -> int:
-        return len(self.upserted)
+        await super().upsert(chunks, vectors, generations)
 
 
 def _documents() -> list[Document]:
@@ -219,7 +215,9 @@ async def test_the_next_batch_is_embedded_while_one_is_written(
     encoding: tiktoken.Encoding,
 ) -> None:
     journal = _Journal()
-    ingestor, _ = _ingestor(journal, journal, encoding, batch_size=2)
+    await journal.ensure_collection()
+    ingestor, version = _ingestor(journal, journal, encoding, batch_size=2)
+    await version.start()
     plan = ingestor.plan(_documents())
     report = await ingestor.write(plan)
     upserts = [e for e in journal.events if e.startswith("upsert")]
@@ -227,22 +225,34 @@ async def test_the_next_batch_is_embedded_while_one_is_written(
     for n in range(len(upserts) - 1):  # batch n+1 is on the embedder before batch n is written
         assert journal.events.index(f"embed {n + 1} start") < journal.events.index(f"upsert {n}")
     assert sorted(journal.upserted) == sorted(c.chunk_id for c in plan.chunks)
-    assert report.chunks == len(plan.chunks)
+    assert report.chunks == len(plan.chunks) == await journal.count()
 
 
-async def test_a_failed_write_part_way_stops_with_its_error_and_bumps_the_version(
+async def test_a_failed_write_part_way_changes_nothing_search_sees(
     encoding: tiktoken.Encoding,
 ) -> None:
-    journal = _Journal(fail_on_upsert=1)
+    """The old version of every document stays current and whole, the version does not move,
+    and what the failed write had staged is gone."""
+    journal = _Journal()
+    await journal.ensure_collection()
     ingestor, version = _ingestor(journal, journal, encoding, batch_size=2)
-    before = await version.start()
+    await version.start()
+    old = _documents()
+    await ingestor.add(old)
+    before, count = version.current, await journal.count()
+    journal.fail_on_upsert = journal._upserts + 1  # the second batch of the replace fails
+    new = [Document(d.doc_id, d.text.replace("w", "v"), d.source) for d in old]
     with pytest.raises(RetrievalError, match="disk full"):
-        await ingestor.add(_documents())
+        await ingestor.add(new)
     await asyncio.sleep(0.05)  # an embedding left running would have finished by now
     # the embedding started for the next batch was cancelled; nothing was started after it
-    assert journal.events[-3:] == ["upsert 0", "embed 1 end", "embed 2 start"]
-    assert len(journal.upserted) == 2
-    assert version.current != before
+    assert journal.events[-1] == f"embed {journal._embeds - 1} start"  # its end never came
+    assert version.current == before
+    assert await journal.count() == count
+    points, _ = await journal._client.scroll("c", limit=1000, with_payload=True)
+    assert {p.payload["text"][:1] for p in points if p.payload} == {"w"}  # nothing staged left
+    found = await journal.search((await journal.embed([old[0].text]))[0], 4)
+    assert found and all(f.chunk.text.startswith("w") for f in found)
 
 
 def test_use_threads_sets_the_count_of_the_thread_that_runs_the_model(

@@ -21,7 +21,7 @@ from rag.cache.flight import SingleFlight
 from rag.cache.gateway import RedisGateway
 from rag.cache.layers import Models
 from rag.cache.relay import AnswerRelay
-from rag.corpus_version import CorpusVersion
+from rag.corpus_version import CorpusState, CorpusVersion
 from rag.errors import RetrievalError
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
@@ -78,34 +78,32 @@ class ListRetriever:
         self.calls += 1
         return [ScoredChunk(c, 1.0 / (i + 1)) for i, c in enumerate(self.chunks[:k])]
 
-    async def upsert(self, chunks: Sequence[Chunk], vectors: Sequence[Vector]) -> None:
-        raise NotImplementedError
-
-    async def delete_document(self, doc_id: str) -> int:
-        raise NotImplementedError
-
-    async def count(self) -> int:
-        return len(self.chunks)
+    async def count(self, doc_id: str | None = None) -> int:
+        return len([c for c in self.chunks if doc_id in (None, c.doc_id)])
 
 
 class VersionStoreInMemory:
     """The ``VersionStore`` contract in memory; ``down`` plays a vector store that fails."""
 
     def __init__(self) -> None:
-        self.version: str | None = None
+        self.state: CorpusState | None = None
         self.down = False
         self.reads = 0
 
-    async def read_version(self) -> str | None:
+    @property
+    def version(self) -> str | None:
+        return self.state.version if self.state else None
+
+    async def read_state(self) -> CorpusState | None:
         self.reads += 1
         if self.down:
             raise RetrievalError("vector store down")
-        return self.version
+        return self.state
 
-    async def write_version(self, version: str) -> None:
+    async def write_state(self, state: CorpusState) -> None:
         if self.down:
             raise RetrievalError("vector store down")
-        self.version = version
+        self.state = state
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from rag.cache.gateway import RedisGateway
-from rag.cache.near import NearCache, NearStore
+from rag.cache.near import EPOCH_KEY, WRITE_BACK_TTL_S, NearCache, NearStore
 from services.serving import free_port  # nothing listens there
 
 
@@ -31,7 +31,7 @@ async def gateway(valkey_url: str) -> AsyncIterator[RedisGateway]:
 
 def near_store(gateway: RedisGateway, clock: Clock) -> NearStore:
     near = NearCache(max_bytes=10_000, clock=clock)
-    return NearStore(redis=gateway, near=near, fresh_s=2.0, keep_s=60.0)
+    return NearStore(redis=gateway, near=near, fresh_s=2.0, keep_s=60.0, clock=clock)
 
 
 async def test_a_fresh_copy_is_read_without_a_round_trip(gateway: RedisGateway) -> None:
@@ -45,6 +45,27 @@ async def test_a_fresh_copy_is_read_without_a_round_trip(gateway: RedisGateway) 
     assert await store.get_many(["near:a"]) == [b"A"]
     assert gateway.round_trips == trips + 1
     await gateway.delete("near:a")
+
+
+async def test_copies_are_written_back_only_when_redis_lost_its_data(
+    gateway: RedisGateway,
+) -> None:
+    """An entry deleted from Redis (a purge, an eviction) is served from the copy but not
+    written back; once the shared marker is gone (Redis restarted empty), it is, so a hot entry
+    outlives the copy."""
+    clock = Clock()
+    store = near_store(gateway, clock)
+    assert not await store.redis_lost_data()  # the marker is noted
+    await store.set("near:w", b"W", 60)
+    await gateway.client.delete("near:w")
+    clock.now += 2
+    assert await store.get_many(["near:w"]) == [b"W"]
+    assert await gateway.client.exists("near:w") == 0
+    await gateway.client.delete(EPOCH_KEY)  # what a restart of an empty Redis does
+    clock.now += 2
+    assert await store.get_many(["near:w"]) == [b"W"]
+    assert await gateway.client.get("near:w") == b"W"
+    assert 0 < await gateway.client.ttl("near:w") <= WRITE_BACK_TTL_S
 
 
 async def test_a_kept_copy_serves_when_redis_lost_the_entry_or_is_down(
