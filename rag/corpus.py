@@ -88,6 +88,7 @@ async def open_corpus(
             batch_size=settings.embedding_batch_size,
             # other processes follow a switch within their poll (plus a read)
             collect_after_s=2 * settings.corpus_version_poll_s + 0.5,
+            switch_chunks=settings.ingest_switch_chunks,
             invalidation=Invalidation(redis=redis, namespace=settings.namespace, near=near),
         )
         await ingestor.recover()

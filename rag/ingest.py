@@ -178,7 +178,7 @@ class Ingestor:
         corpus_version: CorpusVersion,
         batch_size: int,
         collect_after_s: float = 0.0,
-        switch_chunks: int = 512,
+        switch_chunks: int,
         invalidation: Invalidation | None = None,
     ) -> None:
         self._embedder = embedder

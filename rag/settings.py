@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     embedding_model_id: str = Field(min_length=1)
     embedding_batch_size: int = Field(ge=1)
     ingest_threads: int = Field(ge=0)  # 0: every core this process may use
+    ingest_switch_chunks: int = Field(ge=1)
 
     llm_base_url: str
     llm_api_key: SecretStr

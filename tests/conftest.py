@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +33,8 @@ from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.local import embedded_valkey, local_llm_server
 from rag.settings import Settings
 from services.app import create_app
-from services.serving import serve_in_thread
+from services.serving import free_port, serve_in_thread
+from tests.paths import ROOT
 from tests.scripted_llm import ScriptedLLM
 from tests.sse import parse
 
@@ -238,3 +242,25 @@ def adopt_corpus_version(app: FastAPI, version: str, timeout_s: float = 5.0) -> 
     while corpus.corpus_version.current != version:
         assert time.monotonic() < deadline, "the app did not take up the corpus version"
         time.sleep(0.05)
+
+
+def start_app_process(env: dict[str, str], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``rag serve`` in its own process on a free port, once its ``/healthz`` answers."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
+        env={**os.environ, **env, "RAG_DATA_DIR": str(data_dir)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the app process did not start")

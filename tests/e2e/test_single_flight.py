@@ -7,11 +7,8 @@ the two-process tests, which use the real local LLM."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +20,7 @@ import pytest
 from rag.embedding import SentenceTransformerEmbedder
 from rag.settings import Settings
 from services.app import create_app
-from services.serving import free_port
-from tests.conftest import keys_of, serve, serve_scripted
-from tests.paths import ROOT
+from tests.conftest import keys_of, serve, serve_scripted, start_app_process
 from tests.scripted_llm import WORDS, ScriptedLLM
 from tests.sse import parse
 
@@ -102,27 +97,6 @@ def test_a_failed_leader_fails_every_follower_and_caches_nothing(
 # -- across processes, with the real local LLM ---------------------------------------------
 
 
-def _start_app_process(env: dict[str, str], data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "serve", "--port", str(port)],
-        env={**os.environ, **env, "RAG_DATA_DIR": str(data_dir)},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the second app process did not start")
-
-
 @pytest.fixture
 def two_processes(
     tmp_path: Path, valkey_url: str, llm_base_url: str, embedder: SentenceTransformerEmbedder
@@ -140,7 +114,7 @@ def two_processes(
         "RAG_REDIS_TIMEOUT_S": "2",
         "RAG_FLIGHT_WAIT_S": "600",
     }
-    other, other_url = _start_app_process(env, tmp_path / "other")
+    other, other_url = start_app_process(env, tmp_path / "other")
     settings = Settings(
         namespace=env["RAG_NAMESPACE"],
         data_dir=tmp_path / "this",

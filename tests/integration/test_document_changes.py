@@ -56,6 +56,7 @@ class Corpus:
             corpus_version=self.version,
             batch_size=4,
             collect_after_s=COLLECT_AFTER_S,
+            switch_chunks=512,
         )
 
     async def texts(self, doc_id: str) -> list[str]:

@@ -125,6 +125,7 @@ def _ingestor(
         chunker=chunker,
         corpus_version=version,
         batch_size=batch_size,
+        switch_chunks=512,
     )
     return ingestor, version
 
