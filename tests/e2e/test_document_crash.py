@@ -102,7 +102,7 @@ def test_a_server_killed_during_a_replace_keeps_the_document_old_or_new(
     kill_after_s: float | str,
 ) -> None:
     namespace = f"crash-{uuid.uuid4().hex[:8]}"
-    old, new = long_text("old", 2), long_text("new", 80)  # ~120 chunks: seconds of embedding
+    old, new = long_text("old", 2), long_text("new", 200)  # ~140 chunks: seconds of embedding
     server, url = start_app_process(env_for(valkey_url, namespace), tmp_path)
     try:
         created = httpx.post(f"{url}/documents", json={"doc_id": "manual", "text": old}, timeout=60)
@@ -133,6 +133,8 @@ def test_a_server_killed_during_a_replace_keeps_the_document_old_or_new(
         {"manual": {"old": old, "new": new}},
     )
     assert verdict["manual"] in ("old", "new")
+    if kill_after_s == 0.5:
+        assert replies == [0], "the write was meant to be killed half-way"
     if replies == [201]:  # acknowledged: the new version, whatever happened after
         assert verdict["manual"] == "new"
 

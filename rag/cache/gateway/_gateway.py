@@ -337,8 +337,12 @@ class RedisGateway:
                 await pubsub.subscribe(channel)
                 if on_subscribed is not None:
                     await on_subscribed()
+                me = asyncio.current_task()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if me is not None and me.cancelling():
+                        # redis-py's read timeout can swallow a cancellation that lands with it
+                        raise asyncio.CancelledError
                     if message is not None:
                         on_message(message["data"])
                     if on_tick is not None:
