@@ -5,10 +5,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rag.cache.layers import LAYERS
+from rag.errors import (
+    CacheUnavailableError,
+    DocumentNotFoundError,
+    FlightFailedError,
+    FlightTimeoutError,
+    InvalidInputError,
+    LLMError,
+    OverloadedError,
+    RateLimitedError,
+    RetrievalError,
+)
 from rag.types import CacheStatus
+
+# What an error counts as in ``rag_errors_total{kind}``: the most specific kind listed wins.
+_KIND_OF: list[tuple[type[Exception], str]] = [
+    (OverloadedError, "shed"),
+    (RateLimitedError, "rate_limited"),
+    (LLMError, "llm"),
+    (FlightFailedError, "llm"),
+    (FlightTimeoutError, "llm"),
+    (RetrievalError, "vector_db"),
+    (CacheUnavailableError, "cache_unavailable"),
+    (InvalidInputError, "invalid_input"),
+    (DocumentNotFoundError, "not_found"),
+]
+ERROR_KINDS = tuple(dict.fromkeys([kind for _, kind in _KIND_OF] + ["other"]))
+
+
+def error_kind(exc: Exception) -> str:
+    return next((kind for cls, kind in _KIND_OF if isinstance(exc, cls)), "other")
 
 
 class Metrics:
@@ -65,12 +94,28 @@ class Metrics:
             ),
             registry=self.registry,
         )
+        self.errors = Counter(
+            "rag_errors",
+            "Requests that ended in an error, by kind (see ERROR_KINDS).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.redis_available = Gauge(
+            "rag_redis_available",
+            "1 while the cache store is used, 0 while its circuit breaker skips it.",
+            registry=self.registry,
+        )
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
         for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape
             for result in layer.statuses:
                 self.cache_requests.labels(layer.name, result.value)
 
     def record_cache(self, layer: str, status: CacheStatus) -> None:
         self._children(self.cache_requests, layer, status.value).inc()
+
+    def record_error(self, exc: Exception) -> None:
+        self._children(self.errors, error_kind(exc)).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self._children(self.stage_seconds, stage).observe(seconds)

@@ -242,3 +242,27 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence: constructor arguments, then RAG_* variables, then rag/config/settings.toml.
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def env_example() -> str:
+    """``config/rag.env.example``: every setting as the ``RAG_*`` variable that overrides it,
+    commented out at its default, under the comments of ``settings.toml`` (the one place the
+    defaults and their meanings are written)."""
+    lines = [
+        "# Every RAG_* setting at its default, generated from rag/config/settings.toml by",
+        "# `python scripts/make_env_example.py` (a test checks it is current). Uncomment to change",
+        "# one; a value that is JSON (lists) stays JSON.",
+        "",
+    ]
+    for raw in DEFAULTS_FILE.read_text().splitlines()[2:]:  # past the file's own header
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            lines.append(line)
+            continue
+        assignment, _, meaning = line.partition("  #")
+        name, _, value = (part.strip() for part in assignment.partition("="))
+        value = value[1:-1] if value.startswith('"') and value.endswith('"') else value
+        if meaning:
+            lines.append(f"# {meaning.strip()}")
+        lines.append(f"# RAG_{name.upper()}={value}")
+    return "\n".join(lines) + "\n"

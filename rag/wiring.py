@@ -135,9 +135,11 @@ def _open_generator(
 
 
 def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> Shared:
+    metrics = Metrics()
+    metrics.redis_available.set_function(lambda: float(corpus.redis.available))
     return Shared(
         generator=generator,
-        metrics=Metrics(),
+        metrics=metrics,
         rule=SemanticRule.from_settings(settings),
         price=load_price(settings.price_model or settings.llm_model),
         limiter=GenerationLimiter(

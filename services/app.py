@@ -60,6 +60,7 @@ def _lifespan(
 
 async def _rag_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagError)
+    request.app.state.services.metrics.record_error(exc)
     if isinstance(exc, InvalidFieldError):  # a validation error like the request model's own
         where = "query" if request.method == "GET" else "body"
         error = {"type": "value_error", "loc": [where, exc.field], "msg": str(exc)}

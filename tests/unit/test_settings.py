@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from rag.settings import Settings
-from tests.paths import ROOT
 
 
 def test_defaults_come_from_the_config_file() -> None:
@@ -39,32 +37,6 @@ def test_bad_settings_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         Settings(**override)  # type: ignore[arg-type]
-
-
-def test_compose_file_only_sets_settings_that_exist() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"redis", "qdrant", "app"}
-    names = {n for n in compose["services"]["app"]["environment"] if n.startswith("RAG_")}
-    assert names and all(n.removeprefix("RAG_").lower() in Settings.model_fields for n in names)
-    assert "allkeys-lru" in compose["services"]["redis"]["command"]
-
-
-def test_compose_file_bounds_redis_and_checks_every_service_health() -> None:
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    command = services["redis"]["command"]
-    assert command[command.index("--maxmemory") + 1].endswith("mb")
-    assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
-    assert services["qdrant"]["image"].startswith("qdrant/qdrant")
-    assert services["app"]["build"] == "."
-    assert (ROOT / "Dockerfile").is_file()
-    for name, service in services.items():
-        check = service["healthcheck"]["test"]
-        assert check[0] in {"CMD", "CMD-SHELL"} and len(check) > 1, name
-    assert "/healthz" in " ".join(services["app"]["healthcheck"]["test"])
-    assert services["app"]["depends_on"] == {
-        "redis": {"condition": "service_healthy"},
-        "qdrant": {"condition": "service_healthy"},
-    }
 
 
 def test_production_refuses_keys_padded_with_whitespace() -> None:

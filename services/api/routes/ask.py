@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from rag.errors import RagError
+from rag.metrics import Metrics
 from rag.pipeline import StreamEnd, StreamEvent, StreamStart, StreamToken
 from rag.sessions import TurnPlan
 from rag.settings import Settings
@@ -94,6 +95,7 @@ class OpenStream:
     first: StreamStart
     events: AsyncGenerator[StreamEvent, None]
     turn: TurnPlan | None
+    metrics: Metrics
 
     async def frames(self) -> AsyncIterator[ServerSentEvent]:
         try:
@@ -101,6 +103,7 @@ class OpenStream:
             async for event in self.events:
                 yield _frame(event)
         except RagError as exc:
+            self.metrics.record_error(exc)
             yield _sse("error", {"status": http_status_for(exc), "detail": str(exc)})
 
 
@@ -116,7 +119,7 @@ async def _opened(
     try:
         first = await anext(events)
         assert isinstance(first, StreamStart)
-        yield OpenStream(first=first, events=events, turn=turn)
+        yield OpenStream(first=first, events=events, turn=turn, metrics=tenant.pipeline.metrics)
     finally:
         await events.aclose()  # on disconnect: stops the upstream stream, stores nothing
 
