@@ -29,6 +29,17 @@ from rag.tokens import get_encoding
 log = logging.getLogger(__name__)
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
+_CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def sample_corpus(settings: Settings) -> list[Path]:
+    """What a first start ingests: ``rag/sample_corpus``, and (``seed_project_docs``) this
+    service's own documentation when it runs from a checkout, so that asking the service about
+    itself works out of the box."""
+    paths = [SAMPLE_CORPUS]
+    if settings.seed_project_docs:
+        paths += [p for p in (_CHECKOUT / "README.md", _CHECKOUT / "docs") if p.exists()]
+    return paths
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     access_log: bool
     telemetry: bool
     seed_sample_corpus: bool
+    seed_project_docs: bool
 
     redis_url: str
     redis_timeout_s: float = Field(gt=0)

@@ -15,7 +15,7 @@ import openai
 
 from rag.cache.invalidation import Invalidation
 from rag.cache.layers import Models
-from rag.corpus import SAMPLE_CORPUS, Corpus, open_corpus
+from rag.corpus import Corpus, open_corpus, sample_corpus
 from rag.embedding import SentenceTransformerEmbedder
 from rag.generation import OpenAIGenerator
 from rag.ingest import collect_documents
@@ -83,7 +83,7 @@ async def open_services(
             for name, ns in settings.tenant_namespaces().items()
         }
         if settings.seed_sample_corpus and await corpus.retriever.count() == 0:
-            report = await corpus.ingestor.add(collect_documents([SAMPLE_CORPUS]))
+            report = await corpus.ingestor.add(collect_documents(sample_corpus(settings)))
             log.info("empty collection: ingested the sample corpus (%d chunks)", report.chunks)
 
         def clear_semantic_indexes() -> None:  # this process's, at once; others by message

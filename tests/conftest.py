@@ -41,6 +41,11 @@ from tests.sse import parse
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+# Apps started by tests (and the `rag serve` processes they spawn) seed the five-chunk sample
+# corpus only, not this checkout's README and docs (~100 chunks, seconds of embedding per app).
+os.environ.setdefault("RAG_SEED_PROJECT_DOCS", "false")
+
+
 @pytest.fixture(scope="session")
 def embedder() -> Iterator[SentenceTransformerEmbedder]:
     model = SentenceTransformerEmbedder(

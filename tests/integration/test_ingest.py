@@ -15,7 +15,7 @@ import tiktoken
 import torch
 from qdrant_client import AsyncQdrantClient
 
-from rag.corpus import SAMPLE_CORPUS
+from rag.corpus import SAMPLE_CORPUS, sample_corpus
 from rag.corpus_version import CorpusVersion
 from rag.embedding import SentenceTransformerEmbedder
 from rag.errors import InvalidInputError, RetrievalError
@@ -30,6 +30,7 @@ from rag.ingest import (
 )
 from rag.protocols import Embedder, Vector
 from rag.retrieval import QdrantRetriever
+from rag.settings import Settings
 from rag.tokens import get_encoding
 from rag.types import Chunk
 from tests.unit.fakes import HashEmbedder
@@ -268,3 +269,18 @@ def test_use_threads_sets_the_count_of_the_thread_that_runs_the_model(
     finally:
         embedder.use_threads(1)
     assert embedder._executor.submit(torch.get_num_threads).result() == 1
+
+
+def test_a_first_start_ingests_this_services_own_documentation(
+    encoding: tiktoken.Encoding, tmp_path: Path
+) -> None:
+    """From a checkout, the sample corpus is worth asking (#24): at least 50 chunks of the
+    README and docs/ besides rag/sample_corpus."""
+    settings = Settings(data_dir=tmp_path, seed_project_docs=True)
+    documents = collect_documents(sample_corpus(settings))
+    assert {"README.md", "about.md", "semantic-v2.md"} <= {d.doc_id for d in documents}
+    chunker = TokenChunker(
+        encoding=encoding, size=settings.chunk_tokens, overlap=settings.chunk_overlap_tokens
+    )
+    assert sum(len(chunker.split(d.text)) for d in documents) >= 50
+    assert sample_corpus(Settings(data_dir=tmp_path, seed_project_docs=False)) == [SAMPLE_CORPUS]
