@@ -7,10 +7,10 @@ Real parts: MiniLM (one torch thread, as the server embeds), Qdrant local mode o
   switch, then collection) and by the path before issue 25, replayed here (delete the document's
   points, embed and upsert, record a new version). Reports seconds per replace and the ratio
   (goal <= 1.1); today's path also until its collection finished.
-- **side by side**: points and folder size before a replace, after its switch (old and new
-  both stored) and after its collection; the process's peak RSS.
-- **readers**: during each replace by today's path, a reader searching the document over and
-  over: searches that saw the old version whole, the new one whole, or anything else (goal 0).
+- **side by side** and **readers**: one more replace by today's path, untimed: points and
+  folder size before it, after its switch (old and new both stored) and after its collection;
+  the process's peak RSS; and a reader searching the document every 50 ms meanwhile: searches
+  that saw the old version whole, the new one whole, or anything else (goal 0).
 - **crashes** (``--crashes N``): a real ``rag serve`` killed with SIGKILL at a random moment of a
   replace over HTTP, N times; after a start (recovery), the document is found old, new, mixed or
   lost (goal: 0 mixed, 0 lost).
@@ -43,7 +43,7 @@ from qdrant_client import AsyncQdrantClient, models
 from rag.corpus import open_corpus
 from rag.corpus_version import CorpusVersion
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
-from rag.ingest import Document, Ingestor, TokenChunker
+from rag.ingest import Document, Ingestor, TokenChunker, _NoProgress
 from rag.local import embedded_valkey
 from rag.retrieval import QdrantRetriever
 from rag.settings import Settings
@@ -97,7 +97,9 @@ class Store:
         return (await self.client.count(self.name, exact=True)).count
 
     async def old_path(self, document: Document) -> None:
-        """The replace before issue 25: delete first, embed and upsert, then a new version."""
+        """The replace before issue 25: delete the document's points first, then the same
+        embedding and upserts as today (its private step, reused so that only the order and
+        the switch differ), then a new version."""
         chunks = self.ingestor.chunk(document)
         selector = models.Filter(
             must=[
@@ -105,10 +107,7 @@ class Store:
             ]
         )
         await self.client.delete(self.name, points_selector=models.FilterSelector(filter=selector))
-        for start in range(0, len(chunks), self.batch_size):
-            part = chunks[start : start + self.batch_size]
-            vectors = await self.embedder.embed([c.text for c in part])
-            await self.retriever.upsert(part, vectors, {document.doc_id: "replayed"})
+        await self.ingestor._embed_and_upsert(chunks, _NoProgress(), {document.doc_id: "replayed"})
         await self.version.switch(reveal={"replayed": document.doc_id})
 
 
@@ -149,41 +148,35 @@ async def timing(args: argparse.Namespace) -> None:
         await today.ingestor.add([docs["alpha"]])
         await today.ingestor.collect()
         await before.old_path(docs["alpha"])
-        spent = {"today": [], "today+collect": [], "before": []}
-        readers: Counter[str] = Counter()
-        sizes = []
+        spent: dict[str, list[float]] = {"today": [], "today+collect": [], "before": []}
         words = ["beta", "alpha"]
         for r in range(args.rounds):
-            order = ("today", "before") if r % 2 == 0 else ("before", "today")
             word = words[r % 2]
-            old_word = words[(r + 1) % 2]
-            for name in order:
+            for name in ("today", "before") if r % 2 == 0 else ("before", "today"):
+                started = time.perf_counter()
                 if name == "before":
-                    started = time.perf_counter()
                     await before.old_path(docs[word])
                     spent["before"].append(time.perf_counter() - started)
                     continue
-                size_before = (await today.stored(), folder_mb(Path(tmp) / "qdrant"))
-                started = time.perf_counter()
-                writing = asyncio.create_task(today.ingestor.add([docs[word]]))
-                versions = {"old": expected[old_word], "new": expected[word]}
-                readers += await watch(today, "long.md", versions, writing)
-                await writing
+                await today.ingestor.add([docs[word]])
                 spent["today"].append(time.perf_counter() - started)
-                side_by_side = (await today.stored(), folder_mb(Path(tmp) / "qdrant"))
                 await today.ingestor.collect()
                 spent["today+collect"].append(time.perf_counter() - started)
-                sizes.append(
-                    (
-                        size_before,
-                        side_by_side,
-                        (await today.stored(), folder_mb(Path(tmp) / "qdrant")),
-                    )
-                )
             print(
                 f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in spent.items()),
                 flush=True,
             )
+        # one more replace by today's path, untimed: a reader searching it, and the store
+        old_word, word = words[(args.rounds + 1) % 2], words[args.rounds % 2]
+        folder = Path(tmp) / "qdrant"
+        sizes = [(await today.stored(), folder_mb(folder))]
+        writing = asyncio.create_task(today.ingestor.add([docs[word]]))
+        versions = {"old": expected[old_word], "new": expected[word]}
+        readers = await watch(today, "long.md", versions, writing)
+        await writing
+        sizes.append((await today.stored(), folder_mb(folder)))
+        await today.ingestor.collect()
+        sizes.append((await today.stored(), folder_mb(folder)))
         await client.close()
         embedder.close()
     mean = {k: sum(v) / len(v) for k, v in spent.items()}
@@ -193,14 +186,14 @@ async def timing(args: argparse.Namespace) -> None:
         f"{mean['today'] / mean['before']:.2f} ({mean['today+collect'] / mean['before']:.2f} "
         "with the collection; goal <= 1.1)"
     )
-    (p0, mb0), (p1, mb1), (p2, mb2) = sizes[-1]
+    (p0, mb0), (p1, mb1), (p2, mb2) = sizes
     print(
         f"points stored: {p0} before, {p1} after the switch (old and new side by side), {p2} "
         f"after the collection; folder {mb0:.1f} / {mb1:.1f} / {mb2:.1f} MB"
     )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
-    print(f"searches during replaces: {dict(readers)} (goal: 'neither' 0)")
+    print(f"searches during the replace: {dict(readers)} (goal: 'neither' 0)")
 
 
 def free_port() -> int:
