@@ -1,13 +1,14 @@
-"""The ``rag`` command: ``serve``, ``ingest``, ``ask``, ``cache stats|invalidate`` (and
-``semantic …``, in ``services.cli_semantic``). It lives in ``services``
-because ``serve`` runs the FastAPI app.
+"""The ``rag`` command, on click: ``serve``, ``ingest``, ``ask``, ``cache stats|invalidate`` (and
+``semantic …``, in ``services.cli_semantic``). It lives in ``services`` because ``serve`` runs
+the FastAPI app. Shell completion: ``eval "$(_RAG_COMPLETE=bash_source rag)"`` (zsh_source,
+fish_source likewise). A refused command prints one line, ``rag: error: …``, and exits 2.
 
 ``serve`` and ``ingest`` work in-process; ``ask`` and ``cache stats`` talk to a running service
-(``--url``, default http://127.0.0.1:8000), since a local-mode vector DB serves one process."""
+(``--url``, default http://127.0.0.1:8000), since a local-mode vector DB serves one process.
+Libraries are imported inside the commands, so that ``rag --help`` stays fast."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -16,22 +17,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
 import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from rag.cache.layers import INVALIDATION_TARGETS
 from rag.types import CacheStatus
-from services.cli_semantic import add_semantic_commands, fail
+from services.cli_base import CliError
+from services.cli_semantic import semantic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+url_option = click.option(
+    "--url", default=DEFAULT_URL, show_default=True, help="The running service."
+)
 
 
-class CliError(Exception):
-    """Ends the command with its message and exit status 2."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def rag() -> None:
+    """RAG service with layered caching."""
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+rag.add_command(semantic)
+
+
+@rag.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Run the HTTP service."""
     import uvicorn
 
     from rag.settings import Settings
@@ -39,29 +53,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.serving import config
 
     settings = Settings()
-    base = f"http://{args.host}:{args.port}"
-    print(
+    base = f"http://{host}:{port}"
+    click.echo(
         "Starting the RAG service (first start loads the models and ingests the sample corpus).\n"
         "When uvicorn reports 'Application startup complete', try:\n"
         f"  curl -s {base}/ask -H 'content-type: application/json' "
         """-d '{"query": "How long are LLM answers cached?"}'\n"""
         f"  curl -sN '{base}/ask/stream?query=What+happens+when+a+client+disconnects'\n"
         f"  curl -s {base}/stats\n"
-        f"  open {base}/docs for the OpenAPI page\n",
-        flush=True,
+        f"  open {base}/docs for the OpenAPI page\n"
     )
     server_config = config(
         create_app(settings),
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         log_level="info",
         access_log=settings.access_log,
     )
     uvicorn.Server(server_config).run()
-    return 0
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+@rag.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def ingest(paths: tuple[Path, ...]) -> None:
+    """Add or replace documents (.txt, .md, .html files and folders of them), each one all or
+    nothing."""
     from tqdm import tqdm
 
     from rag.corpus import open_corpus
@@ -69,10 +85,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from rag.ingest import collect_documents
     from rag.settings import Settings
 
-    async def run() -> int:
-        documents = collect_documents([Path(p) for p in args.paths])
+    async def run() -> None:
+        documents = collect_documents(list(paths))
         if not documents:
-            return fail("no .txt, .md or .html files found in the given paths")
+            raise CliError("no .txt, .md or .html files found in the given paths")
         settings = Settings()
         async with open_corpus(settings) as corpus:
             # A batch ingest has the machine: every core (the server keeps one for the LLM).
@@ -82,16 +98,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 total=len(plan.chunks), unit="chunk", desc=f"ingesting {len(documents)} documents"
             ) as bar:
                 report = await corpus.ingestor.write(plan, progress=bar)
-        print(
+        click.echo(
             f"ingested {report.documents} documents as {report.chunks} chunks "
             f"(replaced {report.replaced_chunks}); corpus version {report.corpus_version}"
         )
-        return 0
 
     try:
-        return asyncio.run(run())
+        asyncio.run(run())
     except (RagError, RuntimeError) as exc:
-        return fail(str(exc))
+        raise CliError(str(exc)) from None
 
 
 def _headers(*, admin: bool = False, either: bool = False) -> dict[str, str]:
@@ -118,21 +133,33 @@ def _request(
     return response
 
 
-def cmd_ask(args: argparse.Namespace) -> int:
-    body = {"query": args.query, "cache": {"mode": args.mode}}
-    if args.top_k:
-        body["top_k"] = args.top_k
-    if not args.stream:
-        answer = _request("POST", f"{args.url}/ask", json=body).json()
-        print(answer["answer"])
-        print(f"\ncache: {answer['cache']}  timings_ms: {answer['timings_ms']}", file=sys.stderr)
-        return 0
+@rag.command()
+@click.argument("query")
+@click.option("--stream", is_flag=True, help="Print tokens as they arrive.")
+@click.option("--top-k", type=int, help="Chunks retrieved (default: the service's).")
+@click.option(
+    "--mode",
+    type=click.Choice(["default", "no-cache", "no-store", "refresh"]),
+    default="default",
+    show_default=True,
+)
+@url_option
+def ask(query: str, stream: bool, top_k: int | None, mode: str, url: str) -> None:
+    """Ask a running service a question."""
+    body: dict[str, Any] = {"query": query, "cache": {"mode": mode}}
+    if top_k:
+        body["top_k"] = top_k
+    if not stream:
+        answer = _request("POST", f"{url}/ask", json=body).json()
+        click.echo(answer["answer"])
+        click.echo(f"\ncache: {answer['cache']}  timings_ms: {answer['timings_ms']}", err=True)
+        return
     try:
         with httpx.stream(
-            "POST", f"{args.url}/ask/stream", json=body, headers=_headers(), timeout=120
+            "POST", f"{url}/ask/stream", json=body, headers=_headers(), timeout=120
         ) as r:
             if r.status_code >= 400:
-                return fail(f"{r.status_code}: {r.read().decode()}")
+                raise CliError(f"{r.status_code}: {r.read().decode()}")
             event = ""
             for line in r.iter_lines():
                 if line.startswith("event: "):
@@ -140,105 +167,81 @@ def cmd_ask(args: argparse.Namespace) -> int:
                 elif line.startswith("data: "):
                     data = json.loads(line[6:])
                     if event == "token":
-                        print(data["text"], end="", flush=True)
+                        click.echo(data["text"], nl=False)
                     elif event == "meta":
-                        print(f"cache: {data['cache']}", file=sys.stderr)
+                        click.echo(f"cache: {data['cache']}", err=True)
                     elif event == "done":
-                        print(f"\n\ntimings_ms: {data['timings_ms']}", file=sys.stderr)
+                        click.echo(f"\n\ntimings_ms: {data['timings_ms']}", err=True)
                     elif event == "error":
-                        print()
-                        return fail(data["detail"])
+                        click.echo()
+                        raise CliError(data["detail"])
     except httpx.TransportError as exc:
-        return fail(f"cannot reach the service at {args.url} ({exc}); is `rag serve` running?")
-    return 0
+        raise CliError(
+            f"cannot reach the service at {url} ({exc}); is `rag serve` running?"
+        ) from None
 
 
-def cmd_cache_stats(args: argparse.Namespace) -> int:
-    stats = _request("GET", f"{args.url}/stats", either=True).json()
+@rag.group()
+def cache() -> None:
+    """Cache statistics and invalidation."""
+
+
+@cache.command()
+@url_option
+def stats(url: str) -> None:
+    """Hits, misses and hit rates per layer."""
+    found = _request("GET", f"{url}/stats", either=True).json()
     statuses = [status.value for status in CacheStatus]
-    print(f"{'layer':<10}", *(f"{s:>9}" for s in statuses), f"{'hit rate':>9}")
-    for layer, row in stats["layers"].items():  # every layer the service reports
-        print(
-            f"{layer:<10}",
-            *(f"{row.get(s, 0):>9.0f}" for s in statuses),
-            f"{row['hit_rate']:>9.1%}",
-        )
-    calls = stats["upstream_calls"]
-    print(
+    click.echo(" ".join([f"{'layer':<10}", *(f"{s:>9}" for s in statuses), f"{'hit rate':>9}"]))
+    for layer, row in found["layers"].items():  # every layer the service reports
+        cells = [f"{row.get(s, 0):>9.0f}" for s in statuses]
+        click.echo(" ".join([f"{layer:<10}", *cells, f"{row['hit_rate']:>9.1%}"]))
+    calls = found["upstream_calls"]
+    click.echo(
         f"\nupstream calls: llm {calls['llm']:.0f}, embedding {calls['embedding']:.0f}, "
         f"search {calls['search']:.0f}"
     )
-    print(
-        f"tokens saved: {stats['tokens_saved']:.0f}, dollars saved: {stats['cost_saved_usd']:.4f}"
+    click.echo(
+        f"tokens saved: {found['tokens_saved']:.0f}, dollars saved: {found['cost_saved_usd']:.4f}"
     )
-    return 0
 
 
-def cmd_cache_invalidate(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {}
-    if args.layer:
-        body["layer"] = args.layer
-    if args.tag:
-        body["tag"] = args.tag
-    if args.all:
-        body["all"] = True
-    result = _request("POST", f"{args.url}/cache/invalidate", admin=True, json=body).json()
-    print(f"deleted {result['deleted']} keys")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rag", description="RAG service with layered caching.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.set_defaults(func=cmd_serve)
-
-    ingest = sub.add_parser("ingest", help="add or replace documents (.txt, .md, .html, folders)")
-    ingest.add_argument("paths", nargs="+")
-    ingest.set_defaults(func=cmd_ingest)
-
-    ask = sub.add_parser("ask", help="ask a running service a question")
-    ask.add_argument("query")
-    ask.add_argument("--stream", action="store_true", help="print tokens as they arrive")
-    ask.add_argument("--top-k", type=int)
-    ask.add_argument(
-        "--mode", default="default", choices=["default", "no-cache", "no-store", "refresh"]
-    )
-    ask.add_argument("--url", default=DEFAULT_URL)
-    ask.set_defaults(func=cmd_ask)
-
-    cache = sub.add_parser("cache", help="cache statistics")
-    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
-    stats = cache_sub.add_parser("stats", help="hits, misses and hit rates per layer")
-    stats.add_argument("--url", default=DEFAULT_URL)
-    stats.set_defaults(func=cmd_cache_stats)
-    invalidate = cache_sub.add_parser(
-        "invalidate", help="delete cache entries (uses RAG_ADMIN_API_KEY from the environment)"
-    )
-    target = invalidate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--layer", choices=list(INVALIDATION_TARGETS))
-    target.add_argument("--tag", help="e.g. doc:<doc_id>: the answers built on that document")
-    target.add_argument("--all", action="store_true", help="every entry of every layer")
-    invalidate.add_argument("--url", default=DEFAULT_URL)
-    invalidate.set_defaults(func=cmd_cache_invalidate)
-
-    add_semantic_commands(sub)
-    return parser
+@cache.command()
+@click.option("--layer", type=click.Choice(list(INVALIDATION_TARGETS)), help="Every entry of it.")
+@click.option("--tag", help="e.g. doc:<doc_id>: the answers built on that document.")
+@click.option("--all", "everything", is_flag=True, help="Every entry of every layer.")
+@url_option
+def invalidate(layer: str | None, tag: str | None, everything: bool, url: str) -> None:
+    """Delete cache entries (uses RAG_ADMIN_API_KEY from the environment)."""
+    if sum([layer is not None, tag is not None, everything]) != 1:
+        raise click.UsageError("give exactly one of --layer, --tag and --all")
+    body: dict[str, Any] = {"layer": layer} if layer else {"tag": tag} if tag else {"all": True}
+    result = _request("POST", f"{url}/cache/invalidate", admin=True, json=body).json()
+    click.echo(f"deleted {result['deleted']} keys")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``rag``: the exit status of the command (0, 2 when refused)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
-    args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
-    except CliError as exc:
-        return fail(str(exc))
+        rag.main(args=argv, prog_name="rag", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help
+        return exc.exit_code
+    except click.ClickException as exc:  # CliError, and usage errors (exit 2)
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("rag: aborted", err=True)
+        return 1
     except (ValidationError, SettingsError) as exc:  # neither shows a secret's value
-        return fail(f"the settings are not valid: {exc}")
+        CliError(f"the settings are not valid: {_one_line(exc)}").show()
+        return 2
+    return 0
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,23 +3,19 @@ semantic cache's rule, choose its parameters, fine-tune its cross-encoder."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import click
+
+from services.cli_base import CliError
 
 if TYPE_CHECKING:  # the commands import the library lazily: `rag --help` stays fast
     from rag.semantic.calibration import Pairs
     from rag.semantic.rule import SemanticRule
     from rag.settings import Settings
-
-
-def fail(message: str) -> int:
-    """Print the error the ``rag`` way; the exit status of a refused command."""
-    print(f"rag: error: {message}", file=sys.stderr)
-    return 2
 
 
 async def _embedded_pairs(path: str, settings: Settings) -> Pairs:
@@ -53,27 +49,53 @@ def _live_rule_and_pairs(path: str) -> tuple[SemanticRule, Pairs]:
     return rule, asyncio.run(_embedded_pairs(path, settings))
 
 
-def cmd_semantic_eval(args: argparse.Namespace) -> int:
-    """Decide each pair with exactly the live semantic cache's rule."""
+PAIRS_HELP = 'JSONL: {"a": ..., "b": ..., "label": 0|1} per line'
+
+
+@click.group()
+def semantic() -> None:
+    """Evaluate and calibrate the semantic cache."""
+
+
+@semantic.command("eval")
+@click.argument("pairs")
+@click.option("--out", help="Echo each line with hit and similarity added.")
+def semantic_eval(pairs: str, out: str | None) -> None:
+    """Decide labelled PAIRS (JSONL) with exactly the live semantic cache's rule."""
     from rag.errors import RagError
     from rag.semantic.calibration import decide_all, summarize
 
     try:
-        rule, pairs = _live_rule_and_pairs(args.pairs)
+        rule, embedded = _live_rule_and_pairs(pairs)
     except (RagError, OSError) as exc:
-        return fail(str(exc))
-    decisions = decide_all(rule, pairs)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as out:
-            for line, decision in zip(pairs.lines, decisions, strict=True):
+        raise CliError(str(exc)) from None
+    decisions = decide_all(rule, embedded)
+    if out:
+        with open(out, "w", encoding="utf-8") as file:
+            for line, decision in zip(embedded.lines, decisions, strict=True):
                 echoed = {**line, "hit": decision.hit, "similarity": round(decision.similarity, 6)}
-                out.write(json.dumps(echoed, ensure_ascii=False) + "\n")
-    print(json.dumps(summarize(rule, pairs, decisions), indent=2))
-    return 0
+                file.write(json.dumps(echoed, ensure_ascii=False) + "\n")
+    click.echo(json.dumps(summarize(rule, embedded, decisions), indent=2))
 
 
-def cmd_semantic_train(args: argparse.Namespace) -> int:
-    """Fine-tune the cross-encoder verifier on labelled pairs (CPU, one thread)."""
+@semantic.command("train")
+@click.argument("pairs", nargs=-1, required=True)
+@click.option("--out-dir", default=".data/semantic", show_default=True)
+@click.option("--layers", default=6, show_default=True, help="Encoder depth used (MiniLM: 6).")
+@click.option("--trained", default=2, show_default=True, help="Top layers fine-tuned.")
+@click.option("--max-length", default=64, show_default=True, help="Tokens per pair.")
+@click.option("--epochs", default=1, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def semantic_train(
+    pairs: tuple[str, ...],
+    out_dir: str,
+    layers: int,
+    trained: int,
+    max_length: int,
+    epochs: int,
+    seed: int,
+) -> None:
+    """Fine-tune the cross-encoder verifier on labelled PAIRS files (CPU, one thread)."""
     import torch
     from tqdm import tqdm
 
@@ -84,136 +106,119 @@ def cmd_semantic_train(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)  # the machine is shared: one core, bounded run
     try:
-        lines = [line for path in args.pairs for line in read_pairs(Path(path))]
+        lines = [line for path in pairs for line in read_pairs(Path(path))]
     except (RagError, OSError) as exc:
-        return fail(str(exc))
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "semantic_cross_encoder.npz"
+        raise CliError(str(exc)) from None
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "semantic_cross_encoder.npz"
     plan = TrainingPlan(
-        layers=args.layers,
-        trained=args.trained,
-        max_length=args.max_length,
-        epochs=args.epochs,
-        seed=args.seed,
+        layers=layers, trained=trained, max_length=max_length, epochs=epochs, seed=seed
     )
     with tqdm(total=plan.epochs * len(lines), unit="pair", desc="training") as bar:
         train_cross_encoder(lines, out, plan=plan, progress=bar)
     kind = CrossEncoderVerifier.kind  # the name the setting uses for it (VERIFIERS)
-    print(
+    click.echo(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB); calibrate it with\n"
         f"  RAG_SEMANTIC_VERIFIER={kind} RAG_SEMANTIC_VERIFIER_PATH={out} "
         "rag semantic calibrate PAIRS --max-false-hit-rate 0.02"
     )
-    return 0
 
 
-def cmd_semantic_budget(args: argparse.Namespace) -> int:
+def _budget(pairs: str, max_false_hit_rate: float, thresholds: tuple[float, ...]) -> None:
     """Choose gate and min score so the upper confidence bound of the false-hit rate fits."""
     from rag.errors import RagError
     from rag.semantic.calibration import calibrate_budget
 
-    if not 0 < args.max_false_hit_rate < 1:
-        return fail("--max-false-hit-rate must be between 0 and 1")
+    if not 0 < max_false_hit_rate < 1:
+        raise CliError("--max-false-hit-rate must be between 0 and 1")
     try:
-        rule, pairs = _live_rule_and_pairs(args.pairs)
+        rule, embedded = _live_rule_and_pairs(pairs)
     except (RagError, OSError) as exc:
-        return fail(str(exc))
-    thresholds = args.thresholds or list(rule.verifier.gates)
+        raise CliError(str(exc)) from None
     best, table = calibrate_budget(
-        rule, pairs, max_false_hit_rate=args.max_false_hit_rate, thresholds=thresholds
+        rule,
+        embedded,
+        max_false_hit_rate=max_false_hit_rate,
+        thresholds=list(thresholds) or list(rule.verifier.gates),
     )
-    print(
+    click.echo(
         f"{rule.kind} verifier; false-hit rate = label-0 pairs served / label-0 pairs; "
-        f"bound = upper one-sided 95 % Clopper-Pearson; budget {args.max_false_hit_rate}"
+        f"bound = upper one-sided 95 % Clopper-Pearson; budget {max_false_hit_rate}"
     )
     header = ("gate", "min_score", "false hits", "rate", "bound", "recall")
-    print(" ".join(f"{h:>{w}}" for h, w in zip(header, (6, 10, 11, 7, 7, 7), strict=True)))
+    click.echo(" ".join(f"{h:>{w}}" for h, w in zip(header, (6, 10, 11, 7, 7, 7), strict=True)))
     for p in table:
-        print(
+        click.echo(
             f"{p.threshold:>6.2f} {p.min_score:>10.4f} {p.false_hits:>5}/{p.negatives:<5} "
             f"{p.false_hit_rate:>7.4f} {p.upper_bound:>7.4f} {p.recall:>7.3f}"
         )
     if best is None:
-        return fail(f"no setting keeps the bound within {args.max_false_hit_rate} on these pairs")
-    print(
+        raise CliError(f"no setting keeps the bound within {max_false_hit_rate} on these pairs")
+    click.echo(
         f"\nchosen: gate {best.threshold}, min_score {best.min_score}: recall {best.recall:.3f}, "
         f"precision {best.precision:.3f}, false-hit rate {best.false_hit_rate:.4f} "
         f"(upper bound {best.upper_bound:.4f})\nto use it set\n"
         f"  RAG_SEMANTIC_THRESHOLD={best.threshold} RAG_SEMANTIC_MIN_SCORE={best.min_score}"
     )
-    return 0
 
 
-def cmd_semantic_calibrate(args: argparse.Namespace) -> int:
-    """Train the verifier and choose threshold and min score for a target precision."""
+@semantic.command("calibrate")
+@click.argument("pairs")
+@click.option(
+    "--max-false-hit-rate",
+    type=float,
+    help="Choose gate and min score of the configured verifier so the upper 95 % bound of the "
+    "share of label-0 pairs served stays within this.",
+)
+@click.option("--target-precision", type=float, help="Retrain the MLP verifier for this precision.")
+@click.option("--thresholds", type=float, multiple=True, help="A cosine gate to try (repeatable).")
+@click.option("--out-dir", default=".data/semantic", show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def semantic_calibrate(
+    pairs: str,
+    max_false_hit_rate: float | None,
+    target_precision: float | None,
+    thresholds: tuple[float, ...],
+    out_dir: str,
+    seed: int,
+) -> None:
+    """Choose the rule's parameters on labelled PAIRS (JSONL): a false-hit budget for the
+    configured verifier, or a retrained MLP verifier for a target precision."""
     from rag.errors import RagError
     from rag.semantic.calibration import calibrate, plot
     from rag.semantic.mlp import MLPVerifier
     from rag.settings import Settings
 
-    if args.max_false_hit_rate is not None:
-        return cmd_semantic_budget(args)
-    if not 0 < args.target_precision < 1:
-        return fail("--target-precision must be between 0 and 1")
+    if (max_false_hit_rate is None) == (target_precision is None):
+        raise click.UsageError("give exactly one of --max-false-hit-rate and --target-precision")
+    if max_false_hit_rate is not None:
+        return _budget(pairs, max_false_hit_rate, thresholds)
+    assert target_precision is not None
+    if not 0 < target_precision < 1:
+        raise CliError("--target-precision must be between 0 and 1")
     try:
-        pairs = asyncio.run(_embedded_pairs(args.pairs, Settings()))
-        result = calibrate(pairs, target_precision=args.target_precision, seed=args.seed)
+        embedded = asyncio.run(_embedded_pairs(pairs, Settings()))
+        result = calibrate(embedded, target_precision=target_precision, seed=seed)
     except (RagError, OSError) as exc:
-        return fail(str(exc))
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    verifier_path, png_path = out_dir / "semantic_verifier.npz", out_dir / "calibration.png"
+        raise CliError(str(exc)) from None
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    verifier_path, png_path = folder / "semantic_verifier.npz", folder / "calibration.png"
     result.verifier.save(verifier_path)
-    plot(result, args.target_precision, png_path)
+    plot(result, target_precision, png_path)
     kind = MLPVerifier.kind  # the name the setting uses for it (VERIFIERS)
-    print(f"precision/recall on the held-out 20 % at precision >= {args.target_precision}:")
-    print(f"{'threshold':>10} {'min_score':>10} {'precision':>10} {'recall':>8}")
+    click.echo(f"precision/recall on the held-out 20 % at precision >= {target_precision}:")
+    click.echo(f"{'threshold':>10} {'min_score':>10} {'precision':>10} {'recall':>8}")
     for row in result.table:
-        print(
+        click.echo(
             f"{row['threshold']:>10.2f} {row['min_score']:>10.2f} "
             f"{row['precision']:>10.3f} {row['recall']:>8.3f}"
         )
-    print(
+    click.echo(
         f"\nchosen: threshold {result.threshold}, min_score {result.min_score} "
         f"(precision {result.precision:.3f}, recall {result.recall:.3f})\n"
         f"wrote {verifier_path} and {png_path}; to use them set\n"
         f"  RAG_SEMANTIC_THRESHOLD={result.threshold} RAG_SEMANTIC_MIN_SCORE={result.min_score} "
         f"RAG_SEMANTIC_VERIFIER={kind} RAG_SEMANTIC_VERIFIER_PATH={verifier_path}"
     )
-    return 0
-
-
-def add_semantic_commands(sub: Any) -> None:
-    """``rag semantic …`` on the ``rag`` parser's subcommands."""
-    semantic = sub.add_parser("semantic", help="evaluate and calibrate the semantic cache")
-    semantic_sub = semantic.add_subparsers(dest="semantic_command", required=True)
-    evaluate = semantic_sub.add_parser("eval", help="decide labelled pairs with the live rule")
-    evaluate.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
-    evaluate.add_argument("--out", help="echo each line with hit and similarity added")
-    evaluate.set_defaults(func=cmd_semantic_eval)
-    calib = semantic_sub.add_parser("calibrate", help="choose the rule's parameters")
-    calib.add_argument("pairs", help='JSONL: {"a": ..., "b": ..., "label": 0|1} per line')
-    goal = calib.add_mutually_exclusive_group(required=True)
-    goal.add_argument(
-        "--max-false-hit-rate",
-        type=float,
-        help="choose gate and min score of the configured verifier so the upper 95 %% bound of "
-        "the share of label-0 pairs served stays within this",
-    )
-    goal.add_argument(
-        "--target-precision", type=float, help="retrain the MLP verifier for this precision"
-    )
-    calib.add_argument("--thresholds", type=float, nargs="+", help="cosine gates to try")
-    calib.add_argument("--out-dir", default=".data/semantic")
-    calib.add_argument("--seed", type=int, default=0)
-    calib.set_defaults(func=cmd_semantic_calibrate)
-    train = semantic_sub.add_parser("train", help="fine-tune the cross-encoder verifier")
-    train.add_argument("pairs", nargs="+", help='JSONL files: {"a", "b", "label"} per line')
-    train.add_argument("--out-dir", default=".data/semantic")
-    train.add_argument("--layers", type=int, default=6, help="encoder depth used (MiniLM: 6)")
-    train.add_argument("--trained", type=int, default=2, help="top layers fine-tuned")
-    train.add_argument("--max-length", type=int, default=64, help="tokens per pair")
-    train.add_argument("--epochs", type=int, default=1)
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(func=cmd_semantic_train)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from rag.cache.layers import INVALIDATION_TARGETS
-from services.cli import build_parser, main
+from services.cli import main
 from tests.conftest import Running
 
 
@@ -75,14 +75,29 @@ def test_ask_stream_and_stats_against_a_running_service(
 
 
 def test_invalidate_offers_the_registry_layers(capsys: pytest.CaptureFixture[str]) -> None:
-    parser = build_parser()
-    for name in INVALIDATION_TARGETS:
-        assert parser.parse_args(["cache", "invalidate", "--layer", name]).layer == name
-    with pytest.raises(SystemExit):
-        parser.parse_args(["cache", "invalidate", "--layer", "everything"])
+    assert main(["cache", "invalidate", "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in INVALIDATION_TARGETS), shown
+    assert main(["cache", "invalidate", "--layer", "everything"]) == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'everything'" in err
+    assert "'everything' is not one of" in err
     assert all(repr(name) in err for name in INVALIDATION_TARGETS)
+    assert main(["cache", "invalidate", "--layer", "llm", "--all"]) == 2
+    assert "exactly one of --layer, --tag and --all" in capsys.readouterr().err
+
+
+def test_errors_are_one_clean_line_and_help_follows_click_conventions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["-h"]) == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("serve", "ingest", "ask", "cache", "semantic"))
+    assert main(["semantic", "calibrate", "--help"]) == 0
+    assert "--max-false-hit-rate" in capsys.readouterr().out
+    assert main(["ask"]) == 2
+    assert "Missing argument 'QUERY'" in capsys.readouterr().err
+    assert main(["nonsense"]) == 2
+    assert "No such command 'nonsense'" in capsys.readouterr().err
 
 
 def test_serve_refuses_weak_production_keys_without_printing_them(
