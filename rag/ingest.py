@@ -267,11 +267,12 @@ class Ingestor:
         generations = {doc_id: new_token() for doc_id in doc_ids}
         try:
             await self._embed_and_upsert(chunks, progress, generations)
+            expected = len({c.chunk_id for c in chunks})
             written = await self._retriever.written(generations.values())
-            if written != len(chunks):  # another process's recovery removed them
+            if written != expected:  # another process's recovery removed them
                 raise RetrievalError(
-                    f"{len(chunks) - written} of {len(chunks)} new chunks are gone from the "
-                    "vector DB before the switch; nothing was changed, retry"
+                    f"{expected - written} of {expected} new chunks are gone from the vector "
+                    "DB before the switch; nothing was changed, retry"
                 )
             version = await self._corpus_version.switch(
                 reveal={g: d for d, g in generations.items()}, retire=generations
