@@ -4,7 +4,8 @@ they cross into the library."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,18 +45,31 @@ class OpenAIGenerator:
         model_id: str,
         max_tokens: int,
         temperature: float,
+        stop: Sequence[str] = (),
         extra_body: dict[str, Any] | None = None,
     ) -> None:
         self._client = client
         self.model_id = model_id
         self._max_tokens = max_tokens
         self._temperature = temperature
+        self._stop = list(stop) or None
         self._extra_body = extra_body
 
     @property
-    def sampling(self) -> dict[str, float | int]:
-        """Everything besides the prompt that changes the answer; part of the answer key."""
-        return {"max_tokens": self._max_tokens, "temperature": self._temperature}
+    def sampling(self) -> dict[str, float | int | str]:
+        """Everything besides the prompt that changes the answer; part of the answer key: the
+        token limit, temperature, stop sequences and what ``extra_body`` sends (llama.cpp's
+        repetition control)."""
+        sampling: dict[str, float | int | str] = {
+            "max_tokens": self._max_tokens,
+            "temperature": self._temperature,
+        }
+        if self._stop:
+            sampling["stop"] = json.dumps(self._stop)
+        for name, value in (self._extra_body or {}).items():
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
+                sampling[name] = value
+        return sampling
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Whether the LLM server answers: one ``GET {base_url}/models``, no retries. A server
@@ -76,6 +90,7 @@ class OpenAIGenerator:
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=self._max_tokens,
                 temperature=self._temperature,
+                stop=self._stop,
                 extra_body=self._extra_body,
             )
         if not isinstance(response, ChatCompletion):  # e.g. an event stream nobody asked for
@@ -106,6 +121,7 @@ class OpenAIGenerator:
                 messages=messages,
                 max_tokens=self._max_tokens,
                 temperature=self._temperature,
+                stop=self._stop,
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_body=self._extra_body,

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 
 from rag.types import ScoredChunk
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v2"
 
+# For a small model: short, and in the passages' own words (scripts/eval_answers.py measured it).
 SYSTEM_PROMPT = (
-    "You answer questions using only the numbered context passages. "
-    "Answer in two or three sentences. If the context does not contain the answer, say so."
+    "Answer the question in one or two short sentences, using the words of the numbered "
+    "context passages. If they do not contain the answer, say so."
 )
 USER_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
 

@@ -65,7 +65,7 @@ class Generator(Protocol):
     model_id: str
 
     @property
-    def sampling(self) -> dict[str, float | int]:
+    def sampling(self) -> dict[str, float | int | str]:
         """Everything besides the prompt that changes the output; part of every LLM key."""
         ...
 

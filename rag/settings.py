@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     llm_model: str = Field(min_length=1)
     llm_timeout_s: float = Field(gt=0)
     llm_max_tokens: int = Field(ge=1)
+    llm_stop: list[str]
+    llm_dry_multiplier: float = Field(ge=0, allow_inf_nan=False)
     llm_temperature: float = Field(ge=0, le=2)
     llm_threads: int = Field(ge=1)
     llm_max_retries: int = Field(ge=0, le=10)

@@ -110,13 +110,16 @@ def _open_generator(
     stack: AsyncExitStack, settings: Settings, http_client: httpx2.AsyncClient | None
 ) -> OpenAIGenerator:
     """The LLM client: ``llm_base_url``, or the local llama.cpp server started here."""
+    extra_body: dict[str, Any] | None = None
     if settings.llm_base_url:
-        base_url, extra_body = settings.llm_base_url, None
+        base_url = settings.llm_base_url
     else:
         base_url = stack.enter_context(local_llm_server(threads=settings.llm_threads))
         # llama.cpp reuses KV state between prompts unless told not to; answers must not
-        # depend on which request came before.
+        # depend on which request came before. DRY: its sampler against repetition loops.
         extra_body = {"cache_prompt": False}
+        if settings.llm_dry_multiplier:
+            extra_body["dry_multiplier"] = settings.llm_dry_multiplier
     llm = openai.AsyncOpenAI(
         base_url=base_url,
         api_key=settings.llm_api_key.get_secret_value() or "not-needed",
@@ -130,6 +133,7 @@ def _open_generator(
         model_id=settings.llm_model,
         max_tokens=settings.llm_max_tokens,
         temperature=settings.llm_temperature,
+        stop=settings.llm_stop,
         extra_body=extra_body,
     )
 

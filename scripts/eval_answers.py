@@ -6,9 +6,9 @@ and every configuration answers every question from the same chunks, through the
 llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. Per configuration:
 
 - **looping**: an answer with a 5-word sequence three times or more, or a sentence repeated;
-- **empty**: no words;
+- **empty**: fewer than three content words ("The answer is:" is empty);
 - **grounded**: at least 75 % of the answer's content words (4+ letters, not a stop word) occur
-  in its chunks;
+  in its chunks (an empty answer is not);
 - mean completion tokens and seconds per answer.
 
 Goal (issue #24): 0 looping, 0 empty, >= 75 % grounded.
@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import openai
 
@@ -75,21 +74,28 @@ STOP_WORDS = set(
 class Config:
     name: str
     max_tokens: int
-    extra: dict[str, Any] = field(default_factory=dict)  # extra_body / penalties
+    stop: list[str] = field(default_factory=list)
+    penalties: dict[str, float] = field(default_factory=dict)  # OpenAI's frequency/presence
+    llama: dict[str, float] = field(default_factory=dict)  # llama.cpp's own, in extra_body
+    system: str | None = None  # instead of the prompt's
 
 
+SHORT = (
+    "Answer the question in one or two short sentences, using the words of the numbered "
+    "context passages. If they do not contain the answer, say so."
+)
+DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}  # llama.cpp's
 CONFIGS = [
-    Config("before: 160 tokens, no penalty", 160),
-    Config("160 tokens, repeat_penalty 1.3", 160, {"repeat_penalty": 1.3}),
+    Config("before: 160 tokens, no stop, no penalty", 160),
+    Config("64 tokens, stop at a line break", 64, ["\n"]),
+    Config("64 tokens, stop at a line break, DRY 0.8", 64, ["\n"], llama=DRY),
+    Config("96 tokens, stop at a blank line, DRY 0.8", 96, ["\n\n"], llama=DRY),
     Config(
-        "96 tokens, repeat_penalty 1.3, frequency 0.5",
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt",
         96,
-        {"repeat_penalty": 1.3, "frequency_penalty": 0.5},
-    ),
-    Config(
-        "96 tokens, repeat 1.5, frequency 0.8, presence 0.5",
-        96,
-        {"repeat_penalty": 1.5, "frequency_penalty": 0.8, "presence_penalty": 0.5},
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
     ),
 ]
 
@@ -107,8 +113,12 @@ def loops(text: str) -> bool:
     return len(sentences) != len(set(sentences))
 
 
+def content_words(text: str) -> list[str]:
+    return [w for w in words(text) if len(w) >= 4 and w not in STOP_WORDS]
+
+
 def grounded(text: str, sources: list[ScoredChunk]) -> bool:
-    content = [w for w in words(text) if len(w) >= 4 and w not in STOP_WORDS]
+    content = content_words(text)
     if not content:
         return False
     seen = set(words(" ".join(s.chunk.text for s in sources)))
@@ -126,16 +136,18 @@ async def retrieve(settings: Settings, questions: list[str]) -> list[list[Scored
 async def answer(
     client: openai.AsyncOpenAI, config: Config, question: str, sources: list[ScoredChunk]
 ) -> tuple[str, int, float]:
-    penalties = {k: v for k, v in config.extra.items() if k.endswith("y_penalty")}
-    body = {"cache_prompt": False, **{k: v for k, v in config.extra.items() if k not in penalties}}
+    messages = build_messages(question, sources)
+    if config.system is not None:
+        messages[0] = {"role": "system", "content": config.system}
     started = time.perf_counter()
     response = await client.chat.completions.create(
         model="local",
-        messages=build_messages(question, sources),  # type: ignore[arg-type]
+        messages=messages,  # type: ignore[arg-type]
         max_tokens=config.max_tokens,
         temperature=0.0,
-        extra_body=body,
-        **penalties,
+        stop=config.stop or None,
+        extra_body={"cache_prompt": False, **config.llama},
+        **config.penalties,  # type: ignore[arg-type]
     )
     seconds = time.perf_counter() - started
     tokens = response.usage.completion_tokens if response.usage else 0
@@ -156,7 +168,7 @@ async def run(args: argparse.Namespace) -> None:
             ]
             texts = [r[0] for r in results]
             looping = sum(loops(t) for t in texts)
-            empty = sum(not words(t) for t in texts)
+            empty = sum(len(content_words(t)) < 3 for t in texts)
             ok = sum(grounded(t, s) for t, s in zip(texts, retrieved, strict=True))
             print(
                 f"{config.name:<52} looping {looping:>2}, empty {empty}, grounded "

@@ -199,7 +199,7 @@ class ScriptedRewrites:
     model_id = "scripted"
 
     def __init__(self, *replies: str) -> None:
-        self.sampling: dict[str, float | int] = {"max_tokens": 32, "temperature": 0.0}
+        self.sampling: dict[str, float | int | str] = {"max_tokens": 32, "temperature": 0.0}
         self.replies = list(replies)
         self.calls = 0
 

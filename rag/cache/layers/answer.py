@@ -42,7 +42,7 @@ def _key(
     namespace: str,
     model: str,
     prompt_version: str,
-    sampling: tuple[tuple[str, float | int], ...],
+    sampling: tuple[tuple[str, float | int | str], ...],
     text: str,
     chunks: tuple[tuple[str, str], ...],
 ) -> str:
@@ -55,7 +55,7 @@ class AnswerLayer:
     namespace: str
     llm_model: str
     prompt_version: str
-    sampling: dict[str, float | int]
+    sampling: dict[str, float | int | str]
     ttl_s: int
     freshness: Freshness
     sliding: bool = False

@@ -39,7 +39,7 @@ class Models:
     embedding_id: str
     dimension: int
     llm: str
-    sampling: dict[str, float | int]
+    sampling: dict[str, float | int | str]
     answer_prompt: str
     rewrite_prompt: str
 

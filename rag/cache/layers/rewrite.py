@@ -20,7 +20,7 @@ class RewriteLayer:
     namespace: str
     llm_model: str
     prompt_version: str
-    sampling: dict[str, float | int]
+    sampling: dict[str, float | int | str]
     ttl_s: int
     sliding: bool = False
     layer: Layer = LAYER
