@@ -106,6 +106,7 @@ def two_processes(
         "RAG_REDIS_URL": valkey_url,
         "RAG_LLM_BASE_URL": llm_base_url,
         "RAG_LLM_MAX_TOKENS": "120",
+        "RAG_LLM_STOP": "[]",  # a long answer: the leader is killed in the middle of it
         "RAG_FLIGHT_LOCK_TTL_S": "2",
         # As for scripted_app: these tests count coordination through Redis, which a 250 ms
         # deadline tripped by a loaded machine (the local LLM on every core) turns off; and a
@@ -121,6 +122,7 @@ def two_processes(
         redis_url=valkey_url,
         llm_base_url=llm_base_url,
         llm_max_tokens=120,
+        llm_stop=[],
         flight_lock_ttl_s=2,
         redis_timeout_s=2.0,
         flight_wait_s=600,
