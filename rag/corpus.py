@@ -135,6 +135,7 @@ async def _open_cache(
         near=near,
         fresh_s=settings.near_cache_fresh_s,
         keep_s=settings.near_cache_keep_s,
+        hedge_s=settings.near_cache_hedge_s,
     )
     await store.redis_lost_data()  # notes the marker: a later loss of Redis's data is seen
     purges = asyncio.create_task(store.follow_purges(), name="near-cache-purges")

@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     near_cache_max_bytes: int = Field(ge=0)
     near_cache_fresh_s: float = Field(ge=0)
     near_cache_keep_s: float = Field(ge=0)
+    near_cache_hedge_s: float = Field(ge=0, allow_inf_nan=False)
     max_generations: int = Field(ge=0)  # 0: see generation_slots
     max_waiting_generations: int = Field(ge=0)
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)

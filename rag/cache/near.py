@@ -6,6 +6,10 @@ keys and holding the same bytes:
 
 - **Read first** for ``fresh_s`` (seconds) after an entry was copied: a hot question's entries are
   served without a Redis round trip.
+- **Read when Redis is slow**: when every entry a read wants has a copy younger than ``keep_s``,
+  Redis gets ``hedge_s`` (20 ms) to answer; past that the copies are served and Redis's answer,
+  when it comes, only refreshes them. A stalled Redis then costs a hot question 20 ms, not the
+  gateway's deadline.
 - **Read when Redis fails it** for ``keep_s`` after the copy: Redis down, slow past its deadline,
   or answering that the entry is gone (a restart or a failover lost it, eviction took it). The
   copy is still right: keys are content-addressed and carry the corpus version, which lives in
@@ -30,6 +34,7 @@ copy is needed; redis-py's ``CacheConfig`` also works only with its synchronous 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import secrets
@@ -115,12 +120,15 @@ class NearStore:
         near: NearCache,
         fresh_s: float,
         keep_s: float,
+        hedge_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self.near = near
         self._fresh_s = fresh_s
         self._keep_s = max(keep_s, fresh_s)
+        self._hedge_s = hedge_s
+        self._late: set[asyncio.Task[list[bytes | None]]] = set()  # reads the copies answered
         self._clock = clock
         self._epoch: bytes | None = None  # the marker's value when last looked at
         self._epoch_checked_at = -math.inf
@@ -135,7 +143,20 @@ class NearStore:
         missing = [i for i, value in enumerate(values) if value is None]
         if not missing:
             return values  # no round trip
-        fetched = await self._redis.get_many([keys[i] for i in missing])
+        wanted = [keys[i] for i in missing]
+        kept = [self.near.get(key, self._keep_s) for key in wanted]
+        if self._hedge_s and all(value is not None for value in kept):
+            fetch = asyncio.ensure_future(self._redis.get_many(wanted))
+            done, _ = await asyncio.wait({fetch}, timeout=self._hedge_s)
+            if not done:  # Redis is slow: the copies now, Redis's answer refreshes them later
+                self._late.add(fetch)
+                fetch.add_done_callback(lambda task: self._refresh(wanted, task))
+                for i, value in zip(missing, kept, strict=True):
+                    values[i] = value
+                return values
+            fetched = fetch.result()
+        else:
+            fetched = await self._redis.get_many(wanted)
         lost: list[int] = []
         for i, raw in zip(missing, fetched, strict=True):
             if raw is not None:
@@ -151,6 +172,15 @@ class NearStore:
                 assert value is not None
                 await self._redis.set(keys[i], value, WRITE_BACK_TTL_S)
         return values
+
+    def _refresh(self, keys: list[str], fetch: asyncio.Task[list[bytes | None]]) -> None:
+        """A late Redis answer (see ``get_many``): copy what it found."""
+        self._late.discard(fetch)
+        if fetch.cancelled() or fetch.exception() is not None:
+            return
+        for key, raw in zip(keys, fetch.result(), strict=True):
+            if raw is not None:
+                self.near.put(key, raw)
 
     async def redis_lost_data(self) -> bool:
         """Whether Redis lost its data in the last ``keep_s``: the shared marker was found gone

@@ -4,14 +4,19 @@ Valkey, with a clock the test moves."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rag.cache.gateway import RedisGateway
 from rag.cache.near import EPOCH_KEY, WRITE_BACK_TTL_S, NearCache, NearStore
 from services.serving import free_port  # nothing listens there
+from tests.redis_servers import redis_server
 
 
 class Clock:
@@ -126,3 +131,39 @@ def test_a_purge_message_drops_its_keys_and_anything_unreadable_drops_everything
     near.put("d", b"v")
     near.on_purge_message(b"\xff not json")
     assert len(near) == 0
+
+
+async def test_a_stalled_redis_costs_a_kept_copy_the_hedge_not_the_deadline(
+    tmp_path: Path,
+) -> None:
+    """A private ``redis-server`` stalled by ``DEBUG SLEEP``: a read whose entries all have a
+    kept copy waits ``hedge_s`` (20 ms), not the gateway's 1 s deadline, and Redis's late
+    answer refreshes the copy; a read with no copy waits for Redis."""
+    with redis_server(tmp_path, "--enable-debug-command", "yes") as server:
+        client = aioredis.Redis.from_url(server.url)
+        gateway = RedisGateway(client=client, timeout_s=1.0, retry_after_s=60)
+        clock = Clock()
+        near = NearCache(max_bytes=10_000, clock=clock)
+        store = NearStore(redis=gateway, near=near, fresh_s=2.0, keep_s=60.0, hedge_s=0.02)
+        try:
+            await store.set("hedge:a", b"A", 60)
+            await store.get_many(["hedge:a"])  # a round trip now: the connection is open
+            clock.now += 10  # past fresh_s: Redis is asked first
+            stall = asyncio.create_task(asyncio.to_thread(_stall, server.url, 0.5))
+            await asyncio.sleep(0.1)  # the stall has begun
+            started = time.perf_counter()
+            assert await store.get_many(["hedge:a"]) == [b"A"]
+            assert time.perf_counter() - started < 0.2
+            started = time.perf_counter()
+            assert await store.get_many(["hedge:none"]) == [None]
+            assert time.perf_counter() - started > 0.2  # no copy: it waited for Redis
+            await stall
+            await asyncio.sleep(0.05)
+            assert near.get("hedge:a", 1.0) == b"A"  # refreshed by the late answer
+        finally:
+            await client.aclose()
+
+
+def _stall(url: str, seconds: float) -> None:
+    with redis.Redis.from_url(url) as blocking:
+        blocking.execute_command("DEBUG", "SLEEP", seconds)
