@@ -6,13 +6,16 @@ whole, never mixed or lost, and nothing staged left behind."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ from rag.corpus import open_corpus
 from rag.embedding import SentenceTransformerEmbedder
 from rag.ingest import Document
 from rag.settings import Settings
-from tests.conftest import start_app_process
+from tests.conftest import Running, start_app_process
 from tests.paths import ROOT
 
 
@@ -173,3 +176,33 @@ def test_an_ingest_killed_half_way_leaves_each_document_old_or_new_and_a_rerun_f
     assert set(verdicts.values()) <= {"old", "new"}, verdicts
     assert ingest().wait(timeout=300) == 0  # re-run to finish
     assert set(found_versions(settings, embedder, documents).values()) == {"new"}
+
+
+def test_a_client_that_leaves_mid_write_changes_nothing(running: Running) -> None:
+    """``POST /documents`` of a long document by a client that hangs up once the server has
+    begun writing it: the write is cancelled, the corpus and its version are as before, and
+    what it had staged is gone."""
+    corpus = running.app.state.services.corpus
+
+    def stored() -> int:  # every point, staged or not (local mode: safe from this thread)
+        return asyncio.run(corpus.retriever._client.count(running.settings.collection)).count
+
+    def wait_for(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 30
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    before = httpx.get(f"{running.url}/healthz", timeout=10).json()
+    body = json.dumps({"doc_id": "left-mid-write", "text": long_text("left", 300)}).encode()
+    url = httpx.URL(running.url)
+    with socket.create_connection((url.host, url.port)) as client:
+        head = f"POST /documents HTTP/1.1\r\nHost: {url.host}\r\nContent-Type: application/json"
+        client.sendall(f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_for(lambda: stored() > before["chunks"], "the server never began the write")
+    wait_for(lambda: stored() == before["chunks"], "what the write staged was not discarded")
+    after = httpx.get(f"{running.url}/healthz", timeout=10).json()
+    assert (after["chunks"], after["corpus_version"]) == (
+        before["chunks"],
+        before["corpus_version"],
+    )
