@@ -16,6 +16,7 @@ Real parts: MiniLM (one torch thread, as the server embeds), Qdrant local mode o
   lost (goal: 0 mixed, 0 lost).
 
 Usage: python scripts/bench_document_change.py [--chunks 375] [--rounds 2] [--crashes 5]
+       [--crash-window-s 8]   (--rounds 0: the crashes only)
 """
 
 from __future__ import annotations
@@ -287,7 +288,8 @@ def main() -> None:
     parser.add_argument("--crashes", type=int, default=0, help="kills of a real rag serve")
     parser.add_argument("--crash-window-s", type=float, default=8.0)
     args = parser.parse_args()
-    asyncio.run(timing(args))
+    if args.rounds:  # --rounds 0: the crashes only
+        asyncio.run(timing(args))
     if args.crashes:
         crashes(args)
 
