@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent / "sample_corpus"
 _CHECKOUT = Path(__file__).resolve().parent.parent
+# The local model's own answers (scripts/eval_answers.py): seeded, they would come back as
+# sources and feed its mistakes into new answers.
+_NOT_SEEDED = {"local-model-answers.md"}
 
 
 def sample_corpus(settings: Settings) -> list[Path]:
@@ -37,8 +40,10 @@ def sample_corpus(settings: Settings) -> list[Path]:
     service's own documentation when it runs from a checkout, so that asking the service about
     itself works out of the box."""
     paths = [SAMPLE_CORPUS]
-    if settings.seed_project_docs:
-        paths += [p for p in (_CHECKOUT / "README.md", _CHECKOUT / "docs") if p.exists()]
+    if settings.seed_project_docs and (_CHECKOUT / "README.md").is_file():
+        paths.append(_CHECKOUT / "README.md")
+        docs = sorted((_CHECKOUT / "docs").rglob("*.md"))
+        paths += [path for path in docs if path.name not in _NOT_SEEDED]
     return paths
 
 

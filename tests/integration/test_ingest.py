@@ -278,7 +278,9 @@ def test_a_first_start_ingests_this_services_own_documentation(
     README and docs/ besides rag/sample_corpus."""
     settings = Settings(data_dir=tmp_path, seed_project_docs=True)
     documents = collect_documents(sample_corpus(settings))
-    assert {"README.md", "about.md", "semantic-v2.md"} <= {d.doc_id for d in documents}
+    doc_ids = {d.doc_id for d in documents}
+    assert {"README.md", "about.md", "semantic-v2.md"} <= doc_ids
+    assert "local-model-answers.md" not in doc_ids  # the model's own answers are no source
     chunker = TokenChunker(
         encoding=encoding, size=settings.chunk_tokens, overlap=settings.chunk_overlap_tokens
     )
