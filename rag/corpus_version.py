@@ -140,16 +140,19 @@ class CorpusVersion:
             await self._redis.publish(self.channel, state.version)  # best effort: they also poll
         return state.version
 
-    async def settle(self, doc_id: str, kept: str | None) -> None:
-        """Forget a collected change of ``doc_id`` (its superseded points are deleted and the
-        kept generation's points are no longer staged), unless a later switch changed it again.
-        The version does not change: what search sees did not."""
+    async def settle(self, collected: Mapping[str, str | None]) -> None:
+        """Forget collected changes (``collected``: doc_id -> the generation kept; their
+        superseded points are deleted and the kept ones no longer staged), in one write of the
+        record, except where a later switch changed a document again. The version does not
+        change: what search sees did not."""
         async with self._writing:
             state = await self._recorded()
-            if doc_id not in state.retired or state.retired[doc_id] != kept:
+            retired = state.retired
+            done = {d for d, kept in collected.items() if d in retired and retired[d] == kept}
+            if not done:
                 return
-            retired = {d: g for d, g in state.retired.items() if d != doc_id}
-            revealed = {g: d for g, d in state.revealed.items() if d != doc_id}
+            retired = {d: g for d, g in retired.items() if d not in done}
+            revealed = {g: d for g, d in state.revealed.items() if d not in done}
             state = CorpusState(version=state.version, revealed=revealed, retired=retired)
             await self._store.write_state(state)
             if state.version == self.current:

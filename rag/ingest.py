@@ -355,11 +355,11 @@ class Ingestor:
         async with self._collecting:
             await self._corpus_version.refresh()
             state, deleted = self._corpus_version.state, 0
-            if state is None:
+            if state is None or not state.retired:
                 return 0
             for doc_id, kept in state.retired.items():
                 deleted += await self._retriever.collect(doc_id, kept, list(state.revealed))
-                await self._corpus_version.settle(doc_id, kept)
+            await self._corpus_version.settle(state.retired)
             return deleted
 
     async def recover(self) -> None:
