@@ -14,16 +14,25 @@
     ├── DocumentNotFoundError    no such document (404)
     └── ConfigurationError       a setting names something unusable (at start-up)
 
-Cache-store failures are not errors: the cache fails open (see ``rag.cache.gateway``).
+Cache-store failures are not errors: the cache fails open (see ``rag.cache.gateway``). Each kind
+also names what it counts as in the ``rag_errors_total{kind}`` metric (``kind``).
 """
+
+from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RagError(Exception):
     """Base of every error this library raises on purpose."""
 
+    kind: ClassVar[str] = "other"  # its label in rag_errors_total{kind}
+
 
 class InvalidInputError(RagError):
     """The caller sent something we cannot use; the message says what."""
+
+    kind = "invalid_input"
 
 
 class InvalidFieldError(InvalidInputError):
@@ -39,6 +48,8 @@ class InvalidFieldError(InvalidInputError):
 class DocumentNotFoundError(RagError):
     """The document id is not in the corpus."""
 
+    kind = "not_found"
+
 
 class ConfigurationError(RagError):
     """A setting names something that cannot be used, e.g. a semantic verifier weight file of
@@ -52,6 +63,8 @@ class UpstreamError(RagError):
 class LLMError(UpstreamError):
     """The LLM call failed or returned an unusable answer."""
 
+    kind = "llm"
+
 
 class LLMTimeoutError(LLMError):
     """The LLM did not answer within the configured timeout."""
@@ -64,21 +77,31 @@ class LLMRateLimitError(LLMError):
 class RetrievalError(UpstreamError):
     """The vector database could not be queried or written."""
 
+    kind = "vector_db"
+
 
 class CacheUnavailableError(UpstreamError):
     """An explicit cache operation (invalidation) could not reach the cache store."""
+
+    kind = "cache_unavailable"
 
 
 class FlightFailedError(UpstreamError):
     """The identical request this one waited for failed; its message is passed on."""
 
+    kind = "llm"
+
 
 class FlightTimeoutError(UpstreamError):
     """Waited too long for an identical request in flight."""
 
+    kind = "llm"
+
 
 class OverloadedError(UpstreamError):
     """Too many LLM generations are running and waiting; try again after ``retry_after_s``."""
+
+    kind = "shed"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
@@ -88,6 +111,19 @@ class OverloadedError(UpstreamError):
 class RateLimitedError(RagError):
     """One tenant asked more often than its rate allows; try again after ``retry_after_s``."""
 
+    kind = "rate_limited"
+
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+def error_kinds() -> list[str]:
+    """Every ``kind`` an error of this tree counts as (once each)."""
+    classes: list[type[RagError]] = [RagError]
+    kinds: dict[str, None] = {}
+    while classes:
+        cls = classes.pop(0)
+        kinds[cls.kind] = None
+        classes += cls.__subclasses__()
+    return list(kinds)

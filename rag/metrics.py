@@ -8,36 +8,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from rag.cache.layers import LAYERS
-from rag.errors import (
-    CacheUnavailableError,
-    DocumentNotFoundError,
-    FlightFailedError,
-    FlightTimeoutError,
-    InvalidInputError,
-    LLMError,
-    OverloadedError,
-    RateLimitedError,
-    RetrievalError,
-)
+from rag.errors import RagError, error_kinds
 from rag.types import CacheStatus
-
-# What an error counts as in ``rag_errors_total{kind}``: the most specific kind listed wins.
-_KIND_OF: list[tuple[type[Exception], str]] = [
-    (OverloadedError, "shed"),
-    (RateLimitedError, "rate_limited"),
-    (LLMError, "llm"),
-    (FlightFailedError, "llm"),
-    (FlightTimeoutError, "llm"),
-    (RetrievalError, "vector_db"),
-    (CacheUnavailableError, "cache_unavailable"),
-    (InvalidInputError, "invalid_input"),
-    (DocumentNotFoundError, "not_found"),
-]
-ERROR_KINDS = tuple(dict.fromkeys([kind for _, kind in _KIND_OF] + ["other"]))
-
-
-def error_kind(exc: Exception) -> str:
-    return next((kind for cls, kind in _KIND_OF if isinstance(exc, cls)), "other")
 
 
 class Metrics:
@@ -96,7 +68,7 @@ class Metrics:
         )
         self.errors = Counter(
             "rag_errors",
-            "Requests that ended in an error, by kind (see ERROR_KINDS).",
+            "Requests that ended in an error, by kind (``RagError.kind``).",
             ["kind"],
             registry=self.registry,
         )
@@ -105,7 +77,7 @@ class Metrics:
             "1 while the cache store is used, 0 while its circuit breaker skips it.",
             registry=self.registry,
         )
-        for kind in ERROR_KINDS:
+        for kind in error_kinds():
             self.errors.labels(kind)
         for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape
             for result in layer.statuses:
@@ -114,8 +86,8 @@ class Metrics:
     def record_cache(self, layer: str, status: CacheStatus) -> None:
         self._children(self.cache_requests, layer, status.value).inc()
 
-    def record_error(self, exc: Exception) -> None:
-        self._children(self.errors, error_kind(exc)).inc()
+    def record_error(self, exc: RagError) -> None:
+        self._children(self.errors, exc.kind).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
         self._children(self.stage_seconds, stage).observe(seconds)
