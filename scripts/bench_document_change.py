@@ -27,7 +27,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from rag.local import embedded_valkey
 from rag.retrieval import QdrantRetriever
 from rag.settings import Settings
 from rag.tokens import get_encoding
+from services.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -195,12 +195,6 @@ async def timing(args: argparse.Namespace) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
     print(f"searches during the replace: {dict(readers)} (goal: 'neither' 0)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def crashes(args: argparse.Namespace) -> None:
