@@ -13,7 +13,10 @@ llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. Per configuration:
 
 Goal (issue #24): 0 looping, 0 empty, >= 75 % grounded.
 
-Usage: python scripts/eval_answers.py [--questions N]
+The default was chosen on QUESTIONS; ``--held-out`` asks 12 questions on other topics with
+"before" and the default only, to judge the choice on questions it was not made on.
+
+Usage: python scripts/eval_answers.py [--questions N] [--show] [--held-out]
 """
 
 from __future__ import annotations
@@ -63,6 +66,21 @@ QUESTIONS = [
     "What happens to a document change after a crash?",
     "What is the circuit breaker for?",
 ]
+# Asked only after the default was chosen on QUESTIONS (--held-out): topics none of those touch.
+HELD_OUT = [
+    "How long does a conversation session live?",
+    "What does RAG_API_KEYS configure?",
+    "Which Redis maxmemory policy should I use?",
+    "What does rag cache stats print?",
+    "What does the web page show?",
+    "How does the service count tokens?",
+    "What does the Grafana dashboard show?",
+    "What happens when the LLM times out?",
+    "How is a follow-up question in a session answered?",
+    "What does RAG_ENVIRONMENT=production refuse?",
+    "How do I use OpenAI instead of the local model?",
+    "What does /healthz report?",
+]
 STOP_WORDS = set(
     "this that with from they them their there then than what when where which while will "
     "would could should have been were your about into only also more most some such each "
@@ -85,11 +103,15 @@ SHORT = (
     "context passages. If they do not contain the answer, say so."
 )
 DRY = {"dry_multiplier": 0.8, "dry_base": 1.75, "dry_allowed_length": 2}  # llama.cpp's
+PROMPT_V1 = (  # rag/prompt.py before issue #24
+    "You answer questions using only the numbered context passages. "
+    "Answer in two or three sentences. If the context does not contain the answer, say so."
+)
 CONFIGS = [
-    Config("before: 160 tokens, no stop, no penalty", 160),
-    Config("64 tokens, stop at a line break", 64, ["\n"]),
-    Config("64 tokens, stop at a line break, DRY 0.8", 64, ["\n"], llama=DRY),
-    Config("96 tokens, stop at a blank line, DRY 0.8", 96, ["\n\n"], llama=DRY),
+    Config("before: 160 tokens, no stop, no penalty", 160, system=PROMPT_V1),
+    Config("64 tokens, stop at a line break", 64, ["\n"], system=PROMPT_V1),
+    Config("64 tokens, stop at a line break, DRY 0.8", 64, ["\n"], llama=DRY, system=PROMPT_V1),
+    Config("96 tokens, stop at a blank line, DRY 0.8", 96, ["\n\n"], llama=DRY, system=PROMPT_V1),
     Config(
         "96 tokens, stop at a blank line, DRY 0.8, short prompt",
         96,
@@ -155,13 +177,14 @@ async def answer(
 
 
 async def run(args: argparse.Namespace) -> None:
-    questions = QUESTIONS[: args.questions]
+    questions = (HELD_OUT if args.held_out else QUESTIONS)[: args.questions]
+    configs = [CONFIGS[0], CONFIGS[-1]] if args.held_out else CONFIGS  # before, and the default
     with tempfile.TemporaryDirectory(prefix="eval-answers-") as tmp:
         settings = Settings(data_dir=Path(tmp), seed_sample_corpus=False, seed_project_docs=True)
         retrieved = await retrieve(settings, questions)
     with local_llm_server(threads=2) as base_url:
         client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
-        for config in CONFIGS:
+        for config in configs:
             results = [
                 await answer(client, config, q, s)
                 for q, s in zip(questions, retrieved, strict=True)
@@ -187,6 +210,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=len(QUESTIONS))
     parser.add_argument("--show", action="store_true", help="print every answer")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="the questions not used to choose the default; only 'before' and the default",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
