@@ -18,6 +18,7 @@ from rag.cache.gateway import RedisGateway, connect
 from rag.cache.invalidation import Invalidation, Tags
 from rag.cache.near import NearCache, NearStore
 from rag.corpus_version import CorpusVersion
+from rag.edge import EdgeRetriever, migrate_local_mode
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.ingest import Ingestor, TokenChunker
 from rag.local import embedded_valkey
@@ -55,7 +56,7 @@ class Corpus:
     cache: KVStore  # what the cache layers read and write: the near cache over ``redis``
     near: NearCache | None
     embedder: SentenceTransformerEmbedder
-    retriever: QdrantRetriever
+    retriever: QdrantRetriever | EdgeRetriever
     corpus_version: CorpusVersion
     ingestor: Ingestor
     tags: Tags
@@ -162,28 +163,46 @@ async def warn_if_unbounded(redis: RedisGateway) -> None:
 
 async def _open_retriever(
     stack: AsyncExitStack, settings: Settings, dimension: int
-) -> QdrantRetriever:
-    """The vector DB: a Qdrant server when ``qdrant_url`` is set, else local mode on a folder."""
+) -> QdrantRetriever | EdgeRetriever:
+    """The vector DB: a Qdrant server when ``qdrant_url`` is set, else Qdrant Edge in this
+    process under ``data_dir/edge``, migrated from qdrant-client's local mode (the embedded
+    store before it) on the first start that finds only that."""
     if settings.qdrant_url:
         qdrant = AsyncQdrantClient(
             url=settings.qdrant_url, api_key=settings.qdrant_api_key.get_secret_value() or None
         )
-    else:
-        qdrant = _open_local_qdrant(settings.data_dir.resolve() / "qdrant")
-    stack.push_async_callback(qdrant.close)
-    retriever = QdrantRetriever(client=qdrant, collection=settings.collection, dimension=dimension)
-    await retriever.ensure_collection()
-    return retriever
+        stack.push_async_callback(qdrant.close)
+        retriever = QdrantRetriever(
+            client=qdrant, collection=settings.collection, dimension=dimension
+        )
+        await retriever.ensure_collection()
+        return retriever
 
+    def make(folder: Path) -> EdgeRetriever:
+        return EdgeRetriever(
+            folder=folder,
+            dimension=dimension,
+            hnsw_ef=settings.edge_hnsw_ef,
+            index_after=settings.edge_index_after,
+        )
 
-def _open_local_qdrant(path: Path) -> AsyncQdrantClient:
-    try:
-        return AsyncQdrantClient(path=str(path))
-    except RuntimeError as exc:  # qdrant local mode locks its folder to one process
-        raise RuntimeError(
-            f"the vector DB folder {path} is in use by another process (a running `rag serve`?). "
-            "Stop it, or use a Qdrant server (RAG_QDRANT_URL) to share the corpus."
-        ) from exc
+    data_dir = settings.data_dir.resolve()
+    folder = data_dir / "edge" / settings.collection
+    local_mode = data_dir / "qdrant"
+    if not folder.exists() and (local_mode / "collection" / settings.collection).is_dir():
+        moved = await migrate_local_mode(local_mode, settings.collection, folder, make)
+        log.warning(
+            "migrated %d points of collection %r from the local-mode folder %s to %s; the old "
+            "folder is kept as it was: delete it once you no longer need it",
+            moved,
+            settings.collection,
+            local_mode,
+            folder,
+        )
+    edge = make(folder)
+    stack.push_async_callback(edge.aclose)
+    edge.index_soon()
+    return edge
 
 
 async def cancel(task: asyncio.Task[None]) -> None:

@@ -32,11 +32,11 @@ def point_id(chunk_id: str) -> str:
 _VERSION_POINT = point_id("corpus-version")
 
 
-def _is(key: str, value: str | bool) -> models.FieldCondition:
+def matches(key: str, value: str | bool) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
 
-def _in_generations(generations: Iterable[str]) -> models.Filter:
+def in_generations(generations: Iterable[str]) -> models.Filter:
     return models.Filter(
         must=[models.FieldCondition(key="generation", match=models.MatchAny(any=list(generations)))]
     )
@@ -46,7 +46,7 @@ def unswitched(revealed: Iterable[str]) -> models.Filter:
     """Points staged by a write that no switch made current."""
     revealed = list(revealed)
     return models.Filter(
-        must=[_is("staged", True)], must_not=[_in_generations(revealed)] if revealed else None
+        must=[matches("staged", True)], must_not=[in_generations(revealed)] if revealed else None
     )
 
 
@@ -57,11 +57,45 @@ def visible(state: CorpusState | None) -> models.Filter:
     for doc_id, kept in (state.retired if state is not None else {}).items():
         hidden.append(
             models.Filter(
-                must=[_is("doc_id", doc_id)],
-                must_not=[_is("generation", kept)] if kept is not None else None,
+                must=[matches("doc_id", doc_id)],
+                must_not=[matches("generation", kept)] if kept is not None else None,
             )
         )
     return models.Filter(must_not=hidden)
+
+
+def superseded(doc_id: str, kept: str | None, revealed: Iterable[str]) -> models.Filter:
+    """A document's points that a switch made obsolete: all but ``kept`` and those staged by
+    a write not switched yet (``revealed``: the generations switches made current)."""
+    return models.Filter(
+        must=[matches("doc_id", doc_id)],
+        must_not=[unswitched(revealed)]
+        + ([matches("generation", kept)] if kept is not None else []),
+    )
+
+
+def point_payload(chunk: Chunk, generation: str) -> dict[str, Any]:
+    """What a point stores: the chunk, its document's generation, and ``staged`` (every point
+    is written staged; ``collect`` unstages it once its switch is done)."""
+    return {
+        "doc_id": chunk.doc_id,
+        "chunk_id": chunk.chunk_id,
+        "text": chunk.text,
+        "source": chunk.source,
+        "hash": chunk.content_hash,
+        "generation": generation,
+        "staged": True,
+    }
+
+
+def chunk_from_payload(payload: Mapping[str, Any]) -> Chunk:
+    return Chunk(
+        doc_id=str(payload["doc_id"]),
+        chunk_id=str(payload["chunk_id"]),
+        text=str(payload["text"]),
+        source=str(payload.get("source", "")),
+        content_hash=str(payload["hash"]),
+    )
 
 
 class QdrantRetriever:
@@ -134,7 +168,7 @@ class QdrantRetriever:
         except Exception as exc:
             raise RetrievalError(f"vector search failed: {exc}") from exc
         return [
-            ScoredChunk(chunk=_chunk_from_payload(p.payload or {}), score=float(p.score))
+            ScoredChunk(chunk=chunk_from_payload(p.payload or {}), score=float(p.score))
             for p in response.points
         ]
 
@@ -147,15 +181,7 @@ class QdrantRetriever:
             models.PointStruct(
                 id=point_id(f"{c.chunk_id}@{generations[c.doc_id]}"),
                 vector=v.tolist(),
-                payload={
-                    "doc_id": c.doc_id,
-                    "chunk_id": c.chunk_id,
-                    "text": c.text,
-                    "source": c.source,
-                    "hash": c.content_hash,
-                    "generation": generations[c.doc_id],
-                    "staged": True,
-                },
+                payload=point_payload(c, generations[c.doc_id]),
             )
             for c, v in zip(chunks, vectors, strict=True)
         ]
@@ -168,35 +194,35 @@ class QdrantRetriever:
         """Chunks search sees (of ``doc_id`` only, when given)."""
         selector = self._visible
         if doc_id is not None:
-            selector = models.Filter(must=[_is("doc_id", doc_id), selector])
+            selector = models.Filter(must=[matches("doc_id", doc_id), selector])
         return await self._count(selector, "count the collection")
+
+    async def stored(self) -> list[dict[str, Any]]:
+        """Every point's payload, seen by search or not (tests, diagnostics; a small store)."""
+        records, _ = await self._client.scroll(self._collection, limit=100_000, with_payload=True)
+        return [r.payload or {} for r in records]
 
     async def written(self, generations: Iterable[str]) -> int:
         """Points written in ``generations``."""
-        return await self._count(_in_generations(generations), "count written points")
+        return await self._count(in_generations(generations), "count written points")
 
     async def discard(self, generations: Iterable[str]) -> int:
         """Delete the points of ``generations`` (a write that failed before its switch)."""
-        return await self._delete(_in_generations(generations))
+        return await self._delete(in_generations(generations))
 
     async def collect(self, doc_id: str, kept: str | None, revealed: Sequence[str]) -> int:
         """After a switch: the points of ``kept`` stop being staged, and the document's other
         points are deleted, except those staged by a write not switched yet (``revealed``: the
         generations switches made current). Idempotent. How many were deleted."""
-        superseded = models.Filter(
-            must=[_is("doc_id", doc_id)],
-            must_not=[unswitched(revealed)]
-            + ([_is("generation", kept)] if kept is not None else []),
-        )
         try:
             if kept is not None:
                 await self._client.set_payload(
                     self._collection,
                     payload={"staged": False},
-                    points=models.Filter(must=[_is("generation", kept)]),
+                    points=models.Filter(must=[matches("generation", kept)]),
                     wait=True,
                 )
-            return await self._delete(superseded)
+            return await self._delete(superseded(doc_id, kept, revealed))
         except RetrievalError:
             raise
         except Exception as exc:
@@ -226,13 +252,3 @@ class QdrantRetriever:
             ).count
         except Exception as exc:
             raise RetrievalError(f"cannot {what}: {exc}") from exc
-
-
-def _chunk_from_payload(payload: dict[str, Any]) -> Chunk:
-    return Chunk(
-        doc_id=str(payload["doc_id"]),
-        chunk_id=str(payload["chunk_id"]),
-        text=str(payload["text"]),
-        source=str(payload.get("source", "")),
-        content_hash=str(payload["hash"]),
-    )

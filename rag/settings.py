@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     qdrant_url: str
     qdrant_api_key: SecretStr
     collection: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    edge_hnsw_ef: int = Field(ge=4)
+    edge_index_after: int = Field(ge=1)
 
     embedding_model_path: str
     embedding_model_id: str = Field(min_length=1)

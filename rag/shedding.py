@@ -117,8 +117,7 @@ class GenerationLimiter:
                     self._hand_on()  # granted just as it gave up: pass the slot on
                 if isinstance(exc, TimeoutError):
                     raise self._overloaded(
-                        "no LLM slot came free in "
-                        f"{self._WAIT_LIMIT_FACTOR * self._max_wait_s:g} s"
+                        f"no LLM slot came free in {self._WAIT_LIMIT_FACTOR * self._max_wait_s:g} s"
                     ) from None
                 raise
         started = self._clock()

@@ -1,12 +1,16 @@
-"""A document change is all or nothing (issue #25), on real Qdrant local mode: readers see a
-document's old version whole until the switch and its new version whole after it; a failed or
-cancelled write changes nothing; concurrent writes of one document end with the last switch
-whole; a delete hides at once; what a dead process left is recovered at the next start."""
+"""A document change is all or nothing (issue #25), on each vector store the service can run on
+this machine (qdrant-client's engine, as a server runs it, and the embedded Qdrant Edge):
+readers see a document's old version whole until the switch and its new version whole after
+it; a failed or cancelled write changes nothing; concurrent writes of one document end with the
+last switch whole; a delete hides at once; what a dead process left is recovered at the next
+start."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ import tiktoken
 from qdrant_client import AsyncQdrantClient
 
 from rag.corpus_version import CorpusVersion
+from rag.edge import EdgeRetriever
 from rag.errors import LLMError
 from rag.ingest import Document, Ingestor, TokenChunker
 from rag.protocols import Vector
@@ -40,12 +45,15 @@ class SlowEmbedder(HashEmbedder):
         return await super().embed(texts)
 
 
-class Corpus:
-    """A retriever on one in-memory local-mode collection, its record and an ingestor."""
+Store = QdrantRetriever | EdgeRetriever
 
-    def __init__(self, client: AsyncQdrantClient, encoding: tiktoken.Encoding) -> None:
+
+class Corpus:
+    """A retriever, its record and an ingestor."""
+
+    def __init__(self, retriever: Store, encoding: tiktoken.Encoding) -> None:
         self.embedder = SlowEmbedder()
-        self.retriever = QdrantRetriever(client=client, collection="c", dimension=PROBE.size)
+        self.retriever = retriever
         self.version = CorpusVersion(
             store=self.retriever, redis=None, namespace="t", collection="c", poll_s=1
         )
@@ -64,26 +72,55 @@ class Corpus:
         found = await self.retriever.search(PROBE, 1000)
         return sorted(f.chunk.text for f in found if f.chunk.doc_id == doc_id)
 
+    async def stored(self) -> list[dict[str, Any]]:
+        """Every point's payload, seen by search or not."""
+        return await self.retriever.stored()
+
+    async def aclose(self) -> None:
+        await self.ingestor.aclose()
+        if isinstance(self.retriever, EdgeRetriever):
+            await self.retriever.aclose()
+
 
 @pytest.fixture(scope="module")
 def encoding(tmp_path_factory: pytest.TempPathFactory) -> tiktoken.Encoding:
     return get_encoding("cl100k_base", tmp_path_factory.mktemp("tiktoken"))
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[AsyncQdrantClient]:
+@pytest.fixture(params=["qdrant", "edge"])
+async def open_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[], Store]]:
+    """Opens the store of this test anew (as a new process would): qdrant-client's engine in
+    memory, or a Qdrant Edge folder (the previous opener must have closed it)."""
     client = AsyncQdrantClient(location=":memory:")
-    yield client
+
+    def open_store() -> Store:
+        if request.param == "edge":
+            return EdgeRetriever(
+                folder=tmp_path / "edge", dimension=PROBE.size, hnsw_ef=64, index_after=10**9
+            )
+        return QdrantRetriever(client=client, collection="c", dimension=PROBE.size)
+
+    yield open_store
     await client.close()
 
 
-@pytest.fixture
-async def corpus(client: AsyncQdrantClient, encoding: tiktoken.Encoding) -> AsyncIterator[Corpus]:
-    corpus = Corpus(client, encoding)
-    await corpus.retriever.ensure_collection()
+async def opened(store: Store, encoding: tiktoken.Encoding) -> Corpus:
+    corpus = Corpus(store, encoding)
+    if isinstance(store, QdrantRetriever):
+        await store.ensure_collection()
     await corpus.version.start()
+    return corpus
+
+
+@pytest.fixture
+async def corpus(
+    open_store: Callable[[], Store], encoding: tiktoken.Encoding
+) -> AsyncIterator[Corpus]:
+    corpus = await opened(open_store(), encoding)
     yield corpus
-    await corpus.ingestor.aclose()
+    await corpus.aclose()
 
 
 def text(word: str, chunks: int) -> str:
@@ -114,7 +151,7 @@ async def watch(
 
 
 async def test_readers_see_the_old_version_whole_until_the_switch_then_the_new(
-    corpus: Corpus, client: AsyncQdrantClient
+    corpus: Corpus,
 ) -> None:
     old, new = Document("doc", text("old", 3), ""), Document("doc", text("new", 30), "")
     await corpus.ingestor.add([old])
@@ -125,11 +162,9 @@ async def test_readers_see_the_old_version_whole_until_the_switch_then_the_new(
     assert await watch(corpus, "doc", versions, writing) == ["old", "new"]
     assert corpus.version.current != before
     assert await corpus.retriever.count("doc") == len(versions["new"])
-    stored, _ = await client.scroll("c", limit=1000)
-    assert len(stored) == len(versions["old"]) + len(versions["new"])  # side by side
+    assert len(await corpus.stored()) == len(versions["old"]) + len(versions["new"])  # both
     await asyncio.sleep(2 * COLLECT_AFTER_S)  # then the old chunks go
-    stored, _ = await client.scroll("c", limit=1000)
-    assert len(stored) == len(versions["new"])
+    assert len(await corpus.stored()) == len(versions["new"])
     assert await corpus.texts("doc") == versions["new"]
     state = corpus.version.state
     assert state is not None and not state.revealed and not state.retired  # tidied
@@ -137,7 +172,7 @@ async def test_readers_see_the_old_version_whole_until_the_switch_then_the_new(
 
 @pytest.mark.parametrize("how", ["embedding fails", "cancelled"])
 async def test_a_failed_or_cancelled_write_leaves_the_old_version_and_nothing_else(
-    corpus: Corpus, client: AsyncQdrantClient, how: str
+    corpus: Corpus, how: str
 ) -> None:
     old = Document("doc", text("old", 3), "")
     await corpus.ingestor.add([old])
@@ -153,8 +188,7 @@ async def test_a_failed_or_cancelled_write_leaves_the_old_version_and_nothing_el
         await writing
     assert await corpus.texts("doc") == chunk_texts(corpus, old)
     assert corpus.version.current == before
-    stored, _ = await client.scroll("c", limit=1000)
-    assert len(stored) == len(chunk_texts(corpus, old))  # what was staged is gone
+    assert len(await corpus.stored()) == len(chunk_texts(corpus, old))  # the staged ones went
 
 
 async def test_concurrent_writes_of_one_document_end_with_the_last_switch_whole(
@@ -172,7 +206,7 @@ async def test_concurrent_writes_of_one_document_end_with_the_last_switch_whole(
 
 
 async def test_a_delete_hides_the_document_at_once_and_its_chunks_go_after(
-    corpus: Corpus, client: AsyncQdrantClient
+    corpus: Corpus,
 ) -> None:
     gone = Document("gone", text("g", 3), "")
     await corpus.ingestor.add([gone, Document("kept", text("k", 2), "")])
@@ -180,19 +214,16 @@ async def test_a_delete_hides_the_document_at_once_and_its_chunks_go_after(
     assert await corpus.ingestor.delete("gone") == len(chunk_texts(corpus, gone))
     assert await corpus.texts("gone") == [] and await corpus.texts("kept") == kept
     await corpus.ingestor.collect()
-    stored, _ = await client.scroll("c", limit=1000, with_payload=True)
-    assert {p.payload["doc_id"] for p in stored if p.payload} == {"kept"}
+    assert {p["doc_id"] for p in await corpus.stored()} == {"kept"}
 
 
 async def test_recovery_removes_a_write_that_never_switched_and_finishes_one_that_did(
-    client: AsyncQdrantClient, encoding: tiktoken.Encoding
+    open_store: Callable[[], Store], encoding: tiktoken.Encoding
 ) -> None:
     """Two dead writers, as a killed process leaves them: one died before its switch (its
     chunks are staged), one after it (its superseded chunks are still there). A new process
     (a new ``Corpus`` on the same store) recovers both at start."""
-    first = Corpus(client, encoding)
-    await first.retriever.ensure_collection()
-    await first.version.start()
+    first = await opened(open_store(), encoding)
     a_old, b_old = Document("a", text("a", 2), ""), Document("b", text("b", 2), "")
     await first.ingestor.add([a_old, b_old])
     await first.ingestor.collect()
@@ -201,16 +232,19 @@ async def test_recovery_removes_a_write_that_never_switched_and_finishes_one_tha
     await first.retriever.upsert(died_before, vectors, {"a": "dead-write"})
     b_new = Document("b", text("y", 4), "")
     await first.ingestor.add([b_new])  # switched; its collection never ran
+    if isinstance(first.retriever, EdgeRetriever):  # the process dies, its timers with it
+        for collection in first.ingestor._collections:
+            collection.cancel()
+        await first.retriever.aclose()
 
-    second = Corpus(client, encoding)
-    await second.version.start()
+    second = await opened(open_store(), encoding)
     assert await second.texts("a") == chunk_texts(second, a_old)
     assert await second.texts("b") == chunk_texts(second, b_new)
     await second.ingestor.recover()
-    stored, _ = await client.scroll("c", limit=1000, with_payload=True)
-    payloads = [p.payload or {} for p in stored]
+    payloads = await second.stored()
     assert sorted(p["text"] for p in payloads) == sorted(
         chunk_texts(second, a_old) + chunk_texts(second, b_new)
     )
     assert not any(p["staged"] for p in payloads)
     assert await second.texts("b") == chunk_texts(second, b_new)
+    await second.aclose()

@@ -353,7 +353,7 @@ class RedisGateway:
                 await asyncio.sleep(retry_s)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def used_memory(self) -> int:
         """The server's ``used_memory`` (for measurements; errors propagate)."""
