@@ -302,6 +302,11 @@ class EdgeRetriever:
 
     # -- the index
 
+    @property
+    def building(self) -> bool:
+        """An index build is under way (its writes are journaled)."""
+        return self._journal is not None
+
     def unindexed(self) -> int:
         info = self._shard.info()
         return max(0, info.points_count - info.indexed_vectors_count)

@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from qdrant_client import models
 
 from rag.corpus import open_corpus
 from rag.embedding import SentenceTransformerEmbedder
@@ -68,13 +67,8 @@ def found_versions(
             probe = np.ones(embedder.dimension, dtype=np.float32)
             probe /= np.linalg.norm(probe)
             seen = await corpus.retriever.search(probe, 100_000)
-            stored = await corpus.retriever._client.count(
-                settings.collection,
-                count_filter=models.Filter(
-                    must=[models.FieldCondition(key="staged", match=models.MatchValue(value=True))]
-                ),
-            )
-            assert stored.count == 0, "a start left staged chunks behind"
+            staged = [p for p in await corpus.retriever.stored() if p["staged"]]
+            assert not staged, "a start left staged chunks behind"
             verdicts = {}
             for doc_id, versions in documents.items():
                 texts = sorted(f.chunk.text for f in seen if f.chunk.doc_id == doc_id)
@@ -175,8 +169,8 @@ def test_a_client_that_leaves_mid_write_changes_nothing(running: Running) -> Non
     what it had staged is gone."""
     corpus = running.app.state.services.corpus
 
-    def stored() -> int:  # every point, staged or not (local mode: safe from this thread)
-        return asyncio.run(corpus.retriever._client.count(running.settings.collection)).count
+    def stored() -> int:  # every point, staged or not (the store is safe to read from here)
+        return len(asyncio.run(corpus.retriever.stored()))
 
     def wait_for(condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 30
