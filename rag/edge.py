@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,7 @@ from rag.types import Chunk, ScoredChunk
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 _PAYLOAD_INDEXES = {
     "doc_id": qe.PayloadSchemaType.Keyword,
     "generation": qe.PayloadSchemaType.Keyword,
@@ -328,7 +332,7 @@ class EdgeRetriever:
             await asyncio.sleep(wait)
         if self.unindexed() < self._index_after:
             return
-        target = self._folder / f"shard-{int(self._live.name.split('-')[1]) + 1}"
+        target = self._folder / f"shard-{uuid.uuid4().hex[:12]}"
         started = time.monotonic()
         log.info("building the vector index over %d new points", self.unindexed())
         try:
@@ -427,6 +431,10 @@ async def _build_in_child(path: Path) -> None:
 def _build(path: str) -> None:
     with contextlib.suppress(OSError):
         os.nice(10)  # the service that spawned us comes first
+    with contextlib.suppress(OSError, AttributeError):  # Linux: die with the service
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        return  # the service died before we could ask to die with it
     shard = qe.EdgeShard.load(path)
     shard.optimize()
     shard.flush()

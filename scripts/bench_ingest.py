@@ -11,7 +11,7 @@ machine falls on every path alike:
   of its own, torch's default thread count, in the main thread: the model's own speed;
 - ingest: what ``rag ingest`` does once its parts are open: ``embedder.use_threads(
   ingest_threads)``, ``ingestor.plan`` (chunking), ``ingestor.write`` (delete, embed, upsert,
-  corpus version bump) into a fresh Qdrant local-mode folder, on an embedded Valkey;
+  corpus version bump) into a fresh default store (Qdrant Edge), on an embedded Valkey;
 - baseline (``--baseline``): the ingestion path as it was before issue 16, replayed here: one
   torch thread, chunking twice (the progress bar's count, then the ingest), calls of 64 chunks in
   document order, each upsert waited for before the next batch is embedded.

@@ -92,11 +92,11 @@ async def test_the_index_is_built_aside_while_search_and_writes_go_on(tmp_path: 
     await store.aclose()
 
     reopened = store_at(tmp_path / "edge")  # the built shard is the one a restart loads
-    assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == [
-        "corpus.json",
-        "current",
-        "shard-1",
-    ]
+    live = (tmp_path / "edge" / "current").read_text()
+    assert live != "shard-0"
+    assert sorted(p.name for p in (tmp_path / "edge").iterdir()) == sorted(
+        ["corpus.json", "current", live]
+    )
     await reopened.read_state()
     assert await reopened.count() == 2050 and reopened.unindexed() < 300
     await reopened.aclose()
@@ -126,9 +126,9 @@ async def test_one_process_owns_the_store_and_a_crashed_build_is_cleared(tmp_pat
     with pytest.raises(RetrievalError, match=r"in use by another process.*RAG_QDRANT_URL"):
         store_at(tmp_path / "edge")
     await store.aclose()
-    (tmp_path / "edge" / "shard-1").mkdir()  # what a process killed mid-build leaves
+    (tmp_path / "edge" / "shard-5e1f").mkdir()  # what a process killed mid-build leaves
     reopened = store_at(tmp_path / "edge")
-    assert not (tmp_path / "edge" / "shard-1").exists()
+    assert not (tmp_path / "edge" / "shard-5e1f").exists()
     await reopened.read_state()
     assert await reopened.count() == 10
     await reopened.aclose()

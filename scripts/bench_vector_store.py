@@ -1,0 +1,227 @@
+"""How the embedded vector store (Qdrant Edge, ``rag.edge``) scales: one store per size, built
+the way the service builds it (``EdgeRetriever.upsert`` of chunk-like points, the corpus record
+switched, the HNSW index built in its child process once writes are quiet), then measured.
+
+Vectors, of MiniLM's dimension (384):
+- ``minilm``: jittered copies of real all-MiniLM-L6-v2 vectors (the chunks of ``docs/`` and the
+  README, embedded here), each a base vector plus Gaussian noise (cosine ~0.8 to its base), so
+  that the store holds tight clusters of near neighbours, as real documents make;
+- ``random``: uniform random unit vectors (no structure: the hardest case for an HNSW graph).
+Queries are fresh jittered copies (``minilm``) or fresh random vectors (``random``), searched
+through ``EdgeRetriever.search`` (the visibility filter included, k = the ``top_k`` setting).
+
+Per size: upsert rate, index build time (copy, child build, swap), search p50/p99 over the
+queries, recall@k against brute force (numpy over every stored vector), start-up time (a new
+process opens the store and answers one search), disk per chunk, and memory per chunk (the RSS
+that process gains by opening the store).
+
+Usage: python scripts/bench_vector_store.py [--sizes 10000 100000 1000000]
+       [--kinds minilm random] [--queries 200] [--keep DIR] [--hnsw-ef N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from rag.corpus_version import CorpusState
+from rag.edge import EdgeRetriever
+from rag.settings import Settings
+from rag.types import Chunk
+
+DIMENSION = 384
+BATCH = 1000
+JITTER = 0.75 / np.sqrt(DIMENSION)  # noise of norm ~0.75 on a unit vector: cosine ~0.8
+WORDS = "cache key value entry vector search query answer token chunk model index".split()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def minilm_bases() -> np.ndarray:
+    """Real MiniLM vectors: the paragraphs of this project's documentation."""
+    from rag.embedding import SentenceTransformerEmbedder, default_model_path
+
+    texts = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        texts += [p.strip() for p in path.read_text().split("\n\n") if len(p.strip()) > 40]
+    embedder = SentenceTransformerEmbedder(
+        model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
+    )
+    try:
+        return unit(np.asarray(embedder.embed_sync(texts), dtype=np.float32))
+    finally:
+        embedder.close()
+
+
+class Vectors:
+    def __init__(self, kind: str, bases: np.ndarray | None, seed: int) -> None:
+        self.kind, self.bases = kind, bases
+        self.rng = np.random.default_rng(seed)
+
+    def make(self, n: int) -> np.ndarray:
+        if self.bases is None:
+            return unit(self.rng.standard_normal((n, DIMENSION)))
+        picked = self.bases[self.rng.integers(0, len(self.bases), n)]
+        return unit(picked + JITTER * self.rng.standard_normal((n, DIMENSION)))
+
+
+def chunks(start: int, n: int, words: random.Random) -> list[Chunk]:
+    return [
+        Chunk(
+            doc_id=f"doc-{i // 23}",
+            chunk_id=f"doc-{i // 23}#{i % 23}",
+            text=" ".join(words.choice(WORDS) for _ in range(150)),  # ~900 characters
+            source=f"docs/doc-{i // 23}.md",
+            content_hash=f"{i:064x}",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def disk_bytes(folder: Path) -> int:
+    """Space taken on disk (files are preallocated and sparse: their size says more)."""
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+_OPEN = """
+import asyncio, json, resource, sys, time
+from pathlib import Path
+import numpy as np
+from rag.edge import EdgeRetriever
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+async def main():
+    before = rss()
+    started = time.perf_counter()
+    store = EdgeRetriever(folder=Path(sys.argv[1]), dimension=384, hnsw_ef=int(sys.argv[2]),
+                          index_after=10**12)
+    await store.read_state()
+    await store.search(np.ones(384, dtype=np.float32) / 384**0.5, 4)
+    print(json.dumps({"start_s": time.perf_counter() - started, "rss": rss() - before}))
+    await store.aclose()
+asyncio.run(main())
+"""
+
+
+async def measure(
+    kind: str, size: int, bases: np.ndarray | None, queries: int, folder: Path, hnsw_ef: int
+) -> dict[str, float]:
+    k = Settings().top_k
+    shutil.rmtree(folder, ignore_errors=True)
+    store = EdgeRetriever(folder=folder, dimension=DIMENSION, hnsw_ef=hnsw_ef, index_after=10_000)
+    await store.write_state(CorpusState(version="bench", revealed={"bench": "*"}))
+    source, words = Vectors(kind, bases, seed=size), random.Random(size)
+    stored = np.empty((size, DIMENSION), dtype=np.float32)
+    written = 0.0
+    for start in tqdm(range(0, size, BATCH), desc=f"{kind} {size:,}: upsert", unit="batch"):
+        n = min(BATCH, size - start)
+        batch = source.make(n)
+        stored[start : start + n] = batch
+        part = chunks(start, n, words)
+        began = time.perf_counter()
+        await store.upsert(part, list(batch), {c.doc_id: "bench" for c in part})
+        written += time.perf_counter() - began
+    began = time.perf_counter()
+    await asyncio.sleep(0.1)  # the indexer starts after the quiet period of the last write
+    await store.wait_indexed()
+    build_s = time.perf_counter() - began
+    unindexed = store.unindexed()
+
+    asked = source.make(queries)
+    exact = np.argpartition(-(asked @ stored.T), k, axis=1)[:, :k]  # the true top k, unordered
+    times, hits = [], 0
+    for q, truth in zip(asked, exact, strict=True):
+        began = time.perf_counter()
+        found = await store.search(q, k)
+        times.append(time.perf_counter() - began)
+        ids = {int(f.chunk.content_hash, 16) for f in found}
+        hits += len(ids & {int(i) for i in truth})
+    await store.aclose()
+    opened = subprocess.run(
+        [sys.executable, "-c", _OPEN, str(folder), str(hnsw_ef)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    started = json.loads(opened.stdout)
+    return {
+        "upsert_per_s": size / written,
+        "build_s": build_s,
+        "unindexed": unindexed,
+        "p50_ms": 1000 * float(np.percentile(times, 50)),
+        "p99_ms": 1000 * float(np.percentile(times, 99)),
+        "recall": hits / (k * queries),
+        "start_s": started["start_s"],
+        "disk_per_chunk": disk_bytes(folder) / size,
+        "rss_per_chunk": started["rss"] / size,
+    }
+
+
+async def run(
+    sizes: list[int], kinds: list[str], queries: int, keep: Path | None, hnsw_ef: int
+) -> None:
+    bases = minilm_bases() if "minilm" in kinds else None
+    work = keep or Path(tempfile.mkdtemp(prefix="bench-edge-"))
+    rows = []
+    try:
+        for size in sizes:
+            for kind in kinds:
+                folder = work / f"{kind}-{size}"
+                figures = await measure(
+                    kind, size, bases if kind == "minilm" else None, queries, folder, hnsw_ef
+                )
+                rows.append((kind, size, figures))
+                print(json.dumps({"kind": kind, "size": size, **figures}), flush=True)
+                if keep is None:
+                    shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nQdrant Edge (embedded default), dim {DIMENSION}, hnsw_ef {hnsw_ef}, {queries} queries"
+    )
+    print(
+        "| vectors | chunks | search p50 | p99 | recall@4 | start-up | index build | "
+        "upserts/s | disk/chunk | memory/chunk |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for kind, size, f in rows:
+        print(
+            f"| {kind} | {size:,} | {f['p50_ms']:.2f} ms | {f['p99_ms']:.2f} ms | "
+            f"{f['recall']:.3f} | {f['start_s']:.2f} s | {f['build_s']:.0f} s | "
+            f"{f['upsert_per_s']:,.0f} | {f['disk_per_chunk'] / 1024:.1f} KiB | "
+            f"{f['rss_per_chunk'] / 1024:.2f} KiB |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument(
+        "--kinds", nargs="+", choices=["minilm", "random"], default=["minilm", "random"]
+    )
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="build the stores here and keep them")
+    parser.add_argument("--hnsw-ef", type=int, default=Settings().edge_hnsw_ef)
+    args = parser.parse_args()
+    asyncio.run(run(sorted(args.sizes), args.kinds, args.queries, args.keep, args.hnsw_ef))
+
+
+if __name__ == "__main__":
+    main()
