@@ -2,7 +2,7 @@
 in-process (HNSW index, payload indexes, exact filters), persisted to a folder.
 
 ``<data_dir>/edge/<collection>/`` holds:
-- ``shard-<n>/``: the live shard (segments, write-ahead log, indexes). One process opens it:
+- ``shard-<id>/``: the live shard (segments, write-ahead log, indexes). One process opens it:
   its write-ahead log is locked.
 - ``current``: the name of the live shard folder, replaced in one step.
 - ``corpus.json``: the corpus record (``rag.corpus_version.CorpusState``), replaced in one step
@@ -18,8 +18,9 @@ the event loop. So the index is built in a child process on a copy of the shard,
 have been quiet for a while and enough points are unindexed: writes pause while the copy is made
 (searches go on), then resume on the live shard and are journaled; the child (``python -m
 rag.edge``) loads the copy, builds the index and exits; the service loads the indexed copy,
-replays the journal and switches to it. A build that fails or is cancelled leaves the live shard
-as it was; a crash leaves a folder that the next start removes.
+replays the journal and switches to it (search waits for that load: about as long as a start).
+A build that fails or is cancelled leaves the live shard as it was; a crash leaves a folder
+that the next start removes, and the child dies with the service.
 """
 
 from __future__ import annotations
@@ -200,11 +201,12 @@ class EdgeRetriever:
         return state
 
     async def write_state(self, state: CorpusState) -> None:
-        try:
-            self._shard.flush()  # the points the record describes are on disk before it
-            _write_atomic(self._folder / "corpus.json", json.dumps(state.to_payload()))
-        except Exception as exc:
-            raise RetrievalError(f"cannot record the corpus version: {exc}") from exc
+        async with self._writes:  # not while the shard is being copied
+            try:
+                self._shard.flush()  # the points the record describes are on disk before it
+                _write_atomic(self._folder / "corpus.json", json.dumps(state.to_payload()))
+            except Exception as exc:
+                raise RetrievalError(f"cannot record the corpus version: {exc}") from exc
         self._adopt(state)
 
     def _adopt(self, state: CorpusState | None) -> None:
