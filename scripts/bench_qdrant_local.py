@@ -32,6 +32,7 @@ import time
 import numpy as np
 from qdrant_client import AsyncQdrantClient
 
+from rag.corpus_version import CorpusState
 from rag.retrieval import QdrantRetriever
 from rag.settings import Settings
 from rag.types import Chunk
@@ -71,6 +72,7 @@ async def _build(client: AsyncQdrantClient, size: int, seed: int) -> tuple[Qdran
         started = time.perf_counter()
         await retriever.upsert(chunks, vectors, {c.doc_id: "bench" for c in chunks})
         spent += time.perf_counter() - started
+    await retriever.write_state(CorpusState(version="bench", revealed={"bench": "*"}))  # visible
     return retriever, size / spent
 
 
