@@ -156,7 +156,6 @@ class EdgeRetriever:
         """Open (or create) the store in ``folder``. ``index_after``: unindexed points that
         call for an index build, once writes have been quiet for ``quiet_s``."""
         self._folder = folder
-        self._dimension = dimension
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef)
         self._index_after = index_after
         self._quiet_s = quiet_s
@@ -386,23 +385,25 @@ async def migrate_local_mode(
             client=client, collection=collection, dimension=0
         ).read_state()
         store = make(staging)
-        moved, offset = 0, None
-        while True:
-            records, offset = await client.scroll(
-                collection, limit=512, offset=offset, with_payload=True, with_vectors=True
-            )
-            points = [
-                qe.Point(str(r.id), r.vector, _payload(r.payload or {}))  # type: ignore[arg-type]
-                for r in records
-            ]
-            if points:
-                await store.restore(points)
-            moved += len(points)
-            if offset is None:
-                break
-        if state is not None:
-            await store.write_state(state)
-        await store.aclose()
+        try:
+            moved, offset = 0, None
+            while True:
+                records, offset = await client.scroll(
+                    collection, limit=512, offset=offset, with_payload=True, with_vectors=True
+                )
+                points = [
+                    qe.Point(str(r.id), r.vector, _payload(r.payload or {}))  # type: ignore[arg-type]
+                    for r in records
+                ]
+                if points:
+                    await store.restore(points)
+                moved += len(points)
+                if offset is None:
+                    break
+            if state is not None:
+                await store.write_state(state)
+        finally:
+            await store.aclose()
     finally:
         await client.close()
     os.replace(staging, target)
