@@ -49,9 +49,9 @@ from rag.protocols import Vector
 from rag.retrieval import (
     QdrantRetriever,
     chunk_from_payload,
+    chunk_point_id,
     in_generations,
     matches,
-    point_id,
     point_payload,
     superseded,
     unswitched,
@@ -246,7 +246,7 @@ class EdgeRetriever:
     ) -> None:
         points = [
             qe.Point(
-                point_id(f"{c.chunk_id}@{generations[c.doc_id]}"),
+                chunk_point_id(c, generations[c.doc_id]),
                 v.tolist(),
                 _payload(point_payload(c, generations[c.doc_id])),
             )
@@ -272,7 +272,7 @@ class EdgeRetriever:
     async def collect(self, doc_id: str, kept: str | None, revealed: Sequence[str]) -> int:
         if kept is not None:
             unstage = qe.UpdateOperation.set_payload_by_filter(
-                edge_filter(models.Filter(must=[matches("generation", kept)])),
+                edge_filter(in_generations([kept])),
                 _payload({"staged": False}),
             )
             await self._update(unstage, f"collect document {doc_id!r}")
@@ -331,11 +331,11 @@ class EdgeRetriever:
     async def _index(self) -> None:
         while (wait := self._last_write + self._quiet_s - time.monotonic()) > 0:
             await asyncio.sleep(wait)
-        if self.unindexed() < self._index_after:
+        if (pending := self.unindexed()) < self._index_after:
             return
         target = self._folder / f"shard-{uuid.uuid4().hex[:12]}"
         started = time.monotonic()
-        log.info("building the vector index over %d new points", self.unindexed())
+        log.info("building the vector index over %d new points", pending)
         try:
             async with self._writes:
                 self._shard.flush()

@@ -32,6 +32,12 @@ def point_id(chunk_id: str) -> str:
 _VERSION_POINT = point_id("corpus-version")
 
 
+def chunk_point_id(chunk: Chunk, generation: str) -> str:
+    """A chunk's point in one generation: a rewrite of a document never overwrites the points
+    search still sees."""
+    return point_id(f"{chunk.chunk_id}@{generation}")
+
+
 def matches(key: str, value: str | bool) -> models.FieldCondition:
     return models.FieldCondition(key=key, match=models.MatchValue(value=value))
 
@@ -179,7 +185,7 @@ class QdrantRetriever:
         generation): invisible until a switch reveals it."""
         points = [
             models.PointStruct(
-                id=point_id(f"{c.chunk_id}@{generations[c.doc_id]}"),
+                id=chunk_point_id(c, generations[c.doc_id]),
                 vector=v.tolist(),
                 payload=point_payload(c, generations[c.doc_id]),
             )
@@ -219,7 +225,7 @@ class QdrantRetriever:
                 await self._client.set_payload(
                     self._collection,
                     payload={"staged": False},
-                    points=models.Filter(must=[matches("generation", kept)]),
+                    points=in_generations([kept]),
                     wait=True,
                 )
             return await self._delete(superseded(doc_id, kept, revealed))
