@@ -11,7 +11,10 @@
     │   ├── FlightFailedError    the identical request this one waited for failed (502)
     │   ├── FlightTimeoutError   waited too long for an identical request in flight (504)
     │   └── OverloadedError      too many generations running and waiting: shed (503)
-    ├── DocumentNotFoundError    no such document (404)
+    ├── NotFoundError            no such thing (404)
+    │   ├── DocumentNotFoundError  no such document
+    │   └── RequestNotFoundError   no such request id (for this key)
+    ├── ConflictError            already done, once only (409): a second verdict on an answer
     └── ConfigurationError       a setting names something unusable (at start-up)
 
 Cache-store failures are not errors: the cache fails open (see ``rag.cache.gateway``). Each kind
@@ -45,10 +48,24 @@ class InvalidFieldError(InvalidInputError):
         self.value = value
 
 
-class DocumentNotFoundError(RagError):
-    """The document id is not in the corpus."""
+class NotFoundError(RagError):
+    """What the request names does not exist (for this caller)."""
 
     kind = "not_found"
+
+
+class DocumentNotFoundError(NotFoundError):
+    """The document id is not in the corpus."""
+
+
+class RequestNotFoundError(NotFoundError):
+    """The request id was not issued to this key, or is older than the answers it can concern."""
+
+
+class ConflictError(RagError):
+    """The request repeats something that is taken once only."""
+
+    kind = "conflict"
 
 
 class ConfigurationError(RagError):

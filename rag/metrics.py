@@ -77,6 +77,20 @@ class Metrics:
             "1 while the cache store is used, 0 while its circuit breaker skips it.",
             registry=self.registry,
         )
+        self.semantic_gauges = {
+            name: Gauge(
+                f"rag_semantic_{name}",
+                f"Semantic cache, per rule scope ({meaning}).",
+                ["scope"],
+                registry=self.registry,
+            )
+            for name, meaning in (
+                ("judged", "candidates judged at the threshold reported"),
+                ("false_hit_rate", "false hits among them"),
+                ("false_hit_upper_95", "one-sided 95 % Clopper-Pearson bound of that rate"),
+                ("serving", "1 while semantic hits are served"),
+            )
+        }
         for kind in error_kinds():
             self.errors.labels(kind)
         for layer in LAYERS:  # export zeros from the start, so rates work from the first scrape
@@ -85,6 +99,11 @@ class Metrics:
 
     def record_cache(self, layer: str, status: CacheStatus) -> None:
         self._children(self.cache_requests, layer, status.value).inc()
+
+    def record_semantic(self, scope: str, row: dict[str, Any]) -> None:
+        """A scope's row of ``rag.semantic.outcomes.ScopeOutcomes.report`` as gauges."""
+        for name, gauge in self.semantic_gauges.items():
+            gauge.labels(scope).set(float(row[name]))
 
     def record_error(self, exc: RagError) -> None:
         self._children(self.errors, exc.kind).inc()

@@ -4,7 +4,9 @@ its cache layers (``rag.stages``), read top to bottom in ``_plan`` and ``_genera
 - An exact repeat costs one Redis round trip: one MGET of the embedding, the search result and the
   answer (keys built from the corpus version this process follows, and guessed from earlier
   requests, then verified).
-- On an exact answer miss the semantic cache may serve a similar question's answer.
+- On an exact answer miss the semantic cache may serve a similar question's answer, or only
+  look it up and have it judged once the miss's own answer is done (``rag.semantic.policy``).
+- Every answer gets a request id (``rag.feedback``) that a user's verdict can name.
 - Identical concurrent misses share one embedding, one search and one generation; stale entries
   are served and refreshed once in the background (stale-while-revalidate).
 - An answer is cached only after the model finished normally.
@@ -12,6 +14,7 @@ its cache layers (``rag.stages``), read top to bottom in ``_plan`` and ``_genera
 
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -21,8 +24,11 @@ from rag.cache.aside import Background
 from rag.cache.layers import EMBEDDING, LLM, SEARCH
 from rag.corpus_version import CorpusVersion
 from rag.errors import InvalidFieldError, InvalidInputError, LLMError
+from rag.feedback import RequestIds, SemanticTicket, Ticket
 from rag.metrics import Metrics
 from rag.prices import ModelPrice
+from rag.semantic.cache import SemanticMatch
+from rag.semantic.policy import SemanticPolicy
 from rag.shedding import Admission
 from rag.stages import AnswerStage, Job, RetrievalStage, Timer
 from rag.types import (
@@ -35,6 +41,8 @@ from rag.types import (
     SemanticInfo,
     Usage,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -56,6 +64,7 @@ class StreamEnd:
     cache: LayerStatuses
     usage: Usage
     timings_ms: dict[str, float] = field(default_factory=dict)
+    request_id: str = ""
 
 
 StreamEvent = StreamStart | StreamToken | StreamEnd
@@ -81,7 +90,6 @@ class AskLimits:
 
     max_top_k: int
     max_query_chars: int
-    semantic_by_default: bool = False
 
     def check(self, query: str, options: AskOptions, *, semantic_configured: bool) -> None:
         """``InvalidInputError`` saying what is wrong with a request, before any work."""
@@ -94,7 +102,9 @@ class AskLimits:
             message = f"query is longer than {self.max_query_chars} characters"
             raise InvalidFieldError("query", f"{query[:40]}…", message)
         if options.semantic and not semantic_configured:
-            raise InvalidInputError("the semantic cache is not configured in this service")
+            raise InvalidInputError(
+                "the semantic cache is off in this service (RAG_SEMANTIC_MODE=off)"
+            )
         if not 1 <= options.top_k <= self.max_top_k:
             message = f"top_k must be between 1 and {self.max_top_k}"
             raise InvalidFieldError("top_k", options.top_k, message)
@@ -109,8 +119,10 @@ class _Plan:
     cached: Completion | None
     job: Job
     timer: Timer
-    semantic: SemanticInfo | None = None
+    semantic: SemanticInfo | None = None  # served: how it matched
+    candidate: SemanticMatch | None = None  # looked up: served (``semantic``) or to be judged
     admission: Admission | None = None  # this request's place among the generations
+    request_id: str = ""
 
 
 class RagPipeline:
@@ -123,6 +135,8 @@ class RagPipeline:
         metrics: Metrics,
         limits: AskLimits,
         background: Background,
+        request_ids: RequestIds,
+        policy: SemanticPolicy | None = None,
         price: ModelPrice | None = None,
     ) -> None:
         self.retrieval = retrieval
@@ -130,7 +144,10 @@ class RagPipeline:
         self.corpus_version = corpus_version
         self.metrics = metrics
         self.limits = limits
-        self.semantic = answers.semantic
+        self.request_ids = request_ids
+        # the semantic cache, where the mode looks it up at all
+        self.policy = policy if policy is not None and policy.mode != "off" else None
+        self.semantic = answers.semantic if self.policy is not None else None
         self._price = price or ModelPrice()  # what a cache hit saves
         self.background = background  # the stages' refreshes and TTL extensions
 
@@ -145,7 +162,9 @@ class RagPipeline:
             assert isinstance(end, StreamEnd)
             usage, timings_ms = end.usage, end.timings_ms
             text = "".join(e.text for e in events if isinstance(e, StreamToken))
-        return Answer(text, plan.sources, plan.statuses, usage, timings_ms, plan.semantic)
+        return Answer(
+            text, plan.sources, plan.statuses, usage, timings_ms, plan.semantic, plan.request_id
+        )
 
     async def stream(self, query: str, options: AskOptions) -> AsyncGenerator[StreamEvent, None]:
         """``StreamStart``, then ``StreamToken``s (live, or the cached answer's original pieces),
@@ -164,7 +183,7 @@ class RagPipeline:
             if plan.cached is not None:
                 for piece in plan.cached.pieces:
                     yield StreamToken(piece)
-                yield StreamEnd(cache=plan.statuses, usage=Usage(), timings_ms=plan.timer.finish())
+                yield StreamEnd(plan.statuses, Usage(), plan.timer.finish(), plan.request_id)
                 return
             async for event in self._generate(plan, live=live):
                 yield event
@@ -181,8 +200,8 @@ class RagPipeline:
         version = self.corpus_version.current  # read once: every key of this request uses it
         fetched = await self.retrieval.prefetch(query, options.top_k, options.mode, version)
         timer.record("cache_lookup", started)
-        if not options.semantic and self.retrieval.nothing_cached(query, fetched):
-            self.answers.check_room()  # overloaded: shed a new question before its embedding
+        if not self._may_serve_semantic(options) and self.retrieval.nothing_cached(query, fetched):
+            self.answers.check_room()  # overloaded: shed a new question before embedding it
         found = await self.retrieval.retrieve(
             query, options.top_k, mode=options.mode, timer=timer, fetched=fetched, version=version
         )
@@ -201,6 +220,7 @@ class RagPipeline:
             plan = await self._semantic_lookup(plan, options)
         plan.statuses[LLM.name] = CacheStatus.SEMANTIC if plan.semantic else status
         self.answers.record(plan.statuses[LLM.name])
+        plan = replace(plan, request_id=self._request_id(plan))
         if plan.cached is None:  # shed now, before the stream starts, if there is no room
             plan = replace(plan, admission=self.answers.admit(job.key))
         else:
@@ -209,9 +229,23 @@ class RagPipeline:
             self.metrics.cost_saved.inc(self._price.cost(usage))
         return plan
 
+    def _may_serve_semantic(self, options: AskOptions) -> bool:
+        return options.semantic is not False and self.policy is not None and self.policy.serves
+
+    def _request_id(self, plan: _Plan) -> str:
+        served = plan.candidate if plan.semantic is not None else None
+        semantic = None
+        if served is not None and self.semantic is not None and self.policy is not None:
+            semantic = SemanticTicket(
+                entry_key=served.entry_key,
+                veto_key=self.semantic.veto_key(plan.job.query, served.entry_key),
+                similarity=served.similarity,
+                scope=self.policy.scope,
+            )
+        return self.request_ids.issue(Ticket(plan.job.key, time.time(), semantic))
+
     def _semantic_scope(self, options: AskOptions, version: str | None) -> str | None:
-        wanted = self.limits.semantic_by_default if options.semantic is None else options.semantic
-        if self.semantic is None or not wanted or version is None:
+        if self.semantic is None or options.semantic is False or version is None:
             return None
         return self.semantic.scope(version)
 
@@ -223,16 +257,38 @@ class RagPipeline:
         plan = replace(plan, job=replace(job, vector=vector))
         if not options.mode.reads:
             return plan
-        assert self.semantic is not None and job.semantic_scope is not None
+        policy = self.policy
+        assert self.semantic is not None and policy is not None
+        assert job.semantic_scope is not None
         match = await self.semantic.lookup(
-            scope=job.semantic_scope, query=job.query, vector=vector, threshold=options.threshold
+            scope=job.semantic_scope,
+            query=job.query,
+            vector=vector,
+            threshold=policy.lookup_threshold(options.threshold),
         )
         if match is None:
             return plan
+        if not await policy.serve(match, options.threshold):
+            return replace(plan, candidate=match)  # judged once this miss's answer is done
+        if policy.audit_now():
+            self.background.spawn(self._audit(plan.job, match))
         info = SemanticInfo(
             similarity=round(match.similarity, 4), matched_query=match.matched_query
         )
-        return replace(plan, cached=match.completion, sources=match.sources, semantic=info)
+        return replace(
+            plan, cached=match.completion, sources=match.sources, semantic=info, candidate=match
+        )
+
+    async def _audit(self, job: Job, match: SemanticMatch) -> None:
+        """Regenerate a served semantic hit's answer (cached as the question's own) and judge
+        the hit by it."""
+        try:
+            completion = await self.answers.regenerate(job)
+        except Exception as exc:  # background work: the user already has the answer
+            log.warning("could not audit a semantic hit: %r", exc)
+            return
+        assert self.policy is not None
+        await self.policy.judge(match, completion.text, job.sources)
 
     async def _generate(self, plan: _Plan, *, live: bool) -> AsyncIterator[StreamToken | StreamEnd]:
         """A fresh answer, generated once however many identical requests want it."""
@@ -246,7 +302,11 @@ class RagPipeline:
         plan.timer.record("llm", started)
         if completion is None:  # pragma: no cover - relay and Generator contract
             raise LLMError("the LLM stream ended without finishing")
-        yield StreamEnd(cache=plan.statuses, usage=completion.usage, timings_ms=plan.timer.finish())
+        if plan.candidate is not None and self.policy is not None:  # a shadow candidate
+            self.background.spawn(
+                self.policy.judge(plan.candidate, completion.text, plan.job.sources)
+            )
+        yield StreamEnd(plan.statuses, completion.usage, plan.timer.finish(), plan.request_id)
 
     async def aclose(self) -> None:
         """Cancel background work (at shutdown)."""

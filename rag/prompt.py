@@ -4,6 +4,7 @@ edit moves answers to new keys even if someone forgets to bump ``PROMPT_VERSION`
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from rag.types import ScoredChunk
@@ -16,6 +17,22 @@ SYSTEM_PROMPT = (
     "context passages. If they do not contain the answer, say so."
 )
 USER_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
+
+
+_MARKUP = re.compile(r"^\s*(#+|[-*>]|\d+\.)\s+|`+|\*\*|\[\d+\]")
+
+
+def plain_passage(text: str) -> str:
+    """A chunk as prose for a small model: Markdown tables, rules and fences dropped, heading
+    and list markers, backticks, bold and bracketed numbers (which it copies as citations)
+    removed, lines joined."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("|", "```", "---")):
+            continue
+        lines.append(_MARKUP.sub("", stripped))
+    return " ".join(lines)
 
 
 def prompt_version() -> str:

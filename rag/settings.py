@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)
     overload_retry_after_s: int = Field(ge=1)
 
-    semantic_enabled: bool
+    semantic_mode: Literal["off", "shadow", "auto", "on"]
+    semantic_max_false_hit_rate: float = Field(gt=0, lt=1)
+    semantic_auto_thresholds: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
+    semantic_audit_rate: float = Field(ge=0, le=1)
+    semantic_judge_min_cosine: float = Field(ge=0, le=1)
+    semantic_outcomes_ttl_s: int = Field(ge=1)
     semantic_threshold: float = Field(ge=0, le=1)
     semantic_min_score: float = Field(ge=0, le=1)
     semantic_verifier: str  # a kind registered in rag.semantic.verifier.VERIFIERS
@@ -133,6 +138,7 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr
     api_keys: list[SecretStr]
     metrics_api_key: SecretStr
+    request_id_secret: SecretStr
     tenant_rate_per_s: float = Field(ge=0, allow_inf_nan=False)
     tenant_burst: int = Field(ge=1)
 
@@ -206,6 +212,11 @@ class Settings(BaseSettings):
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         return self
+
+    @field_validator("semantic_auto_thresholds")
+    @classmethod
+    def _sort_thresholds(cls, thresholds: list[float]) -> list[float]:
+        return sorted(set(thresholds))
 
     @field_validator("semantic_verifier")
     @classmethod

@@ -215,7 +215,7 @@ class AnswerStage:
         regenerated in the background."""
         if not job.mode.reads:
             return None, CacheStatus.BYPASS
-        refresh = (lambda: self._regenerate(job)) if job.mode.writes else None
+        refresh = (lambda: self.regenerate(job)) if job.mode.writes else None
         raw = fetched.get(job.key, UNFETCHED)
         found, status = await self._answers.lookup(job.key, raw, refresh=refresh, count=False)
         return (found.value if found is not None else None), status
@@ -250,9 +250,15 @@ class AnswerStage:
                 item = replace(item, usage=Usage())
             yield item
 
-    async def _regenerate(self, job: Job) -> None:
-        async for _ in self.generate(replace(job, mode=CacheMode.REFRESH), live=False):
-            pass
+    async def regenerate(self, job: Job) -> Completion:
+        """The answer generated again (and cached, as ``refresh`` does)."""
+        completion = None
+        async for item in self.generate(replace(job, mode=CacheMode.REFRESH), live=False):
+            if isinstance(item, Completion):
+                completion = item
+        if completion is None:  # pragma: no cover - Generator contract
+            raise LLMError("the LLM stream ended without finishing")
+        return completion
 
     async def _produce(self, job: Job) -> AsyncIterator[str | Completion]:
         """Run the LLM; store the answer only once the model finished and every piece was

@@ -5,18 +5,20 @@ settings over the shared corpus, LLM, semantic rule, limiter and metrics. Every 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rag.cache.aside import Background, CachedLayer
 from rag.cache.flight import SingleFlight
-from rag.cache.invalidation import Tags
+from rag.cache.invalidation import Invalidation, Tags
 from rag.cache.layers import SPECS, AnswerLayer, Models
 from rag.cache.relay import AnswerRelay
 from rag.corpus import Corpus, cancel
 from rag.corpus_version import CorpusVersion
+from rag.feedback import Feedback, RequestIds
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import AskLimits, RagPipeline
@@ -24,6 +26,9 @@ from rag.prices import ModelPrice
 from rag.protocols import Embedder, Generator, KVStore, Retriever
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
+from rag.semantic.judge import AnswerJudge
+from rag.semantic.outcomes import OutcomeStore
+from rag.semantic.policy import SemanticPolicy
 from rag.semantic.rule import SemanticRule
 from rag.sessions import Conversations, QuestionRewriter, SessionStore
 from rag.settings import Settings
@@ -39,6 +44,7 @@ class Tenant:
     namespace: str
     pipeline: RagPipeline
     conversations: Conversations
+    feedback: Feedback
     rate: TokenBucket | None = None  # its request rate, when RAG_TENANT_RATE_PER_S is set
 
 
@@ -52,6 +58,7 @@ class Shared:
     price: ModelPrice
     limiter: GenerationLimiter  # one bound on generations for the whole process
     models: Models  # what the layers' keys name
+    request_id_secret: bytes  # signs request ids (``rag.feedback``)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +75,7 @@ class Parts:
     limiter: GenerationLimiter | None = None
     tags: Tags | None = None
     price: ModelPrice | None = None
+    request_id_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
 Layers = dict[str, CachedLayer[Any, Any]]
@@ -79,7 +87,7 @@ def build_pipeline(
     parts: Parts,
     *,
     coalescing: tuple[SingleFlight, AnswerRelay] | None = None,
-    semantic: Callable[[AnswerLayer], SemanticCache] | None = None,
+    semantic: Callable[[AnswerLayer], tuple[SemanticCache, SemanticPolicy]] | None = None,
 ) -> tuple[RagPipeline, Layers]:
     """A tenant's pipeline under the key namespace ``ns`` and its layers, one ``CachedLayer``
     per spec of ``SPECS``. The app builds its tenants with it, and the unit tests their rigs."""
@@ -95,6 +103,7 @@ def build_pipeline(
         )
         for spec in SPECS
     }
+    semantic_cache, policy = semantic(layers["llm"].spec) if semantic else (None, None)
     answers = AnswerStage(
         answers=layers["llm"],
         generator=parts.generator,
@@ -102,7 +111,7 @@ def build_pipeline(
         relay=relay,
         tags=parts.tags,
         limiter=parts.limiter,
-        semantic=semantic(layers["llm"].spec) if semantic is not None else None,
+        semantic=semantic_cache,
     )
     retrieval = RetrievalStage(
         embedder=parts.embedder,
@@ -112,7 +121,7 @@ def build_pipeline(
         metrics=parts.metrics,
         store=parts.store,
     )
-    limits = AskLimits(settings.max_top_k, settings.max_query_chars, settings.semantic_enabled)
+    limits = AskLimits(settings.max_top_k, settings.max_query_chars)
     pipeline = RagPipeline(
         retrieval=retrieval,
         answers=answers,
@@ -120,6 +129,10 @@ def build_pipeline(
         metrics=parts.metrics,
         limits=limits,
         background=background,
+        request_ids=RequestIds(
+            secret=parts.request_id_secret, namespace=ns, ttl_s=settings.llm_ttl_s
+        ),
+        policy=policy,
         price=parts.price,
     )
     return pipeline, layers
@@ -141,19 +154,28 @@ async def open_tenant(
         limiter=shared.limiter,
         tags=corpus.tags,
         price=shared.price,
+        request_id_secret=shared.request_id_secret,
     )
     pipeline, layers = build_pipeline(
         settings,
         ns,
         parts,
         coalescing=_coalescing(stack, settings, corpus, ns) if settings.single_flight else None,
-        semantic=lambda answers: _semantic_cache(stack, settings, corpus, shared, answers),
+        semantic=lambda answers: _semantic(stack, settings, corpus, shared, ns, answers),
     )
     stack.push_async_callback(pipeline.aclose)
     rate = settings.tenant_rate_per_s
+    feedback = Feedback(
+        redis=corpus.redis,
+        namespace=ns,
+        ids=pipeline.request_ids,
+        outcomes=pipeline.policy.outcomes if pipeline.policy is not None else None,
+        invalidation=Invalidation(redis=corpus.redis, namespace=ns, near=corpus.near),
+    )
     return Tenant(
         namespace=ns,
         pipeline=pipeline,
+        feedback=feedback,
         conversations=_conversations(settings, corpus, shared, ns, layers["rewrite"]),
         rate=TokenBucket(rate_per_s=rate, burst=settings.tenant_burst) if rate else None,
     )
@@ -204,10 +226,16 @@ def _coalescing(
     return flight, relay
 
 
-def _semantic_cache(
-    stack: AsyncExitStack, settings: Settings, corpus: Corpus, shared: Shared, answers: AnswerLayer
-) -> SemanticCache:
-    """The tenant's semantic cache, its index kept in sync in the background."""
+def _semantic(
+    stack: AsyncExitStack,
+    settings: Settings,
+    corpus: Corpus,
+    shared: Shared,
+    ns: str,
+    answers: AnswerLayer,
+) -> tuple[SemanticCache, SemanticPolicy]:
+    """The tenant's semantic cache, its index kept in sync in the background, and the policy
+    that decides what it serves and counts how its candidates turn out."""
     semantic = SemanticCache(
         redis=corpus.redis,
         rule=shared.rule,
@@ -217,6 +245,24 @@ def _semantic_cache(
         answers=answers,
         embedding_model_id=corpus.embedder.model_id,
     )
-    sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
-    stack.push_async_callback(cancel, sync)
-    return semantic
+    policy = SemanticPolicy(
+        mode=settings.semantic_mode,
+        namespace=ns,
+        scope=semantic.rule_scope,
+        static_threshold=settings.semantic_threshold,
+        outcomes=OutcomeStore(
+            redis=corpus.redis,
+            namespace=ns,
+            grid=settings.semantic_auto_thresholds,
+            ttl_s=settings.semantic_outcomes_ttl_s,
+        ),
+        judge=AnswerJudge(settings.semantic_judge_min_cosine),
+        embedder=corpus.embedder,
+        budget=settings.semantic_max_false_hit_rate,
+        audit_rate=settings.semantic_audit_rate,
+        metrics=shared.metrics,
+    )
+    if settings.semantic_mode != "off":
+        sync = asyncio.create_task(semantic.run_sync(), name="semantic-index-sync")
+        stack.push_async_callback(cancel, sync)
+    return semantic, policy

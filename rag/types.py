@@ -104,3 +104,4 @@ class Answer:
     usage: Usage
     timings_ms: dict[str, float] = field(default_factory=dict)
     semantic: SemanticInfo | None = None
+    request_id: str = ""  # names this answer in POST /feedback

@@ -5,7 +5,7 @@ configured, and closes it all again; and what the service does besides answering
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ from rag.cache.invalidation import Invalidation
 from rag.cache.layers import Models
 from rag.corpus import Corpus, open_corpus, sample_corpus
 from rag.embedding import SentenceTransformerEmbedder
+from rag.feedback import request_id_secret
 from rag.generation import OpenAIGenerator
 from rag.ingest import collect_documents
 from rag.local import local_llm_server
@@ -43,6 +44,7 @@ class Services:
     metrics: Metrics
     generator: OpenAIGenerator  # the LLM every tenant shares (``/healthz`` pings it)
     invalidation: Invalidation  # over the base namespace and every tenant's
+    settings: Settings
 
     @property
     def default(self) -> Tenant:
@@ -53,15 +55,24 @@ class Services:
     def pipeline(self) -> RagPipeline:
         return self.default.pipeline
 
-    def stats(self) -> dict[str, Any]:
-        """``/stats``: the metrics' snapshot and the semantic index summed over tenants."""
+    async def stats(self, tenants: Collection[Tenant] | None = None) -> dict[str, Any]:
+        """``/stats``: the metrics' snapshot, the semantic index summed over tenants, and the
+        semantic mode with one row per rule scope of ``tenants`` (default: all)."""
         snapshot = self.metrics.snapshot()
-        semantic = [t.pipeline.semantic for t in self.tenants.values() if t.pipeline.semantic]
+        everyone = list(self.tenants.values())
+        policies = [t.pipeline.policy for t in tenants or everyone if t.pipeline.policy]
+        semantic = [t.pipeline.semantic for t in everyone if t.pipeline.semantic]
+        summary: dict[str, Any] = {"mode": self.settings.semantic_mode, "scopes": []}
         if semantic:
-            snapshot["semantic"] = semantic[0].stats()  # settings are the same for every tenant
+            summary.update(semantic[0].stats())  # settings are the same for every tenant
             for counter in ("entries", "evictions"):  # counts are summed over them
-                snapshot["semantic"][counter] = sum(cache.stats()[counter] for cache in semantic)
-            snapshot["semantic"]["synced"] = all(cache.synced for cache in semantic)
+                summary[counter] = sum(cache.stats()[counter] for cache in semantic)
+            summary["synced"] = all(cache.synced for cache in semantic)
+        for policy in policies:
+            outcomes = await policy.read()
+            row = outcomes.report(policy.budget, serving=policy.serves)
+            summary["scopes"].append({**row, "scope": policy.label})
+        snapshot["semantic"] = summary
         return snapshot
 
 
@@ -92,6 +103,7 @@ async def open_services(
                     tenant.pipeline.semantic.index.clear()
 
         yield Services(
+            settings=settings,
             corpus=corpus,
             tenants=tenants,
             metrics=shared.metrics,
@@ -159,5 +171,8 @@ def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> S
             sampling=generator.sampling,
             answer_prompt=prompt_version(),
             rewrite_prompt=rewrite_version(),
+        ),
+        request_id_secret=request_id_secret(
+            settings.request_id_secret.get_secret_value(), settings.data_dir
         ),
     )

@@ -1,8 +1,8 @@
 """How well the local model answers (issue #24): decoding settings side by side on one run.
 
 The sample corpus a first start ingests (``rag/sample_corpus``, this README and docs/) is
-embedded with MiniLM into Qdrant local mode; each question's top 4 chunks are retrieved once,
-and every configuration answers every question from the same chunks, through the local
+embedded with MiniLM into the embedded vector store; each question's top 4 chunks are retrieved
+once, and every configuration answers every question from the same chunks, through the local
 llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. Per configuration:
 
 - **looping**: an answer with a 5-word sequence three times or more, or a sentence repeated;
@@ -28,7 +28,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import openai
@@ -36,7 +36,7 @@ import openai
 from rag.corpus import open_corpus, sample_corpus
 from rag.ingest import collect_documents
 from rag.local import local_llm_server
-from rag.prompt import build_messages
+from rag.prompt import build_messages, plain_passage
 from rag.settings import Settings
 from rag.types import ScoredChunk
 
@@ -96,6 +96,7 @@ class Config:
     penalties: dict[str, float] = field(default_factory=dict)  # OpenAI's frequency/presence
     llama: dict[str, float] = field(default_factory=dict)  # llama.cpp's own, in extra_body
     system: str | None = None  # instead of the prompt's
+    plain: bool = False  # passages through rag.prompt.plain_passage
 
 
 SHORT = (
@@ -117,6 +118,43 @@ CONFIGS = [
         96,
         ["\n\n"],
         llama=DRY,
+        system=SHORT,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 1.5, short prompt",
+        96,
+        ["\n\n"],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+    ),
+    Config(
+        "96 tokens, stop at 2 blank lines or '\\n[', DRY 1.5, short prompt",
+        96,
+        ["\n\n\n", "\n["],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 1.5, short prompt, plain passages",
+        96,
+        ["\n\n"],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+        plain=True,
+    ),
+    Config(
+        "96 tokens, stop at 2 blank lines or '\\n[', DRY 1.5, short prompt, plain passages",
+        96,
+        ["\n\n\n", "\n["],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+        plain=True,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8 + repeat penalty 1.1, short prompt",
+        96,
+        ["\n\n"],
+        llama={**DRY, "repeat_penalty": 1.1},
         system=SHORT,
     ),
 ]
@@ -158,6 +196,10 @@ async def retrieve(settings: Settings, questions: list[str]) -> list[list[Scored
 async def answer(
     client: openai.AsyncOpenAI, config: Config, question: str, sources: list[ScoredChunk]
 ) -> tuple[str, int, float]:
+    if config.plain:
+        sources = [
+            replace(s, chunk=replace(s.chunk, text=plain_passage(s.chunk.text))) for s in sources
+        ]
     messages = build_messages(question, sources)
     if config.system is not None:
         messages[0] = {"role": "system", "content": config.system}
@@ -178,7 +220,10 @@ async def answer(
 
 async def run(args: argparse.Namespace) -> None:
     questions = (HELD_OUT if args.held_out else QUESTIONS)[: args.questions]
-    configs = [CONFIGS[0], CONFIGS[-1]] if args.held_out else CONFIGS  # before, and the default
+    if args.configs:
+        configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
+    else:
+        configs = [CONFIGS[0], CONFIGS[-1]] if args.held_out else CONFIGS  # before, the default
     with tempfile.TemporaryDirectory(prefix="eval-answers-") as tmp:
         settings = Settings(data_dir=Path(tmp), seed_sample_corpus=False, seed_project_docs=True)
         retrieved = await retrieve(settings, questions)
@@ -214,6 +259,9 @@ def main() -> None:
         "--held-out",
         action="store_true",
         help="the questions not used to choose the default; only 'before' and the default",
+    )
+    parser.add_argument(
+        "--configs", default="", help="comma-separated indexes into CONFIGS (default: all)"
     )
     asyncio.run(run(parser.parse_args()))
 

@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     WithJsonSchema,
     model_validator,
 )
@@ -195,6 +196,10 @@ class AskResponse(BaseModel):
         default=None,
         description="With a session_id: the standalone question that was answered and cached.",
     )
+    request_id: str = Field(
+        description="Names this answer in POST /feedback (valid as long as the answer can be "
+        "cached)."
+    )
 
     @classmethod
     def of(cls, answer: Answer, turn: TurnPlan | None = None) -> AskResponse:
@@ -213,7 +218,21 @@ class AskResponse(BaseModel):
             semantic=SemanticPublic.of(answer.semantic) if answer.semantic else None,
             session_id=turn.session_id if turn else None,
             standalone_query=turn.standalone if turn else None,
+            request_id=answer.request_id,
         )
+
+
+class FeedbackCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Text = Field(min_length=1, max_length=2000)
+    correct: StrictBool
+
+
+class FeedbackPublic(BaseModel):
+    request_id: str
+    correct: bool
+    outcome: str = Field(description="What the verdict did, in words.")
 
 
 class DocumentCreate(BaseModel):
@@ -327,6 +346,7 @@ def ask_response_json(answer: Answer, turn: TurnPlan | None = None) -> bytes:
         "semantic": SemanticPublic.of(answer.semantic).model_dump() if answer.semantic else None,
         "session_id": turn.session_id if turn else None,
         "standalone_query": turn.standalone if turn else None,
+        "request_id": answer.request_id,
     }
     sources = _sources_json(tuple(answer.sources))
     return b'{"answer":' + _json(answer.text) + b',"sources":' + sources + b"," + _json(rest)[1:]

@@ -44,6 +44,10 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Apps started by tests (and the `rag serve` processes they spawn) seed the five-chunk sample
 # corpus only, not this checkout's README and docs (~100 chunks, seconds of embedding per app).
 os.environ.setdefault("RAG_SEED_PROJECT_DOCS", "false")
+# The semantic cache's tests ask for hits with cache.semantic and expect the static rule to serve
+# them: the "on" mode. The default mode (shadow) and auto are tested in test_semantic_modes.py
+# with settings of their own.
+os.environ.setdefault("RAG_SEMANTIC_MODE", "on")
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,12 @@ class Invalidation:
         await self._purge_near_copies(keys)
         return len(keys)
 
+    async def keys(self, keys: list[str]) -> int:
+        """Delete exactly ``keys``; return how many there were."""
+        deleted = await self._delete(keys)
+        await self._purge_near_copies(keys)
+        return deleted
+
     async def by_layer(self, layer: str) -> int:
         """Delete every key of one ``INVALIDATION_TARGETS`` layer in every namespace."""
         return await self._segments([INVALIDATION_TARGETS[layer]])

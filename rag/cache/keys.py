@@ -73,6 +73,22 @@ def semantic_namespace(key: str) -> str | None:
     return parts[1] if len(parts) == 4 and parts[0] == "rag" and parts[2] == "sem" else None
 
 
+def semantic_veto_key(namespace: str, query: str, entry_key: str) -> str:
+    """Set when a user marked the answer of the semantic entry ``entry_key`` incorrect for
+    ``query`` (normalized): that question no longer receives that answer."""
+    return f"rag:{namespace}:semveto:{digest(normalize_text(query), entry_key)}"
+
+
+def semantic_outcomes_key(namespace: str, scope: str) -> str:
+    """The judged semantic candidates of a rule scope (``rag.semantic.outcomes``)."""
+    return f"rag:{namespace}:semq:{scope}"
+
+
+def feedback_key(namespace: str, request_id: str) -> str:
+    """The verdict given on one answer (``rag.feedback``)."""
+    return f"rag:{namespace}:fb:{digest(request_id)}"
+
+
 def semantic_events_channel(namespace: str) -> str:
     """Pub/sub channel on which semantic-cache entries added and deleted are announced."""
     return f"rag:{namespace}:sem-events"

@@ -26,7 +26,13 @@ import numpy as np
 
 from rag.cache.codec import CorruptEntryError, decode_json, encode_json
 from rag.cache.gateway import RedisGateway
-from rag.cache.keys import digest, layer_pattern, semantic_events_channel, semantic_key
+from rag.cache.keys import (
+    digest,
+    layer_pattern,
+    semantic_events_channel,
+    semantic_key,
+    semantic_veto_key,
+)
 from rag.cache.layers import SEMANTIC_SEGMENT, AnswerLayer
 from rag.cache.layers.search import decode_hits, encode_hits
 from rag.protocols import Vector
@@ -43,6 +49,7 @@ class SemanticMatch:
     sources: list[ScoredChunk]
     similarity: float
     matched_query: str
+    entry_key: str  # the semantic entry that matched
 
 
 def _b64(vector: Vector) -> str:
@@ -72,12 +79,23 @@ class SemanticCache:
             "sampling": answers.sampling,
         }
         self._dimension = index.dimension
-        self._ttl_s = answers.ttl_s  # an entry lives as long as the answer it points to
+        self.ttl_s = answers.ttl_s  # an entry lives as long as the answer it points to
         self.channel = semantic_events_channel(namespace)
         self.synced = False
 
     def scope(self, corpus_version: str) -> str:
         return digest(self._scope_parts, corpus_version)[:16]
+
+    @property
+    def rule_scope(self) -> str:
+        """What the rule's false-hit rate depends on (``rag.semantic.outcomes``): the scope's
+        parts and the rule, without the corpus version."""
+        return digest(self._scope_parts, self.rule.kind, self.rule.min_score)[:16]
+
+    def veto_key(self, query: str, entry_key: str) -> str:
+        """Where a user's "incorrect" on this link is kept (``rag.feedback`` sets it): looked up
+        with the entry, so ``query`` no longer receives the answer of ``entry_key``."""
+        return semantic_veto_key(self._namespace, query, entry_key)
 
     def _key(self, scope: str, query: str) -> str:
         return semantic_key(self._namespace, scope, query)
@@ -103,7 +121,11 @@ class SemanticCache:
             key=lambda hit: -(hit[0].score or 0.0),
         )
         for decision, entry in ranked:  # the verifier's surest hit first
-            raw_entry, raw_answer = await self._store.get_many([entry.key, entry.answer_key])
+            raw_entry, raw_answer, vetoed = await self._store.get_many(
+                [entry.key, entry.answer_key, self.veto_key(query, entry.key)]
+            )
+            if vetoed is not None:  # a user said this answer is wrong for this question
+                continue
             if raw_entry is None or raw_answer is None:  # expired, invalidated or evicted
                 self.index.remove(entry.key)
                 if raw_entry is not None:
@@ -125,6 +147,7 @@ class SemanticCache:
                 sources=sources,
                 similarity=decision.similarity,
                 matched_query=entry.query,
+                entry_key=entry.key,
             )
         return None
 
@@ -146,7 +169,7 @@ class SemanticCache:
             scope=scope,
             query=query,
             answer_key=answer_key,
-            expires_at=time.time() + self._ttl_s,
+            expires_at=time.time() + self.ttl_s,
         )
         body = {
             "scope": scope,
@@ -156,7 +179,7 @@ class SemanticCache:
             "expires_at": entry.expires_at,
             "sources": encode_hits(sources),
         }
-        if not await self._store.set(key, encode_json("sem", body), self._ttl_s):
+        if not await self._store.set(key, encode_json("sem", body), self.ttl_s):
             return key
         self.index.add(entry, vector)
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}

@@ -91,6 +91,17 @@ def _tenant_of(request: Request) -> Tenant:
     return services.tenants[key_tenants[found][1]]
 
 
+def own_tenants(request: Request) -> list[Tenant] | None:
+    """The tenant whose key the request carries, as a list; None (all of them) for any other
+    key (the admin's) or when /ask is open."""
+    key_tenants = _api_keys(request)
+    found = matching_key(_bearer_key(request), [key for key, _ in key_tenants])
+    if found is None:
+        return None
+    services: Services = request.app.state.services
+    return [services.tenants[key_tenants[found][1]]]
+
+
 async def require_reader(request: Request, settings: SettingsDep) -> None:
     """With RAG_API_KEYS set, the service's counters are not public: any tenant key or the
     admin key reads them."""

@@ -11,13 +11,14 @@ from fastapi.encoders import jsonable_encoder
 
 from rag.errors import (
     CacheUnavailableError,
-    DocumentNotFoundError,
+    ConflictError,
     FlightFailedError,
     FlightTimeoutError,
     InvalidInputError,
     LLMError,
     LLMRateLimitError,
     LLMTimeoutError,
+    NotFoundError,
     OverloadedError,
     RagError,
     RateLimitedError,
@@ -26,7 +27,8 @@ from rag.errors import (
 
 _ERROR_STATUS: list[tuple[type[RagError], int]] = [
     (InvalidInputError, status.HTTP_400_BAD_REQUEST),
-    (DocumentNotFoundError, status.HTTP_404_NOT_FOUND),
+    (NotFoundError, status.HTTP_404_NOT_FOUND),
+    (ConflictError, status.HTTP_409_CONFLICT),
     (LLMTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
     (FlightTimeoutError, status.HTTP_504_GATEWAY_TIMEOUT),
     (FlightFailedError, status.HTTP_502_BAD_GATEWAY),

@@ -181,7 +181,7 @@ def rig_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "max_top_k": 5,
         "max_query_chars": 200,
-        "semantic_enabled": False,
+        "semantic_mode": "on",
         "embedding_sliding_ttl": False,
         "xfetch_beta": 0.0,
         **overrides,

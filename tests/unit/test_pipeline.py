@@ -213,7 +213,7 @@ async def test_timings_count_total_once(rig_factory: MakeRig) -> None:
         ("x" * 201, opts(), "longer than 200"),
         (Q, opts(top_k=0), "top_k"),
         (Q, opts(top_k=6), "top_k"),
-        (Q, AskOptions(top_k=2, semantic=True), "semantic cache is not configured"),
+        (Q, AskOptions(top_k=2, semantic=True), "semantic cache is off"),
     ],
 )
 async def test_invalid_requests_are_refused_before_any_work(

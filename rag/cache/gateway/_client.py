@@ -87,6 +87,14 @@ def connect(settings: Settings, url: str | None = None) -> RedisClient:
     )
 
 
+def _count(value: object) -> int:
+    """A hash field of counts as a number; anything else (garbage written by someone else) as 0."""
+    try:
+        return int(_text(value))
+    except ValueError:
+        return 0
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -22,6 +22,7 @@ from rag.cache.gateway._client import (
     StreamBatches,
     _Breaker,
     _check_ttl,
+    _count,
     _text,
     _wrong_type,
 )
@@ -271,6 +272,32 @@ class RedisGateway:
             return [_text(m) for m in await client.zrangebyscore(key, time.time(), "+inf")]
 
         return await self.run("tag", op, [], repair=key)
+
+    # -- hashes of counts (semantic outcomes) ---------------------------------------------------
+
+    async def add_counts(self, key: str, increments: Mapping[str, int], ttl_s: int) -> bool:
+        """Add ``increments`` to the hash's fields and give it ``ttl_s`` again, in one round
+        trip; whether Redis took it. A key of another type is replaced."""
+        _check_ttl(ttl_s)
+
+        async def op(client: RedisClient) -> bool:
+            async with client.pipeline(transaction=False) as pipe:
+                for field, amount in increments.items():
+                    pipe.hincrby(key, field, amount)
+                pipe.expire(key, ttl_s)
+                await pipe.execute()
+            return True
+
+        return await self.run("count", op, False, repair=key)
+
+    async def counts(self, key: str) -> dict[str, int]:
+        """A hash of counts; a field that is not a whole number reads as 0."""
+
+        async def op(client: RedisClient) -> dict[str, int]:
+            raw = await client.hgetall(key)
+            return {_text(field): _count(value) for field, value in raw.items()}
+
+        return await self.run("count", op, {}, repair=key)
 
     # -- lists (sessions) -------------------------------------------------------------------------
 

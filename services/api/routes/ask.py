@@ -83,9 +83,13 @@ def _frame(event: StreamEvent) -> ServerSentEvent:
         "prompt_tokens": event.usage.prompt_tokens,
         "completion_tokens": event.usage.completion_tokens,
     }
-    return _sse(
-        "done", {"cache": event.cache.as_dict(), "usage": usage, "timings_ms": event.timings_ms}
-    )
+    done = {
+        "cache": event.cache.as_dict(),
+        "usage": usage,
+        "timings_ms": event.timings_ms,
+        "request_id": event.request_id,
+    }
+    return _sse("done", done)
 
 
 @dataclass(frozen=True, slots=True)

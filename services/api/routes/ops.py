@@ -7,12 +7,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from rag.errors import RetrievalError
 from rag.wiring import Services
-from services.api.deps import ReaderDep, ScraperDep, ServicesDep
+from services.api.deps import ReaderDep, ScraperDep, ServicesDep, own_tenants
 
 router = APIRouter(tags=["operations"])
 
@@ -58,8 +58,9 @@ async def healthz(services: ServicesDep) -> JSONResponse:
 
 
 @router.get("/stats")
-async def stats(services: ServicesDep, _: ReaderDep) -> dict[str, Any]:
-    return services.stats()
+async def stats(services: ServicesDep, _: ReaderDep, request: Request) -> dict[str, Any]:
+    """A tenant's key sees its own semantic scopes; the admin key, or an open service, all."""
+    return await services.stats(tenants=own_tenants(request))
 
 
 @router.get("/metrics", response_class=Response)

@@ -1,0 +1,227 @@
+"""Semantic cache v3 over HTTP: the modes (shadow never serves; auto serves only within the
+measured bound and stops when outcomes push it over), request ids and feedback (per tenant,
+once per answer), on real Redis, MiniLM and the shipped rule with a scripted LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from rag.cache.gateway import RedisGateway
+from rag.embedding import SentenceTransformerEmbedder
+from rag.semantic.outcomes import OutcomeStore
+from rag.semantic.policy import SemanticPolicy
+from rag.settings import Settings
+from tests.conftest import ScriptedApp, serve_scripted
+from tests.e2e.conftest import ACME, ADMIN, GLOBEX, ask
+from tests.sse import parse
+
+QUESTION = "How do I switch on the semantic cache?"
+REWORDING = "How can I switch on the semantic cache?"
+
+
+def post(app: ScriptedApp, key: str | None, path: str, body: dict[str, Any]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{app.url}{path}", json=body, headers=headers, timeout=60)
+
+
+def scopes(app: ScriptedApp, key: str | None = None) -> list[dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    stats = httpx.get(f"{app.url}/stats", headers=headers, timeout=30).json()
+    return stats["semantic"]["scopes"]  # type: ignore[no-any-return]
+
+
+def policy(app: ScriptedApp) -> SemanticPolicy:
+    found = app.app.state.services.pipeline.policy
+    assert found is not None
+    return found  # type: ignore[no-any-return]
+
+
+def wait_for_judged(app: ScriptedApp, judged: int, timeout_s: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while (row := scopes(app)[0])["judged"] < judged:
+        assert time.monotonic() < deadline, row
+        time.sleep(0.1)
+    return row
+
+
+def test_the_default_mode_is_shadow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAG_SEMANTIC_MODE", raising=False)  # set to "on" for the other tests
+    assert Settings().semantic_mode == "shadow"
+
+
+@pytest.fixture(scope="module")
+def shadow(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[ScriptedApp]:
+    with serve_scripted(
+        tmp_path_factory, embedder, valkey_url, "shadow", semantic_mode="shadow"
+    ) as app:
+        yield app
+
+
+def test_shadow_never_serves_and_judges_each_candidate(shadow: ScriptedApp) -> None:
+    first = ask(shadow, None, QUESTION, cache={"semantic": True}).json()
+    assert first["cache"]["llm"] == "miss" and first["request_id"]
+    calls = shadow.llm.calls
+    again = ask(shadow, None, REWORDING, cache={"semantic": True}).json()
+    assert again["cache"]["llm"] == "miss" and again.get("semantic") is None
+    assert shadow.llm.calls == calls + 1  # generated: a shadow candidate is never served
+    row = wait_for_judged(shadow, 1)  # the two answers, judged once the miss's was done
+    assert row["serving"] is False and row["false_hits"] == 0  # the scripted LLM says one thing
+
+    streamed = httpx.post(
+        f"{shadow.url}/ask/stream", json={"query": "How could I switch on the semantic cache?"}
+    )
+    events = parse(streamed.text)
+    assert events[0][1]["cache"]["llm"] == "miss"
+    assert events[-1][0] == "done" and events[-1][1]["request_id"]
+    wait_for_judged(shadow, 2)
+    stats = httpx.get(f"{shadow.url}/stats").json()["semantic"]
+    assert stats["mode"] == "shadow" and stats["scopes"][0]["threshold"] is None
+    assert stats["scopes"][0]["false_hit_upper_95"] > 0.02  # two outcomes prove nothing yet
+
+
+@pytest.fixture(scope="module")
+def auto(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[ScriptedApp]:
+    with serve_scripted(
+        tmp_path_factory,
+        embedder,
+        valkey_url,
+        "auto",
+        semantic_mode="auto",
+        semantic_audit_rate=0.0,
+        api_keys=[f"acme:{ACME}", f"globex:{GLOBEX}"],
+        admin_api_key=ADMIN,
+    ) as app:
+        yield app
+
+
+def record(app: ScriptedApp, outcomes: int, *, correct: bool) -> None:
+    """``outcomes`` judged candidates at similarity 0.99 in acme's scope, as shadow, audits or
+    feedback would count them (through a client of this test's own event loop)."""
+    live = policy(app)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(app.settings.redis_url)
+        store = OutcomeStore(
+            redis=RedisGateway(client=client, timeout_s=5.0),
+            namespace=app.app.state.services.default.namespace,
+            grid=live.outcomes.grid,
+            ttl_s=600,
+        )
+        for _ in range(outcomes):
+            assert await store.record(live.scope, 0.99, correct=correct)
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_auto_serves_within_the_bound_and_stops_when_false_hits_push_it_over(
+    auto: ScriptedApp,
+) -> None:
+    # acme's scope: nothing judged yet, so nothing is served
+    assert ask(auto, ACME, QUESTION).json()["cache"]["llm"] == "miss"
+    assert ask(auto, ACME, REWORDING).json()["cache"]["llm"] == "miss"
+    [row] = scopes(auto, ACME)
+    assert row["serving"] is False and row["threshold"] is None
+
+    record(auto, 300, correct=True)  # 0 false in 300 (+ what shadow judged): bound ~1 %
+    [row] = scopes(auto, ACME)
+    assert row["serving"] is True and row["threshold"] == 0.86 and row["judged"] >= 300
+    hit = ask(auto, ACME, "How could I switch on the semantic cache?").json()
+    assert hit["cache"]["llm"] == "semantic"
+
+    # users say three served hits were wrong: 3 in ~300 puts the bound over 2 %
+    record(auto, 3, correct=False)
+    [row] = scopes(auto, ACME)
+    assert row["serving"] is False and row["false_hit_upper_95"] > 0.02
+    after = ask(auto, ACME, "How would I switch on the semantic cache?").json()
+    assert after["cache"]["llm"] == "miss"
+    metrics = httpx.get(f"{auto.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    assert "rag_semantic_serving{" in metrics and "rag_semantic_false_hit_upper_95{" in metrics
+
+    # globex's scope is its own: it has seen none of acme's outcomes
+    [other] = scopes(auto, GLOBEX)
+    assert other["judged"] == 0 and other["scope"] != row["scope"]
+    assert len(scopes(auto, ADMIN)) == 2
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> Iterator[ScriptedApp]:
+    with serve_scripted(
+        tmp_path_factory,
+        embedder,
+        valkey_url,
+        "feedback",
+        semantic_mode="on",
+        semantic_audit_rate=0.0,
+        api_keys=[f"acme:{ACME}", f"globex:{GLOBEX}"],
+        admin_api_key=ADMIN,
+    ) as app:
+        yield app
+
+
+def test_feedback_is_per_tenant_once_per_answer_and_unknown_ids_are_404(
+    served: ScriptedApp,
+) -> None:
+    answer = ask(served, ACME, "What does the near cache keep?").json()
+    request_id = answer["request_id"]
+    verdict = {"request_id": request_id, "correct": True}
+    # another tenant cannot name acme's answer, nor can the admin (feedback is a tenant's)
+    assert post(served, GLOBEX, "/feedback", verdict).status_code == 404
+    assert post(served, None, "/feedback", verdict).status_code == 401
+    forged = {"request_id": request_id[:-4] + "AAAA", "correct": False}
+    assert post(served, ACME, "/feedback", forged).status_code == 404
+    assert (
+        post(served, ACME, "/feedback", {"request_id": "nope", "correct": True}).status_code == 404
+    )
+    bad = post(served, ACME, "/feedback", {"request_id": request_id, "correct": "yes"})
+    assert bad.status_code == 422
+    taken = post(served, ACME, "/feedback", verdict)
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["outcome"] == "recorded"
+    assert post(served, ACME, "/feedback", verdict).status_code == 409
+
+
+def test_an_exact_answer_marked_incorrect_leaves_the_cache(served: ScriptedApp) -> None:
+    question = "How long does the near cache keep a copy?"
+    first = ask(served, ACME, question).json()
+    assert ask(served, ACME, question).json()["cache"]["llm"] == "hit"
+    globex = ask(served, GLOBEX, question).json()
+    assert ask(served, GLOBEX, question).json()["cache"]["llm"] == "hit"
+    r = post(served, ACME, "/feedback", {"request_id": first["request_id"], "correct": False})
+    assert r.status_code == 200 and r.json()["outcome"] == "the cached answer was removed"
+    calls = served.llm.calls
+    assert ask(served, ACME, question).json()["cache"]["llm"] == "miss"
+    assert served.llm.calls == calls + 1
+    # globex's own answer is untouched
+    assert ask(served, GLOBEX, question).json()["cache"]["llm"] == "hit"
+    assert globex["request_id"] != first["request_id"]
+
+
+def test_a_semantic_hit_marked_incorrect_stops_reaching_that_question(
+    served: ScriptedApp,
+) -> None:
+    ask(served, ACME, QUESTION)
+    hit = ask(served, ACME, REWORDING).json()
+    assert hit["cache"]["llm"] == "semantic"
+    row_before = scopes(served, ACME)[0]
+    r = post(served, ACME, "/feedback", {"request_id": hit["request_id"], "correct": False})
+    assert r.status_code == 200 and "false semantic hit" in r.json()["outcome"]
+    row = scopes(served, ACME)[0]
+    assert row["false_hits"] == row_before["false_hits"] + 1
+    assert ask(served, ACME, REWORDING).json()["cache"]["llm"] == "miss"  # its own answer now
+    # the link is dropped for that question only: another rewording still gets the hit
+    other = ask(served, ACME, "How could I switch on the semantic cache?").json()
+    assert other["cache"]["llm"] in ("semantic", "hit")
