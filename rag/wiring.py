@@ -69,9 +69,7 @@ class Services:
                 summary[counter] = sum(cache.stats()[counter] for cache in semantic)
             summary["synced"] = all(cache.synced for cache in semantic)
         for policy in policies:
-            outcomes = await policy.read()
-            row = outcomes.report(policy.budget, serving=policy.serves)
-            summary["scopes"].append({**row, "scope": policy.label})
+            summary["scopes"].append(policy.report(await policy.read()))
         snapshot["semantic"] = summary
         return snapshot
 

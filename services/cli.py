@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,8 @@ from pydantic_settings import SettingsError
 
 from rag.cache.layers import INVALIDATION_TARGETS
 from rag.types import CacheStatus
-from services.cli_base import CliError
+from services.cli_base import CliError, headers, request, url_option
 from services.cli_semantic import semantic
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-url_option = click.option(
-    "--url", default=DEFAULT_URL, show_default=True, help="The running service."
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,30 +103,6 @@ def ingest(paths: tuple[Path, ...]) -> None:
         raise CliError(str(exc)) from None
 
 
-def _headers(*, admin: bool = False, either: bool = False) -> dict[str, str]:
-    """``Authorization`` with the admin key (``admin``), the client key, or (``either``: for what
-    both open, such as /stats) the client key if set, else the admin key."""
-    client = os.environ.get("RAG_CLIENT_API_KEY", "")
-    admin_key = os.environ.get("RAG_ADMIN_API_KEY", "")
-    key = admin_key if admin else client or (admin_key if either else "")
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _request(
-    method: str, url: str, *, admin: bool = False, either: bool = False, **kwargs: Any
-) -> httpx.Response:
-    headers = _headers(admin=admin, either=either)
-    try:
-        response = httpx.request(method, url, headers=headers, timeout=120, **kwargs)
-    except httpx.TransportError as exc:
-        raise CliError(
-            f"cannot reach the service at {url} ({exc}); is `rag serve` running?"
-        ) from exc
-    if response.status_code >= 400:
-        raise CliError(f"{response.status_code}: {response.text}")
-    return response
-
-
 @rag.command()
 @click.argument("query")
 @click.option("--stream", is_flag=True, help="Print tokens as they arrive.")
@@ -150,13 +120,13 @@ def ask(query: str, stream: bool, top_k: int | None, mode: str, url: str) -> Non
     if top_k:
         body["top_k"] = top_k
     if not stream:
-        answer = _request("POST", f"{url}/ask", json=body).json()
+        answer = request("POST", f"{url}/ask", json=body).json()
         click.echo(answer["answer"])
         click.echo(f"\ncache: {answer['cache']}  timings_ms: {answer['timings_ms']}", err=True)
         return
     try:
         with httpx.stream(
-            "POST", f"{url}/ask/stream", json=body, headers=_headers(), timeout=120
+            "POST", f"{url}/ask/stream", json=body, headers=headers(), timeout=120
         ) as r:
             if r.status_code >= 400:
                 raise CliError(f"{r.status_code}: {r.read().decode()}")
@@ -190,7 +160,7 @@ def cache() -> None:
 @url_option
 def stats(url: str) -> None:
     """Hits, misses and hit rates per layer."""
-    found = _request("GET", f"{url}/stats", either=True).json()
+    found = request("GET", f"{url}/stats", either=True).json()
     statuses = [status.value for status in CacheStatus]
     click.echo(" ".join([f"{'layer':<10}", *(f"{s:>9}" for s in statuses), f"{'hit rate':>9}"]))
     for layer, row in found["layers"].items():  # every layer the service reports
@@ -216,7 +186,7 @@ def invalidate(layer: str | None, tag: str | None, everything: bool, url: str) -
     if sum([layer is not None, tag is not None, everything]) != 1:
         raise click.UsageError("give exactly one of --layer, --tag and --all")
     body: dict[str, Any] = {"layer": layer} if layer else {"tag": tag} if tag else {"all": True}
-    result = _request("POST", f"{url}/cache/invalidate", admin=True, json=body).json()
+    result = request("POST", f"{url}/cache/invalidate", admin=True, json=body).json()
     click.echo(f"deleted {result['deleted']} keys")
 
 

@@ -1,5 +1,6 @@
-"""``rag semantic eval | calibrate | train``: decide labelled question pairs with exactly the live
-semantic cache's rule, choose its parameters, fine-tune its cross-encoder."""
+"""``rag semantic eval | calibrate | train | report``: decide labelled question pairs with exactly
+the live semantic cache's rule, choose its parameters, fine-tune its cross-encoder, and show what
+a running service has measured of its semantic hits."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from services.cli_base import CliError
+from services.cli_base import CliError, request, url_option
 
 if TYPE_CHECKING:  # the commands import the library lazily: `rag --help` stays fast
     from rag.semantic.calibration import Pairs
@@ -55,6 +56,28 @@ PAIRS_HELP = 'JSONL: {"a": ..., "b": ..., "label": 0|1} per line'
 @click.group()
 def semantic() -> None:
     """Evaluate and calibrate the semantic cache."""
+
+
+@semantic.command("report")
+@url_option
+def semantic_report(url: str) -> None:
+    """The mode, and per rule scope the judged candidates, false hits and their 95 % bound."""
+    found = request("GET", f"{url}/stats", either=True).json()["semantic"]
+    click.echo(f"mode: {found['mode']}")
+    if not found["scopes"]:
+        click.echo("no scope: the semantic cache is off")
+        return
+    click.echo(
+        f"{'scope':<40} {'judged':>7} {'false':>6} {'rate':>7} {'bound 95%':>9} "
+        f"{'threshold':>9}  serving"
+    )
+    for row in found["scopes"]:
+        threshold = "-" if row["threshold"] is None else f"{row['threshold']:.2f}"
+        click.echo(
+            f"{row['scope']:<40} {row['judged']:>7} {row['false_hits']:>6} "
+            f"{row['false_hit_rate']:>7.2%} {row['false_hit_upper_95']:>9.2%} {threshold:>9}  "
+            f"{'yes' if row['serving'] else 'no'}"
+        )
 
 
 @semantic.command("eval")

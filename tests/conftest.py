@@ -45,9 +45,11 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 # corpus only, not this checkout's README and docs (~100 chunks, seconds of embedding per app).
 os.environ.setdefault("RAG_SEED_PROJECT_DOCS", "false")
 # The semantic cache's tests ask for hits with cache.semantic and expect the static rule to serve
-# them: the "on" mode. The default mode (shadow) and auto are tested in test_semantic_modes.py
-# with settings of their own.
+# them: the "on" mode, with no audit (a random background generation would upset LLM call
+# counts). The default mode (shadow), auto and audits are tested in test_semantic_modes.py with
+# settings of their own.
 os.environ.setdefault("RAG_SEMANTIC_MODE", "on")
+os.environ.setdefault("RAG_SEMANTIC_AUDIT_RATE", "0")
 
 
 @pytest.fixture(scope="session")

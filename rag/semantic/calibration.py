@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from rag.ingest import Progress
 from rag.protocols import Embedder, Vector
 from rag.semantic.guards import facts, trap
 from rag.semantic.mlp import MLPVerifier, pair_features, train_verifier
+from rag.semantic.outcomes import clopper_pearson_upper
 from rag.semantic.rule import Decision, SemanticRule
 from rag.semantic.verifier import Pair
 
@@ -211,36 +211,6 @@ def plot(calibration: Calibration, target_precision: float, path: Path) -> None:
 
 
 # -- a false-hit budget with a confidence bound ----------------------------------------------
-
-
-def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
-    """One-sided upper ``confidence`` Clopper-Pearson bound of a rate seen as ``k`` in ``n``:
-    the p at which seeing ``k`` or fewer has probability ``1 - confidence`` (found by bisection
-    on the binomial CDF, summed in log space)."""
-    if n <= 0 or k >= n:
-        return 1.0
-
-    def cdf(p: float) -> float:
-        log_p, log_q = math.log(p), math.log1p(-p)
-        terms = [
-            math.lgamma(n + 1)
-            - math.lgamma(i + 1)
-            - math.lgamma(n - i + 1)
-            + i * log_p
-            + (n - i) * log_q
-            for i in range(k + 1)
-        ]
-        top = max(terms)
-        return math.exp(top) * sum(math.exp(t - top) for t in terms)
-
-    low, high = k / n, 1.0 - 1e-15
-    for _ in range(100):
-        mid = (low + high) / 2
-        if cdf(mid) > 1 - confidence:
-            low = mid
-        else:
-            high = mid
-    return high
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ A scope here is what the rule's error rate depends on: the models, prompt, sampl
 rule itself (verifier kind and min score); not the corpus version, which changes with every
 document and must not throw the evidence away.
 
-The bound is the one-sided 95 % Clopper-Pearson upper limit of the false-hit rate: with no false
-hit it needs 149 outcomes to come within 2 %, so "enough judged outcomes" is part of the bound.
+The bound is the one-sided 95 % Clopper-Pearson upper limit of the false-hit rate (the same as
+``rag semantic calibrate``'s budget): with no false hit it needs 149 outcomes to come within 2 %,
+so "enough judged outcomes" is part of the bound.
 """
 
 from __future__ import annotations
@@ -31,35 +32,40 @@ from rag.cache.gateway import RedisGateway
 from rag.cache.keys import semantic_outcomes_key
 
 
-@functools.lru_cache(maxsize=4096)
-def upper_95(false_hits: int, judged: int) -> float:
-    """One-sided 95 % Clopper-Pearson upper bound of a rate seen ``false_hits`` in ``judged``:
-    the rate ``p`` at which seeing at most ``false_hits`` has probability 5 %. 1.0 with nothing
-    judged."""
-    if judged <= 0 or false_hits >= judged:
+def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided upper ``confidence`` Clopper-Pearson bound of a rate seen as ``k`` in ``n``:
+    the p at which seeing ``k`` or fewer has probability ``1 - confidence`` (found by bisection
+    on the binomial CDF, summed in log space)."""
+    if n <= 0 or k >= n:
         return 1.0
-    low, high = false_hits / judged, 1.0
-    for _ in range(50):  # bisection: the binomial CDF falls as p rises
+
+    def cdf(p: float) -> float:
+        log_p, log_q = math.log(p), math.log1p(-p)
+        terms = [
+            math.lgamma(n + 1)
+            - math.lgamma(i + 1)
+            - math.lgamma(n - i + 1)
+            + i * log_p
+            + (n - i) * log_q
+            for i in range(k + 1)
+        ]
+        top = max(terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in terms)
+
+    low, high = k / n, 1.0 - 1e-15
+    for _ in range(100):
         mid = (low + high) / 2
-        if _binomial_cdf(false_hits, judged, mid) > 0.05:
+        if cdf(mid) > 1 - confidence:
             low = mid
         else:
             high = mid
     return high
 
 
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p), summed in log space (n may be large)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    base = math.lgamma(n + 1)
-    return sum(
-        math.exp(base - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q)
-        for i in range(k + 1)
-    )
+@functools.lru_cache(maxsize=4096)
+def upper_95(false_hits: int, judged: int) -> float:
+    """``clopper_pearson_upper`` at 95 %, remembered (auto mode reads it on every lookup)."""
+    return clopper_pearson_upper(false_hits, judged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +94,11 @@ class ScopeOutcomes:
         """The lowest threshold whose bound is within ``budget``; None: serve nowhere."""
         return next((t.threshold for t in self.tallies if t.upper_95 <= budget), None)
 
-    def report(self, budget: float, *, serving: bool) -> dict[str, Any]:
-        """The row of ``GET /stats`` ``semantic.scopes``: at the threshold served at, or, when
-        none qualifies, over every outcome (the lowest threshold). ``serving``: whether this
-        mode serves there at all (``shadow`` never does)."""
-        threshold = self.serving_threshold(budget)
-        tally = next((t for t in self.tallies if t.threshold == threshold), self.tallies[0])
+    def report(self, threshold: float | None, *, serving: bool) -> dict[str, Any]:
+        """The row of ``GET /stats`` ``semantic.scopes``: the outcomes at ``threshold`` (the
+        grid's highest at or below it), or over all of them (the lowest) when it is None."""
+        below = [t for t in self.tallies if threshold is not None and t.threshold <= threshold]
+        tally = below[-1] if below else self.tallies[0]
         return {
             "scope": self.scope,
             "judged": tally.judged,
@@ -101,7 +106,7 @@ class ScopeOutcomes:
             "false_hit_rate": round(tally.rate, 4),
             "false_hit_upper_95": round(tally.upper_95, 4),
             "threshold": threshold,
-            "serving": serving and threshold is not None,
+            "serving": serving,
         }
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from rag.metrics import Metrics
 from rag.protocols import Embedder
@@ -95,9 +95,19 @@ class SemanticPolicy:
     async def read(self) -> ScopeOutcomes:
         outcomes = await self.outcomes.read(self.scope)
         if self._metrics is not None:
-            report = outcomes.report(self.budget, serving=self.serves)
-            self._metrics.record_semantic(self.label, report)
+            self._metrics.record_semantic(self.label, self.report(outcomes))
         return outcomes
+
+    def report(self, outcomes: ScopeOutcomes) -> dict[str, Any]:
+        """The scope's row of ``GET /stats``: where this mode serves, and what was measured
+        there."""
+        if self.mode == "on":
+            threshold: float | None = self._static_threshold
+        elif self.mode == "auto":
+            threshold = outcomes.serving_threshold(self.budget)
+        else:
+            threshold = None
+        return {**outcomes.report(threshold, serving=threshold is not None), "scope": self.label}
 
     async def judge(
         self, match: SemanticMatch, answer: str, sources: Sequence[ScoredChunk]
@@ -111,5 +121,6 @@ class SemanticPolicy:
                 pair, {s.chunk.doc_id for s in match.sources}, {s.chunk.doc_id for s in sources}
             )
             await self.outcomes.record(self.scope, match.similarity, correct=same)
+            await self.read()  # the gauges follow
         except Exception as exc:  # background work must not take anything down
             log.warning("could not judge a semantic candidate: %r", exc)

@@ -131,6 +131,7 @@ def test_keys_carry_model_ids_and_ttls_within_configured_values(running: Running
         # the live stream of a generation, kept briefly for late followers (locks live less)
         "flight": s.relay_stream_ttl_s,
         "tag": s.llm_ttl_s,  # doc tags of answers expire with their longest-lived member
+        "sem": s.llm_ttl_s,  # a semantic entry lives as long as the answer it points to
     }
     seen = set()
     for key in keys_of(s.redis_url, s.namespace):
@@ -207,7 +208,7 @@ def test_corrupt_entries_are_misses_and_are_replaced(running: Running) -> None:
         for k in set(keys_of(running.settings.redis_url, running.settings.namespace)) - before
         if k.split(":")[2] != "flight"  # the generation's live stream, not a cache entry
     }
-    assert {k.split(":")[2] for k in new_keys} == {"emb", "search", "llm"}
+    assert {k.split(":")[2] for k in new_keys} == {"emb", "search", "llm", "sem"}
     for key in new_keys:
         running.redis.set(key, b"\x00garbage", ex=60)
     running.app.state.services.corpus.near.clear()  # as once its fresh copies age: Redis is read

@@ -225,3 +225,20 @@ def test_a_semantic_hit_marked_incorrect_stops_reaching_that_question(
     # the link is dropped for that question only: another rewording still gets the hit
     other = ask(served, ACME, "How could I switch on the semantic cache?").json()
     assert other["cache"]["llm"] in ("semantic", "hit")
+
+
+def test_audited_hits_are_regenerated_and_judged(
+    tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
+) -> None:
+    with serve_scripted(
+        tmp_path_factory, embedder, valkey_url, "audit", semantic_mode="on", semantic_audit_rate=1.0
+    ) as app:
+        ask(app, None, QUESTION)
+        calls = app.llm.calls
+        hit = ask(app, None, REWORDING).json()
+        assert hit["cache"]["llm"] == "semantic"  # served at once ...
+        row = wait_for_judged(app, 1)  # ... then regenerated in the background and judged
+        assert app.llm.calls == calls + 1
+        assert row["serving"] is True and row["false_hits"] == 0
+        # the regenerated answer is the rewording's own now: an exact hit
+        assert ask(app, None, REWORDING).json()["cache"]["llm"] == "hit"

@@ -135,6 +135,10 @@ def test_answer_streams_into_the_page_then_replays_from_cache(
     assert int(page.locator("#answer").get_attribute("data-tokens") or 0) > 1  # replayed pieces
     assert stats_cell(page, "llm", 1) == "50 %"
     assert float(page.locator("#tokens-saved").inner_text()) > 0
+    # whether semantic hits are served, and at what measured rate ("on": the static rule)
+    semantic = page.locator("#semantic-state").inner_text()
+    assert semantic.startswith("semantic cache (on): serving at similarity ≥ 0.94"), semantic
+    assert "judged" in semantic and "95 % bound" in semantic
     assert page.locator("#error").is_hidden()
     # Usable at phone width: nothing sticks out sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

@@ -119,7 +119,7 @@ def test_pruned_search_finds_exactly_what_a_full_scan_finds() -> None:
 
 
 def test_clopper_pearson_upper_bound_matches_the_beta_quantile() -> None:
-    from rag.semantic.calibration import clopper_pearson_upper
+    from rag.semantic.outcomes import clopper_pearson_upper
 
     # scipy.stats.beta.ppf(0.95, k + 1, n - k) for these (k, n)
     assert clopper_pearson_upper(0, 300) == pytest.approx(0.0099361, abs=1e-6)
@@ -148,7 +148,7 @@ def test_budget_picks_the_most_recall_whose_bound_fits() -> None:
     # one step lower would break the bound: the chosen point is the most recall that fits
     lower = np.sort(np.unique(np.round(score, 4)))
     below = lower[lower < best.min_score][-1]
-    from rag.semantic.calibration import clopper_pearson_upper
+    from rag.semantic.outcomes import clopper_pearson_upper
 
     k = int(((score >= below) & (labels == 0)).sum())
     assert clopper_pearson_upper(k, 700) > 0.02
