@@ -20,7 +20,7 @@ The default pair sets are held out of everything the rule was tuned on: the hand
 families of ``tests/data/semantic_eval.jsonl`` (none in the verifier's training families) and
 QQP dev (``../shared/data/pairs/qqp-dev.jsonl``, human labels).
 
-Usage: python scripts/semantic_replay.py [PAIRS.jsonl ...] [--runs 5] [--observe 1.0]
+Usage: python scripts/semantic_replay.py [PAIRS.jsonl ...] [--runs 5] [--observe 1.0] [--passes 1]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def replay_auto(
 ) -> Run:
     rng = random.Random(seed)
     order = candidates[:]
-    rng.shuffle(order)
+    rng.shuffle(order)  # the set once; with --passes, each pass in an order of its own
     counts, run = Counts(settings.semantic_auto_thresholds), Run()
     for similarity, label in order:
         threshold = counts.outcomes().serving_threshold(settings.semantic_max_false_hit_rate)
@@ -120,18 +120,22 @@ async def main(args: argparse.Namespace) -> None:
     embedder = SentenceTransformerEmbedder(
         model_path=settings.embedding_model_path or default_model_path(),
         model_id=settings.embedding_model_id,
+        batch_size=settings.embedding_batch_size,
     )
     low = settings.semantic_auto_thresholds[0]
     print(
         f"rule: {rule.kind} verifier, min score {rule.min_score}; static threshold "
         f"{settings.semantic_threshold}; auto grid {settings.semantic_auto_thresholds}, budget "
-        f"{settings.semantic_max_false_hit_rate:.0%}; observe {args.observe:.0%} of served hits"
+        f"{settings.semantic_max_false_hit_rate:.0%}; observe {args.observe:.0%} of served hits; "
+        f"{args.passes} pass(es) over each set"
     )
     for path in args.pairs or DEFAULT_SETS:
         pairs = await embed_pairs(read_pairs(Path(path)), embedder)
         decisions = rule.decide_pairs(pairs.pairs(), threshold=low)
         labels = [int(x) for x in pairs.labels]
         candidates = [(d.similarity, y) for d, y in zip(decisions, labels, strict=True) if d.hit]
+        candidates *= args.passes
+        labels *= args.passes
         positives, negatives = sum(labels), len(labels) - sum(labels)
         print(
             f"\n{Path(path).name}: {len(labels)} pairs ({positives} should hit, {negatives} "
@@ -148,6 +152,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", nargs="*", help="JSONL pairs (default: the held-out sets)")
     parser.add_argument("--runs", type=int, default=5, help="random orders of the traffic")
+    parser.add_argument(
+        "--passes", type=int, default=1, help="the set asked this many times (more traffic)"
+    )
     parser.add_argument(
         "--observe", type=float, default=1.0, help="share of served hits whose outcome is seen"
     )

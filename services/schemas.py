@@ -60,15 +60,16 @@ def _threshold(*, strict: bool) -> Any:
         le=1.0,
         allow_inf_nan=False,
         strict=strict,
-        description="Cosine threshold of the semantic cache.",
+        description="Cosine threshold of the semantic cache for this request (in auto mode "
+        "hits are served at the measured threshold or this, whichever is higher).",
     )
 
 
 def _semantic(*, strict: bool) -> Any:
     return Field(
         strict=strict,
-        description="Consult the semantic cache after an exact miss "
-        "(default: RAG_SEMANTIC_ENABLED).",
+        description="false: never consult the semantic cache for this request; true or unset: "
+        "as RAG_SEMANTIC_MODE says (true is a 400 when it is off).",
     )
 
 

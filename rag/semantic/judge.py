@@ -6,8 +6,9 @@ the cache's own standard of a correct hit (the hit gives what a miss would have 
 ``Verifier`` over a ``Pair`` of answers (texts and MiniLM vectors), and says "same" only when
 
 - the two answers are close (cosine of their vectors at least ``min_cosine``),
-- no fact differs: a negation on one side only, a number or date, a named entity, a leading
-  yes/no,
+- no fact differs: a leading yes/no, a negation on one side only, a number or date, a named
+  entity (not counting a sentence's first word: ``rag.semantic.guards.facts`` cannot tell a
+  name there from any capitalized word),
 - and (``same``) the answers were built on sources that share a document.
 
 When unsure it says "different": a false "different" only keeps a safe scope in shadow a
@@ -40,12 +41,12 @@ def _polarity(x: QueryFacts) -> str | None:
 def difference(a: str, b: str) -> str | None:
     """The first fact two answers disagree on, or None."""
     x, y = facts(a), facts(b)
+    if _polarity(x) != _polarity(y):
+        return "yes-no"
     if x.negated != y.negated:
         return "negation"
     if x.numbers != y.numbers:
         return "number"
-    if _polarity(x) != _polarity(y):
-        return "yes-no"
     if set(x.entities) ^ set(y.entities):
         return "entity"
     return None

@@ -1,0 +1,171 @@
+"""How often the answer judge (``rag.semantic.judge``) is right, both ways (issue #22).
+
+The judge is what shadow mode and audits rest on: it says whether a cached answer would have
+been right for a new question by comparing it with that question's own answer. Nothing in it
+was fitted to data (``RAG_SEMANTIC_JUDGE_MIN_COSINE`` = 0.9 and the fact checks were set by
+hand), and it is measured here on two sets:
+
+1. ``tests/data/answer_pairs.jsonl``: answer pairs written by hand (same meaning reworded or
+   with more detail; different numbers, negation, yes/no, entities, content), built on the
+   same sources;
+2. answers the local model (SmolLM2-135M, the service's own prompt and sampling) gives to both
+   sides of question pairs of the held-out families (``tests/data/semantic_eval.jsonl``,
+   ``--per-family`` pairs each), each retrieved from the sample corpus as the service would.
+   The label is the question pair's: would serving one's answer for the other be right.
+
+For the second set it also reports *evidence agreement* (issue #22, item 7): whether the two
+questions' top-4 chunks share at least one chunk, per label.
+
+Usage: python scripts/eval_judge.py [--per-family 12] [--show]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import openai
+
+from rag.corpus import open_corpus, sample_corpus
+from rag.ingest import collect_documents
+from rag.local import local_llm_server
+from rag.prompt import build_messages
+from rag.semantic.judge import AnswerJudge, difference
+from rag.semantic.verifier import Pair
+from rag.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def confusion(rows: list[tuple[int, bool]]) -> str:
+    """``rows``: (label, judged same)."""
+    tp = sum(1 for y, same in rows if y == 1 and same)
+    fn = sum(1 for y, same in rows if y == 1 and not same)
+    fp = sum(1 for y, same in rows if y == 0 and same)
+    tn = sum(1 for y, same in rows if y == 0 and not same)
+    pos, neg = tp + fn, fp + tn
+    return (
+        f"same & should hit {tp}, different & should hit {fn}, same & trap {fp}, "
+        f"different & trap {tn}; false 'same' on traps {fp}/{neg} ({fp / max(neg, 1):.1%}), "
+        f"false 'different' on should-hit {fn}/{pos} ({fn / max(pos, 1):.1%})"
+    )
+
+
+async def main(args: argparse.Namespace) -> None:
+    settings = Settings()
+    judge = AnswerJudge(settings.semantic_judge_min_cosine)
+    with tempfile.TemporaryDirectory(prefix="eval-judge-") as tmp:
+        corpus_settings = Settings(
+            data_dir=Path(tmp), seed_sample_corpus=False, seed_project_docs=True
+        )
+        async with open_corpus(corpus_settings) as corpus:
+            await corpus.ingestor.add(collect_documents(sample_corpus(corpus_settings)))
+            embedder = corpus.embedder
+
+            # 1. hand-written answer pairs
+            lines = [
+                json.loads(x)
+                for x in (ROOT / "tests/data/answer_pairs.jsonl").read_text().split("\n")
+                if x
+            ]
+            vectors = await embedder.embed([x[s] for x in lines for s in ("a", "b")])
+            rows = []
+            by_category: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+            for i, x in enumerate(lines):
+                pair = Pair(x["a"], vectors[2 * i], x["b"], vectors[2 * i + 1])
+                same = judge.same(pair, {"doc"}, {"doc"})
+                rows.append((x["label"], same))
+                by_category[x["category"]].append((x["label"], same))
+                if args.show:
+                    print(
+                        f"  {x['category']:<12} label {x['label']} same {same} "
+                        f"cos {pair.similarity:.2f} {difference(x['a'], x['b'])}"
+                    )
+            print(f"hand-written answer pairs ({len(rows)}): {confusion(rows)}")
+            for category, found in sorted(by_category.items()):
+                print(f"    {category:<12} judged same {sum(s for _, s in found)}/{len(found)}")
+
+            # 2. the local model's answers to held-out question pairs
+            pairs = [json.loads(x) for x in (ROOT / "tests/data/semantic_eval.jsonl").open()]
+            families: dict[str, list[dict[str, object]]] = defaultdict(list)
+            for x in pairs:
+                families[str(x["category"])].append(x)
+            rng = random.Random(args.seed)
+            sample = [
+                x
+                for family in sorted(families)
+                for x in rng.sample(families[family], args.per_family)
+            ]
+            questions = [str(x[s]) for x in sample for s in ("a", "b")]
+            query_vectors = await embedder.embed(questions)
+            retrieved = [await corpus.retriever.search(v, 4) for v in query_vectors]
+
+    with local_llm_server(threads=settings.llm_threads) as base_url:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
+        answers = []
+        for i, (question, sources) in enumerate(zip(questions, retrieved, strict=True)):
+            response = await client.chat.completions.create(
+                model="local",
+                messages=build_messages(question, sources),  # type: ignore[arg-type]
+                max_tokens=settings.llm_max_tokens,
+                temperature=0.0,
+                stop=settings.llm_stop or None,
+                extra_body={"cache_prompt": False, "dry_multiplier": settings.llm_dry_multiplier},
+            )
+            answers.append(response.choices[0].message.content or "")
+            print(f"\r  answered {i + 1}/{len(questions)}", end="", flush=True)
+        print()
+        await client.close()
+
+    # judge in a fresh embedder's hands (the corpus, and its embedder, are closed)
+    from rag.embedding import SentenceTransformerEmbedder, default_model_path
+
+    embedder2 = SentenceTransformerEmbedder(
+        model_path=settings.embedding_model_path or default_model_path(),
+        model_id=settings.embedding_model_id,
+        batch_size=settings.embedding_batch_size,
+    )
+    answer_vectors = await embedder2.embed(answers)
+    embedder2.close()
+    rows, evidence = [], []
+    by_family: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+    for i, x in enumerate(sample):
+        a, b = 2 * i, 2 * i + 1
+        pair = Pair(answers[a], answer_vectors[a], answers[b], answer_vectors[b])
+        docs_a = {s.chunk.doc_id for s in retrieved[a]}
+        docs_b = {s.chunk.doc_id for s in retrieved[b]}
+        same = judge.same(pair, docs_a, docs_b)
+        label = int(x["label"])  # type: ignore[call-overload]
+        rows.append((label, same))
+        by_family[str(x["category"])].append((label, same))
+        chunks_a = {s.chunk.chunk_id for s in retrieved[a]}
+        chunks_b = {s.chunk.chunk_id for s in retrieved[b]}
+        evidence.append((label, bool(chunks_a & chunks_b)))
+        if args.show:
+            print(
+                f"  {x['category']}: {x['a']!r} / {x['b']!r} -> same {same} "
+                f"(cos {pair.similarity:.2f}, {difference(answers[a], answers[b])})\n"
+                f"      A: {answers[a]!r}\n      B: {answers[b]!r}"
+            )
+    print(f"local-model answers to held-out question pairs ({len(rows)}): {confusion(rows)}")
+    for family, found in sorted(by_family.items()):
+        print(f"    {family:<24} judged same {sum(s for _, s in found)}/{len(found)}")
+    shared = Counter((y, agree) for y, agree in evidence)
+    print(
+        "evidence agreement (top-4 chunks share one): "
+        f"should-hit {shared[(1, True)]}/{shared[(1, True)] + shared[(1, False)]}, "
+        f"traps {shared[(0, True)]}/{shared[(0, True)] + shared[(0, False)]}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-family", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--show", action="store_true", help="print every pair")
+    asyncio.run(main(parser.parse_args()))
