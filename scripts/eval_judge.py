@@ -42,6 +42,9 @@ from rag.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SWEEP = (0.7, 0.75, 0.8, 0.85, 0.9)
+
+
 def confusion(rows: list[tuple[int, bool]]) -> str:
     """``rows``: (label, judged same)."""
     tp = sum(1 for y, same in rows if y == 1 and same)
@@ -58,7 +61,6 @@ def confusion(rows: list[tuple[int, bool]]) -> str:
 
 async def main(args: argparse.Namespace) -> None:
     settings = Settings()
-    judge = AnswerJudge(settings.semantic_judge_min_cosine)
     with tempfile.TemporaryDirectory(prefix="eval-judge-") as tmp:
         corpus_settings = Settings(
             data_dir=Path(tmp), seed_sample_corpus=False, seed_project_docs=True
@@ -74,21 +76,11 @@ async def main(args: argparse.Namespace) -> None:
                 if x
             ]
             vectors = await embedder.embed([x[s] for x in lines for s in ("a", "b")])
-            rows = []
-            by_category: dict[str, list[tuple[int, bool]]] = defaultdict(list)
-            for i, x in enumerate(lines):
-                pair = Pair(x["a"], vectors[2 * i], x["b"], vectors[2 * i + 1])
-                same = judge.same(pair, {"doc"}, {"doc"})
-                rows.append((x["label"], same))
-                by_category[x["category"]].append((x["label"], same))
-                if args.show:
-                    print(
-                        f"  {x['category']:<12} label {x['label']} same {same} "
-                        f"cos {pair.similarity:.2f} {difference(x['a'], x['b'])}"
-                    )
-            print(f"hand-written answer pairs ({len(rows)}): {confusion(rows)}")
-            for category, found in sorted(by_category.items()):
-                print(f"    {category:<12} judged same {sum(s for _, s in found)}/{len(found)}")
+            hand = [
+                (x, Pair(x["a"], vectors[2 * i], x["b"], vectors[2 * i + 1]), {"d"}, {"d"})
+                for i, x in enumerate(lines)
+            ]
+            report("hand-written answer pairs", hand, settings, args.show)
 
             # 2. the local model's answers to held-out question pairs
             pairs = [json.loads(x) for x in (ROOT / "tests/data/semantic_eval.jsonl").open()]
@@ -132,29 +124,20 @@ async def main(args: argparse.Namespace) -> None:
     )
     answer_vectors = await embedder2.embed(answers)
     embedder2.close()
-    rows, evidence = [], []
-    by_family: dict[str, list[tuple[int, bool]]] = defaultdict(list)
-    for i, x in enumerate(sample):
-        a, b = 2 * i, 2 * i + 1
-        pair = Pair(answers[a], answer_vectors[a], answers[b], answer_vectors[b])
-        docs_a = {s.chunk.doc_id for s in retrieved[a]}
-        docs_b = {s.chunk.doc_id for s in retrieved[b]}
-        same = judge.same(pair, docs_a, docs_b)
-        label = int(x["label"])  # type: ignore[call-overload]
-        rows.append((label, same))
-        by_family[str(x["category"])].append((label, same))
-        chunks_a = {s.chunk.chunk_id for s in retrieved[a]}
-        chunks_b = {s.chunk.chunk_id for s in retrieved[b]}
-        evidence.append((label, bool(chunks_a & chunks_b)))
-        if args.show:
-            print(
-                f"  {x['category']}: {x['a']!r} / {x['b']!r} -> same {same} "
-                f"(cos {pair.similarity:.2f}, {difference(answers[a], answers[b])})\n"
-                f"      A: {answers[a]!r}\n      B: {answers[b]!r}"
-            )
-    print(f"local-model answers to held-out question pairs ({len(rows)}): {confusion(rows)}")
-    for family, found in sorted(by_family.items()):
-        print(f"    {family:<24} judged same {sum(s for _, s in found)}/{len(found)}")
+    generated, evidence = [], []
+    with args.answers_out.open("w", encoding="utf-8") as out:
+        for i, x in enumerate(sample):
+            a, b = 2 * i, 2 * i + 1
+            pair = Pair(answers[a], answer_vectors[a], answers[b], answer_vectors[b])
+            docs_a = {s.chunk.doc_id for s in retrieved[a]}
+            docs_b = {s.chunk.doc_id for s in retrieved[b]}
+            generated.append((x, pair, docs_a, docs_b))
+            chunks_a = {s.chunk.chunk_id for s in retrieved[a]}
+            chunks_b = {s.chunk.chunk_id for s in retrieved[b]}
+            evidence.append((int(x["label"]), bool(chunks_a & chunks_b)))  # type: ignore[call-overload]
+            line = {**x, "answer_a": answers[a], "answer_b": answers[b]}
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    report("local-model answers to held-out question pairs", generated, settings, args.show)
     shared = Counter((y, agree) for y, agree in evidence)
     print(
         "evidence agreement (top-4 chunks share one): "
@@ -163,9 +146,45 @@ async def main(args: argparse.Namespace) -> None:
     )
 
 
+Judged = tuple[dict[str, object], Pair, set[str], set[str]]
+
+
+def report(name: str, judged: list[Judged], settings: Settings, show: bool) -> None:
+    """The confusion matrix at each ``min_cosine`` of ``SWEEP`` (the setting's marked), and per
+    category at the setting's."""
+    print(f"{name} ({len(judged)}):")
+    for min_cosine in sorted({*SWEEP, settings.semantic_judge_min_cosine}):
+        judge = AnswerJudge(min_cosine)
+        rows = [(int(x["label"]), judge.same(p, da, db)) for x, p, da, db in judged]  # type: ignore[call-overload]
+        mark = (
+            " <- RAG_SEMANTIC_JUDGE_MIN_COSINE"
+            if min_cosine == settings.semantic_judge_min_cosine
+            else ""
+        )
+        print(f"  min cosine {min_cosine:.2f}: {confusion(rows)}{mark}")
+    judge = AnswerJudge(settings.semantic_judge_min_cosine)
+    by_category: dict[str, list[bool]] = defaultdict(list)
+    for x, pair, docs_a, docs_b in judged:
+        same = judge.same(pair, docs_a, docs_b)
+        by_category[f"{x['category']} (label {x['label']})"].append(same)
+        if show:
+            print(
+                f"    {x['category']}: same {same} cos {pair.similarity:.2f} "
+                f"{difference(pair.a, pair.b)}\n      A: {pair.a!r}\n      B: {pair.b!r}"
+            )
+    for category, found in sorted(by_category.items()):
+        print(f"    {category:<36} judged same {sum(found)}/{len(found)}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-family", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", action="store_true", help="print every pair")
+    parser.add_argument(
+        "--answers-out",
+        type=Path,
+        default=ROOT / "docs/benchmark/judge-answers.jsonl",
+        help="where the generated answers are kept",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -23,10 +23,11 @@ so "enough judged outcomes" is part of the bound.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from scipy.special import betaincinv
 
 from rag.cache.gateway import RedisGateway
 from rag.cache.keys import semantic_outcomes_key
@@ -34,32 +35,11 @@ from rag.cache.keys import semantic_outcomes_key
 
 def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
     """One-sided upper ``confidence`` Clopper-Pearson bound of a rate seen as ``k`` in ``n``:
-    the p at which seeing ``k`` or fewer has probability ``1 - confidence`` (found by bisection
-    on the binomial CDF, summed in log space)."""
+    the p at which seeing ``k`` or fewer has probability ``1 - confidence``, i.e. the
+    ``confidence`` quantile of Beta(k + 1, n - k)."""
     if n <= 0 or k >= n:
         return 1.0
-
-    def cdf(p: float) -> float:
-        log_p, log_q = math.log(p), math.log1p(-p)
-        terms = [
-            math.lgamma(n + 1)
-            - math.lgamma(i + 1)
-            - math.lgamma(n - i + 1)
-            + i * log_p
-            + (n - i) * log_q
-            for i in range(k + 1)
-        ]
-        top = max(terms)
-        return math.exp(top) * sum(math.exp(t - top) for t in terms)
-
-    low, high = k / n, 1.0 - 1e-15
-    for _ in range(100):
-        mid = (low + high) / 2
-        if cdf(mid) > 1 - confidence:
-            low = mid
-        else:
-            high = mid
-    return high
+    return float(betaincinv(k + 1, n - k, confidence))
 
 
 @functools.lru_cache(maxsize=4096)
