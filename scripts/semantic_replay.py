@@ -141,6 +141,16 @@ async def main(args: argparse.Namespace) -> None:
             f"\n{Path(path).name}: {len(labels)} pairs ({positives} should hit, {negatives} "
             f"traps); {len(candidates)} candidates at cosine >= {low}"
         )
+        counts = Counts(settings.semantic_auto_thresholds)
+        for similarity, label in candidates:
+            counts.record(similarity, correct=label == 1)
+        print(
+            "  candidates' false-hit rate by threshold (all judged): "
+            + ", ".join(
+                f">= {t.threshold}: {t.false_hits}/{t.judged} ({t.rate:.1%})"
+                for t in counts.outcomes().tallies
+            )
+        )
         on = replay_on(candidates, settings.semantic_threshold)
         report(f"on (static, {settings.semantic_threshold})", [on], positives, negatives)
         runs = [replay_auto(candidates, settings, args.observe, seed) for seed in range(args.runs)]

@@ -23,6 +23,7 @@ so "enough judged outcomes" is part of the bound.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from scipy.special import betaincinv
 
 from rag.cache.gateway import RedisGateway
 from rag.cache.keys import semantic_outcomes_key
+
+log = logging.getLogger(__name__)
 
 
 def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
@@ -102,6 +105,7 @@ class OutcomeStore:
         self._namespace = namespace
         self.grid = tuple(sorted(grid))
         self._ttl_s = ttl_s
+        self._seen: dict[str, dict[str, int]] = {}  # scope -> the highest counts read
 
     async def record(self, scope: str, similarity: float, *, correct: bool) -> bool:
         """Count one judged candidate; whether Redis took it."""
@@ -116,8 +120,20 @@ class OutcomeStore:
         return await self._redis.add_counts(key, increments, self._ttl_s)
 
     async def read(self, scope: str) -> ScopeOutcomes:
-        """The scope's tallies (none judged when Redis does not answer: nothing is served)."""
-        counts = await self._redis.counts(semantic_outcomes_key(self._namespace, scope))
+        """The scope's tallies: Redis's counts, but never below what this process saw before.
+        Redis may lose or roll back what it acknowledged (a restart from an older snapshot);
+        a false hit must not be forgotten for that, so counts found lower than seen are
+        written back (as a floor: processes doing it at once do not add up)."""
+        key = semantic_outcomes_key(self._namespace, scope)
+        counts = await self._redis.counts(key)
+        seen = self._seen.setdefault(scope, {})
+        behind = {f: n for f, n in seen.items() if counts.get(f, 0) < n}
+        if behind and self._redis.available:
+            log.warning("Redis lost semantic outcomes of scope %s; writing them back", scope)
+            await self._redis.raise_counts(key, behind, self._ttl_s)
+        for field, count in counts.items():
+            seen[field] = max(seen.get(field, 0), count)
+        counts = seen
         tallies = []
         for threshold in self.grid:
             judged = max(counts.get(_field("n", threshold), 0), 0)

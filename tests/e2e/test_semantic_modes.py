@@ -5,12 +5,15 @@ once per answer), on real Redis, MiniLM and the shipped rule with a scripted LLM
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from rag.cache.gateway import RedisGateway
@@ -20,6 +23,7 @@ from rag.semantic.policy import SemanticPolicy
 from rag.settings import Settings
 from tests.conftest import ScriptedApp, serve_scripted
 from tests.e2e.conftest import ACME, ADMIN, GLOBEX, ask
+from tests.redis_servers import redis_server
 from tests.sse import parse
 
 QUESTION = "How do I switch on the semantic cache?"
@@ -242,3 +246,60 @@ def test_audited_hits_are_regenerated_and_judged(
         assert row["serving"] is True and row["false_hits"] == 0
         # the regenerated answer is the rewording's own now: an exact hit
         assert ask(app, None, REWORDING).json()["cache"]["llm"] == "hit"
+
+
+def test_auto_fails_safe_when_redis_stalls_dies_or_rolls_back(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder
+) -> None:
+    """With the outcomes in a private redis-server that snapshots: serving at first; a stall and
+    a dead server cost no 5xx on /ask (feedback says 503, Retry-After); a restart from a
+    snapshot taken before three false hits does not bring serving back: the process remembers
+    the false hits it saw and writes them back."""
+    with (
+        redis_server(tmp_path / "redis", "--enable-debug-command", "yes") as server,
+        serve_scripted(
+            tmp_path_factory,
+            embedder,
+            server.url,
+            "auto-faults",
+            semantic_mode="auto",
+            semantic_audit_rate=0.0,
+        ) as app,
+    ):
+        ask(app, None, QUESTION)
+        record(app, 300, correct=True)
+        hit = ask(app, None, REWORDING).json()
+        assert hit["cache"]["llm"] == "semantic" and scopes(app)[0]["serving"] is True
+        client = redis.Redis.from_url(server.url)
+        client.save()  # the snapshot a rollback returns to: 300 outcomes, no false hit
+        record(app, 3, correct=False)
+        assert scopes(app)[0]["serving"] is False  # read by this process: it has seen them
+
+        stall = threading.Thread(target=client.execute_command, args=("DEBUG", "SLEEP", "2"))
+        stall.start()
+        time.sleep(0.2)
+        stalled = ask(app, None, "How would I switch on the semantic cache?")
+        late = post(app, None, "/feedback", {"request_id": hit["request_id"], "correct": True})
+        stall.join(timeout=10)
+        assert stalled.status_code == 200 and stalled.json()["cache"]["llm"] != "semantic"
+        assert late.status_code == 503 and late.headers["retry-after"]
+
+        server.stop()
+        dead = ask(app, None, "How might I switch on the semantic cache?")
+        assert dead.status_code == 200 and dead.json()["cache"]["llm"] == "bypass"
+        verdict = post(app, None, "/feedback", {"request_id": hit["request_id"], "correct": True})
+        assert verdict.status_code == 503 and verdict.headers["retry-after"]
+
+        server.start()  # loads the snapshot: the three false hits are gone from Redis
+        key = f"rag:{app.app.state.services.default.namespace}:semq:{policy(app).scope}"
+        assert int(client.hget(key, "f:0.86") or 0) == 0
+        deadline = time.monotonic() + 10
+        while int(client.hget(key, "f:0.86") or 0) < 3:  # written back by a read
+            scopes(app)  # reads them
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        row = scopes(app)[0]
+        assert row["serving"] is False and row["false_hits"] >= 3 and row["judged"] >= 303
+        again = ask(app, None, "How should I switch on the semantic cache?").json()
+        assert again["cache"]["llm"] != "semantic"
+        client.close()

@@ -38,6 +38,16 @@ _COMPARE_AND_EXPIRE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
 return 0
 """
+# Raises hash fields of counts to at least the given values (never lowers one), and sets the
+# TTL: a floor written back by several processes at once lands once, not once per process.
+_RAISE_COUNTS = """
+for i = 1, #ARGV - 1, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') or 0
+  if current < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[#ARGV])
+return 1
+"""
 # Appends to a list, drops its oldest items while the sum of their 'tokens' field is over a
 # budget (keeping the newest), and slides the TTL; atomic, so concurrent appends cannot lose
 # each other.

@@ -16,6 +16,7 @@ from rag.cache.gateway._client import (
     _APPEND_WITHIN_BUDGET,
     _COMPARE_AND_DELETE,
     _COMPARE_AND_EXPIRE,
+    _RAISE_COUNTS,
     REDIS_ERRORS,
     Op,
     RedisClient,
@@ -289,6 +290,13 @@ class RedisGateway:
             return True
 
         return await self.run("count", op, False, repair=key)
+
+    async def raise_counts(self, key: str, floors: Mapping[str, int], ttl_s: int) -> bool:
+        """Raise the hash's fields to at least ``floors`` and give it ``ttl_s`` again; whether
+        Redis took it."""
+        _check_ttl(ttl_s)
+        args = [x for field, floor in floors.items() for x in (field, floor)]
+        return await self._script(_RAISE_COUNTS, [key], [*args, ttl_s]) is not None
 
     async def counts(self, key: str) -> dict[str, int]:
         """A hash of counts; a field that is not a whole number reads as 0."""
