@@ -40,6 +40,7 @@ from rag.prompt import build_messages
 from rag.semantic.judge import AnswerJudge, difference
 from rag.semantic.verifier import Pair
 from rag.settings import Settings
+from rag.types import ScoredChunk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +60,30 @@ def confusion(rows: list[tuple[int, bool]]) -> str:
         f"different & trap {tn}; false 'same' on traps {fp}/{neg} ({fp / max(neg, 1):.1%}), "
         f"false 'different' on should-hit {fn}/{pos} ({fn / max(pos, 1):.1%})"
     )
+
+
+async def generate(
+    questions: list[str], retrieved: list[list[ScoredChunk]], settings: Settings
+) -> list[str]:
+    """The local model's answer to each question from its chunks, as the service asks it."""
+    with local_llm_server(threads=settings.llm_threads) as base_url:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
+        answers = []
+        for i, (question, sources) in enumerate(zip(questions, retrieved, strict=True)):
+            response = await client.chat.completions.create(
+                model="local",
+                messages=build_messages(question, sources),  # type: ignore[arg-type]
+                max_tokens=settings.llm_max_tokens,
+                temperature=0.0,
+                stop=settings.llm_stop or None,
+                extra_body={"cache_prompt": False, "dry_multiplier": settings.llm_dry_multiplier},
+            )
+            answers.append(response.choices[0].message.content or "")
+            print(f"\r  answered {i + 1}/{len(questions)}", end="", flush=True)
+        print()
+        await client.close()
+
+    return answers
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -99,22 +124,14 @@ async def main(args: argparse.Namespace) -> None:
             query_vectors = await embedder.embed(questions)
             retrieved = [await corpus.retriever.search(v, 4) for v in query_vectors]
 
-    with local_llm_server(threads=settings.llm_threads) as base_url:
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
-        answers = []
-        for i, (question, sources) in enumerate(zip(questions, retrieved, strict=True)):
-            response = await client.chat.completions.create(
-                model="local",
-                messages=build_messages(question, sources),  # type: ignore[arg-type]
-                max_tokens=settings.llm_max_tokens,
-                temperature=0.0,
-                stop=settings.llm_stop or None,
-                extra_body={"cache_prompt": False, "dry_multiplier": settings.llm_dry_multiplier},
-            )
-            answers.append(response.choices[0].message.content or "")
-            print(f"\r  answered {i + 1}/{len(questions)}", end="", flush=True)
-        print()
-        await client.close()
+    if args.reuse and args.answers_out.exists():  # judge the answers kept by an earlier run
+        kept = {
+            (line["a"], line["b"]): line
+            for line in map(json.loads, args.answers_out.read_text("utf-8").splitlines())
+        }
+        answers = [str(kept[(x["a"], x["b"])][f"answer_{s}"]) for x in sample for s in "ab"]  # type: ignore[index]
+    else:
+        answers = await generate(questions, retrieved, settings)
 
     # judge in a fresh embedder's hands (the corpus, and its embedder, are closed)
     from rag.embedding import SentenceTransformerEmbedder, default_model_path
@@ -183,6 +200,9 @@ if __name__ == "__main__":
     parser.add_argument("--per-family", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show", action="store_true", help="print every pair")
+    parser.add_argument(
+        "--reuse", action="store_true", help="judge the answers --answers-out kept, no LLM"
+    )
     parser.add_argument(
         "--answers-out",
         type=Path,

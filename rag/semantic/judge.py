@@ -6,6 +6,7 @@ the cache's own standard of a correct hit (the hit gives what a miss would have 
 ``Verifier`` over a ``Pair`` of answers (texts and MiniLM vectors), and says "same" only when
 
 - the two answers are close (cosine of their vectors at least ``min_cosine``),
+- both say something (three content words at least: two empty answers are not "the same"),
 - no fact differs: a leading yes/no, a negation on one side only, a number or date, a named
   entity (not counting a sentence's first word: ``rag.semantic.guards.facts`` cannot tell a
   name there from any capitalized word),
@@ -38,9 +39,15 @@ def _polarity(x: QueryFacts) -> str | None:
     return "yes" if first[0] in _YES else "no" if first[0] in _NO else None
 
 
+_MIN_CONTENT_WORDS = 3  # fewer: "The answer is:", nothing to compare
+
+
 def difference(a: str, b: str) -> str | None:
-    """The first fact two answers disagree on, or None."""
+    """The first fact two answers disagree on, or why they cannot be compared; None if
+    neither."""
     x, y = facts(a), facts(b)
+    if min(len(x.content), len(y.content)) < _MIN_CONTENT_WORDS:
+        return "empty"
     if _polarity(x) != _polarity(y):
         return "yes-no"
     if x.negated != y.negated:

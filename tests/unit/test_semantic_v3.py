@@ -38,8 +38,9 @@ def test_a_request_id_names_its_answer_for_its_tenant_only(semantic: SemanticTic
     [
         ("Answers are cached for one hour.", "Answers are kept for 1 hour.", None),
         ("Answers are cached for one hour.", "Answers are cached for two hours.", "number"),
-        ("The answer is stored.", "The answer is not stored.", "negation"),
-        ("Yes, by default.", "No, by default.", "yes-no"),
+        ("The answer is stored in Redis.", "The answer is not stored in Redis.", "negation"),
+        ("Yes, answers are cached by default.", "No, answers are cached by default.", "yes-no"),
+        ("The answer is:", "The answer is:", "empty"),  # nothing to compare: not "the same"
         ("The cache lives in Redis.", "The cache lives in Qdrant.", "entity"),
     ],
 )
@@ -54,11 +55,15 @@ def test_the_judge_says_same_only_for_close_answers_on_shared_sources() -> None:
     v = np.array([1.0, 0.0], dtype=np.float32)
     close = np.array([0.95, np.sqrt(1 - 0.95**2)], dtype=np.float32)
     far = np.array([0.8, 0.6], dtype=np.float32)
-    same_text = Pair("Kept one hour.", v, "Kept 1 hour.", close)
+    same_text = Pair("Answers kept one hour.", v, "Answers kept 1 hour.", close)
     assert judge.same(same_text, {"doc"}, {"doc", "other"})
     assert not judge.same(same_text, {"doc"}, {"other"})  # no source in common
-    assert not judge.same(Pair("Kept one hour.", v, "Kept 1 hour.", far), {"d"}, {"d"})
-    assert not judge.same(Pair("Kept one hour.", v, "Kept 2 hours.", close), {"d"}, {"d"})
+    assert not judge.same(
+        Pair("Answers kept one hour.", v, "Answers kept 1 hour.", far), {"d"}, {"d"}
+    )
+    assert not judge.same(
+        Pair("Answers kept one hour.", v, "Answers kept 2 hours.", close), {"d"}, {"d"}
+    )
 
 
 def tallies(*rows: tuple[float, int, int]) -> ScopeOutcomes:
