@@ -73,6 +73,13 @@ def test_ask_stream_and_stats_against_a_running_service(
     reported = httpx.get(f"{running.url}/stats").json()["layers"]
     assert [row.split()[0] for row in rows] == list(reported)  # every layer the service counts
 
+    assert main(["semantic", "report", "--url", running.url]) == 0
+    report = capsys.readouterr().out.splitlines()
+    [scope] = httpx.get(f"{running.url}/stats").json()["semantic"]["scopes"]
+    assert report[0] == "mode: on"  # these tests run the static rule
+    assert report[1].split()[:3] == ["scope", "judged", "false"]
+    assert report[2].split()[0] == scope["scope"] and report[2].endswith("yes")  # serving
+
 
 def test_invalidate_offers_the_registry_layers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["cache", "invalidate", "--help"]) == 0
