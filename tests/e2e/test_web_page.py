@@ -169,6 +169,24 @@ def test_api_key_and_semantic_option_are_sent(running: Running, browser: Browser
     page.close()
 
 
+def test_an_answer_can_be_marked_wrong_and_then_leaves_the_cache(
+    running: Running, browser: Browser
+) -> None:
+    page = browser.new_page(viewport=PHONE)
+    page.goto(f"{running.url}/")
+    question = "What does the PERSIST command do?"
+    ask_and_wait(page, question)
+    expect(page.locator("#feedback")).to_be_visible()
+    ask_and_wait(page, question)
+    assert badge(page, "llm") == "hit"
+    page.click("#feedback-no")
+    expect(page.locator("#feedback-result")).to_have_text("Thanks: the cached answer was removed.")
+    page.click("#feedback-no")  # once per answer
+    expect(page.locator("#feedback-result")).to_contain_text("Error 409")
+    ask_and_wait(page, question)
+    assert badge(page, "llm") == "miss"  # generated again
+
+
 def test_http_error_is_shown(running: Running, browser: Browser) -> None:
     page = browser.new_page()
     page.goto(f"{running.url}/")
