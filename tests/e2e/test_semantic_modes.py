@@ -5,6 +5,7 @@ once per answer), on real Redis, MiniLM and the shipped rule with a scripted LLM
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -92,20 +93,21 @@ def test_shadow_never_serves_and_judges_each_candidate(shadow: ScriptedApp) -> N
     assert stats["scopes"][0]["false_hit_upper_95"] > 0.02  # two outcomes prove nothing yet
 
 
+def two_tenants(
+    factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, url: str, mode: str
+) -> contextlib.AbstractContextManager[ScriptedApp]:
+    """An app in ``mode`` with no audits and two tenants, acme (the default) and globex."""
+    keys = {"api_keys": [f"acme:{ACME}", f"globex:{GLOBEX}"], "admin_api_key": ADMIN}
+    return serve_scripted(
+        factory, embedder, url, mode, semantic_mode=mode, semantic_audit_rate=0.0, **keys
+    )
+
+
 @pytest.fixture(scope="module")
 def auto(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[ScriptedApp]:
-    with serve_scripted(
-        tmp_path_factory,
-        embedder,
-        valkey_url,
-        "auto",
-        semantic_mode="auto",
-        semantic_audit_rate=0.0,
-        api_keys=[f"acme:{ACME}", f"globex:{GLOBEX}"],
-        admin_api_key=ADMIN,
-    ) as app:
+    with two_tenants(tmp_path_factory, embedder, valkey_url, "auto") as app:
         yield app
 
 
@@ -163,16 +165,7 @@ def test_auto_serves_within_the_bound_and_stops_when_false_hits_push_it_over(
 def served(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> Iterator[ScriptedApp]:
-    with serve_scripted(
-        tmp_path_factory,
-        embedder,
-        valkey_url,
-        "feedback",
-        semantic_mode="on",
-        semantic_audit_rate=0.0,
-        api_keys=[f"acme:{ACME}", f"globex:{GLOBEX}"],
-        admin_api_key=ADMIN,
-    ) as app:
+    with two_tenants(tmp_path_factory, embedder, valkey_url, "on") as app:
         yield app
 
 
