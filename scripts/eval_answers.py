@@ -97,6 +97,8 @@ class Config:
     llama: dict[str, float] = field(default_factory=dict)  # llama.cpp's own, in extra_body
     system: str | None = None  # instead of the prompt's
     plain: bool = False  # passages through rag.prompt.plain_passage
+    passages: int = 4  # the first this many of the retrieved chunks go into the prompt
+    nearest_last: bool = False  # the passages in reverse order: the best one next to the question
 
 
 SHORT = (
@@ -151,6 +153,22 @@ CONFIGS = [
         plain=True,
     ),
     Config(
+        "96 tokens, stop at a blank line, DRY 1.5, short prompt, nearest passage last",
+        96,
+        ["\n\n"],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+        nearest_last=True,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 1.5, short prompt, 2 passages",
+        96,
+        ["\n\n"],
+        llama={**DRY, "dry_multiplier": 1.5},
+        system=SHORT,
+        passages=2,
+    ),
+    Config(
         "96 tokens, stop at a blank line, DRY 0.8 + repeat penalty 1.1, short prompt",
         96,
         ["\n\n"],
@@ -200,6 +218,9 @@ async def answer(
         sources = [
             replace(s, chunk=replace(s.chunk, text=plain_passage(s.chunk.text))) for s in sources
         ]
+    sources = sources[: config.passages]
+    if config.nearest_last:
+        sources = sources[::-1]
     messages = build_messages(question, sources)
     if config.system is not None:
         messages[0] = {"role": "system", "content": config.system}
