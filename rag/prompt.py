@@ -4,7 +4,6 @@ edit moves answers to new keys even if someone forgets to bump ``PROMPT_VERSION`
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 
 from rag.types import ScoredChunk
@@ -17,28 +16,6 @@ SYSTEM_PROMPT = (
     "context passages. If they do not contain the answer, say so."
 )
 USER_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
-
-
-_MARKUP = re.compile(r"^\s*(#+|[-*>]|\d+\.)\s+|`+|\*\*|\[\d+\]")
-
-
-_RULE = re.compile(r"^\|?[\s:|-]+\|?$")  # a table's header rule: |---|:---|
-
-
-def plain_passage(text: str) -> str:
-    """A chunk as prose for a small model: table rows become their cells in a sentence, rules
-    and fences go, heading and list markers, backticks, bold and bracketed numbers (which it
-    copies as citations) are removed, lines joined."""
-    lines = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("```", "---")) or _RULE.match(stripped):
-            continue
-        if stripped.startswith("|"):  # a table row: its cells, as a sentence
-            cells = [cell.strip() for cell in stripped.strip("|").split("|")]
-            stripped = ", ".join(cell for cell in cells if cell) + "."
-        lines.append(_MARKUP.sub("", stripped))
-    return " ".join(lines)
 
 
 def prompt_version() -> str:

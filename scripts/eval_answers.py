@@ -36,7 +36,7 @@ import openai
 from rag.corpus import open_corpus, sample_corpus
 from rag.ingest import collect_documents
 from rag.local import local_llm_server
-from rag.prompt import build_messages, plain_passage
+from rag.prompt import build_messages
 from rag.settings import Settings
 from rag.types import ScoredChunk
 
@@ -96,7 +96,7 @@ class Config:
     penalties: dict[str, float] = field(default_factory=dict)  # OpenAI's frequency/presence
     llama: dict[str, float] = field(default_factory=dict)  # llama.cpp's own, in extra_body
     system: str | None = None  # instead of the prompt's
-    plain: bool = False  # passages through rag.prompt.plain_passage
+    plain: bool = False  # passages through plain_passage
     passages: int = 4  # the first this many of the retrieved chunks go into the prompt
     nearest_last: bool = False  # the passages in reverse order: the best one next to the question
 
@@ -176,6 +176,28 @@ CONFIGS = [
         system=SHORT,
     ),
 ]
+
+
+_MARKUP = re.compile(r"^\s*(#+|[-*>]|\d+\.)\s+|`+|\*\*|\[\d+\]")
+
+
+_RULE = re.compile(r"^\|?[\s:|-]+\|?$")  # a table's header rule: |---|:---|
+
+
+def plain_passage(text: str) -> str:
+    """A chunk as prose for a small model: table rows become their cells in a sentence, rules
+    and fences go, heading and list markers, backticks, bold and bracketed numbers (which it
+    copies as citations) are removed, lines joined."""
+    lines = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("```", "---")) or _RULE.match(stripped):
+            continue
+        if stripped.startswith("|"):  # a table row: its cells, as a sentence
+            cells = [cell.strip() for cell in stripped.strip("|").split("|")]
+            stripped = ", ".join(cell for cell in cells if cell) + "."
+        lines.append(_MARKUP.sub("", stripped))
+    return " ".join(lines)
 
 
 def words(text: str) -> list[str]:
