@@ -182,6 +182,9 @@ def run(args: argparse.Namespace) -> None:
         "RAG_REDIS_URL": args.redis_url,
         "RAG_NAMESPACE": namespace,
         "RAG_DATA_DIR": data_dir,
+        # the semantic-hit path is measured on the static rule ("on"); the default (shadow)
+        # never serves one
+        "RAG_SEMANTIC_MODE": "on",
     }
     rag_cmd = [
         str(Path(sys.executable).with_name("rag")),
