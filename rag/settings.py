@@ -18,6 +18,9 @@ from pydantic_settings import (
 
 from rag.semantic.verifier import VERIFIERS
 
+# RAG_SEMANTIC_MODE: what the semantic cache does (rag.semantic.policy)
+SemanticMode = Literal["off", "shadow", "auto", "on"]
+
 CONFIG_DIR = Path(__file__).resolve().parent / "config"  # package data: any install finds it
 DEFAULTS_FILE = CONFIG_DIR / "settings.toml"
 DEFAULT_VERIFIER = CONFIG_DIR / "semantic_verifier.npz"
@@ -111,7 +114,7 @@ class Settings(BaseSettings):
     max_generation_wait_s: float = Field(gt=0, allow_inf_nan=False)
     overload_retry_after_s: int = Field(ge=1)
 
-    semantic_mode: Literal["off", "shadow", "auto", "on"]
+    semantic_mode: SemanticMode
     semantic_max_false_hit_rate: float = Field(gt=0, lt=1)
     semantic_auto_thresholds: list[Annotated[float, Field(ge=0, le=1)]] = Field(min_length=1)
     semantic_audit_rate: float = Field(ge=0, le=1)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from rag.metrics import Metrics
 from rag.protocols import Embedder
@@ -29,19 +29,17 @@ from rag.semantic.cache import SemanticMatch
 from rag.semantic.judge import AnswerJudge
 from rag.semantic.outcomes import OutcomeStore, ScopeOutcomes
 from rag.semantic.verifier import Pair
+from rag.settings import SemanticMode
 from rag.types import ScoredChunk
 
 log = logging.getLogger(__name__)
-
-Mode = Literal["off", "shadow", "auto", "on"]
-MODES: tuple[Mode, ...] = ("off", "shadow", "auto", "on")
 
 
 class SemanticPolicy:
     def __init__(
         self,
         *,
-        mode: Mode,
+        mode: SemanticMode,
         namespace: str,
         scope: str,
         static_threshold: float,
@@ -51,7 +49,6 @@ class SemanticPolicy:
         budget: float,
         audit_rate: float,
         metrics: Metrics | None = None,
-        chance: Callable[[], float] = random.random,
     ) -> None:
         self.mode = mode
         self.scope = scope  # the rule scope outcomes are counted in
@@ -63,7 +60,6 @@ class SemanticPolicy:
         self.budget = budget
         self._audit_rate = audit_rate
         self._metrics = metrics  # the scope's gauges, set on every read
-        self._chance = chance
 
     @property
     def serves(self) -> bool:
@@ -90,7 +86,7 @@ class SemanticPolicy:
 
     def audit_now(self) -> bool:
         """Whether this served hit is regenerated and judged."""
-        return self._audit_rate > 0 and self._chance() < self._audit_rate
+        return self._audit_rate > 0 and random.random() < self._audit_rate
 
     async def read(self) -> ScopeOutcomes:
         outcomes = await self.outcomes.read(self.scope)
