@@ -150,6 +150,7 @@ class Feedback:
                 "it can concern"
             )
         key = feedback_key(self._namespace, request_id)
+        # SET NX: the first verdict is kept, for as long as the id is valid
         taken = await self._redis.acquire(key, "1" if correct else "0", self._ids.ttl_s * 1000)
         if not taken:
             raise ConflictError("a verdict on this request_id was already recorded")
