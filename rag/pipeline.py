@@ -250,10 +250,10 @@ class RagPipeline:
         return self.semantic.scope(version)
 
     async def _semantic_lookup(self, plan: _Plan, options: AskOptions) -> _Plan:
-        job, embed = plan.job, self.retrieval.embed
+        job = plan.job
         vector = job.vector
         if vector is None:  # the search was a hit: the vector was not needed until now
-            vector = await embed(job.query, timer=plan.timer, write=job.mode.writes)
+            vector = await self.retrieval.vector(job.query, timer=plan.timer, write=job.mode.writes)
         plan = replace(plan, job=replace(job, vector=vector))
         if not options.mode.reads:
             return plan

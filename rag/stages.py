@@ -156,6 +156,14 @@ class RetrievalStage:
         vector = vectors[0] if vectors else None
         return Retrieved(sources, version, search_key, vector, embedding, status)
 
+    async def vector(self, query: str, *, timer: Timer, write: bool) -> Vector:
+        """The query's vector when retrieval did not need it (the search was a hit): from the
+        embedding cache if an identical request has written it meanwhile, else the model."""
+        found = await self.embeddings.read(self.embedding_key(query)) if write else None
+        if found is not None:
+            return found.value
+        return await self.embed(query, timer=timer, write=write)
+
     async def embed(self, query: str, *, timer: Timer, write: bool) -> Vector:
         """The query's vector from the model (once for identical concurrent requests)."""
 
