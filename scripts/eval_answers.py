@@ -36,7 +36,7 @@ import openai
 from rag.corpus import open_corpus, sample_corpus
 from rag.ingest import collect_documents
 from rag.local import local_llm_server
-from rag.prompt import build_messages
+from rag.prompt import USER_TEMPLATE, build_messages
 from rag.settings import Settings
 from rag.types import ScoredChunk
 
@@ -99,6 +99,7 @@ class Config:
     plain: bool = False  # passages through plain_passage
     passages: int = 4  # the first this many of the retrieved chunks go into the prompt
     nearest_last: bool = False  # the passages in reverse order: the best one next to the question
+    numbered: bool = True  # "[1] …" before each passage (the model copies the markers)
 
 
 SHORT = (
@@ -167,6 +168,14 @@ CONFIGS = [
         llama={**DRY, "dry_multiplier": 1.5},
         system=SHORT,
         passages=2,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt, passages not numbered",
+        96,
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
+        numbered=False,
     ),
     Config(
         "96 tokens, stop at a blank line, DRY 0.8 + repeat penalty 1.1, short prompt",
@@ -244,6 +253,12 @@ async def answer(
     if config.nearest_last:
         sources = sources[::-1]
     messages = build_messages(question, sources)
+    if not config.numbered:
+        context = "\n\n".join(s.chunk.text for s in sources)
+        messages[1] = {
+            "role": "user",
+            "content": USER_TEMPLATE.format(context=context, question=question),
+        }
     if config.system is not None:
         messages[0] = {"role": "system", "content": config.system}
     started = time.perf_counter()
