@@ -79,7 +79,7 @@ class SemanticCache:
             "sampling": answers.sampling,
         }
         self._dimension = index.dimension
-        self.ttl_s = answers.ttl_s  # an entry lives as long as the answer it points to
+        self._ttl_s = answers.ttl_s  # an entry lives as long as the answer it points to
         self.channel = semantic_events_channel(namespace)
         self.synced = False
 
@@ -169,7 +169,7 @@ class SemanticCache:
             scope=scope,
             query=query,
             answer_key=answer_key,
-            expires_at=time.time() + self.ttl_s,
+            expires_at=time.time() + self._ttl_s,
         )
         body = {
             "scope": scope,
@@ -179,7 +179,7 @@ class SemanticCache:
             "expires_at": entry.expires_at,
             "sources": encode_hits(sources),
         }
-        if not await self._store.set(key, encode_json("sem", body), self.ttl_s):
+        if not await self._store.set(key, encode_json("sem", body), self._ttl_s):
             return key
         self.index.add(entry, vector)
         event = {k: body[k] for k in ("scope", "query", "vector", "answer_key", "expires_at")}
