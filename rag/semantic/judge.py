@@ -16,8 +16,9 @@ When unsure it says "different": a false "different" only keeps a safe scope in 
 little longer; a false "same" would let a wrong answer be served.
 
 What it can show depends on the generator: a small model gives nearly the same answer to
-opposite questions and different answers to rewordings (see DESIGN.md), so with the local model
-it mostly catches differing facts; ``scripts/eval_judge.py`` measures it both ways.
+opposite questions and different answers to rewordings (see DESIGN.md), and often an empty one,
+so with the local model it says "different" to nearly everything; ``scripts/eval_judge.py``
+measures it both ways.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@ so "enough judged outcomes" is part of the bound.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,12 +44,6 @@ def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
     return float(betaincinv(k + 1, n - k, confidence))
 
 
-@functools.lru_cache(maxsize=4096)
-def upper_95(false_hits: int, judged: int) -> float:
-    """``clopper_pearson_upper`` at 95 %, remembered (auto mode reads it on every lookup)."""
-    return clopper_pearson_upper(false_hits, judged)
-
-
 @dataclass(frozen=True, slots=True)
 class Tally:
     """The outcomes of candidates at or above one threshold."""
@@ -65,7 +58,7 @@ class Tally:
 
     @property
     def upper_95(self) -> float:
-        return upper_95(self.false_hits, self.judged)
+        return clopper_pearson_upper(self.false_hits, self.judged)
 
 
 @dataclass(frozen=True, slots=True)

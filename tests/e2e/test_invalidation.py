@@ -106,6 +106,7 @@ def test_deleting_a_document_removes_its_answers_and_semantic_entries(
 ) -> None:
     url, settings, application = app
     put(url, "lobby", "The lobby opens at eight in the morning and closes at six in the evening.")
+
     def sem_keys() -> set[str]:
         return {k for k in keys_of(settings.redis_url, settings.namespace) if ":sem:" in k}
 

@@ -8,7 +8,7 @@ import pytest
 
 from rag.feedback import RequestIds, SemanticTicket, Ticket
 from rag.semantic.judge import AnswerJudge, difference
-from rag.semantic.outcomes import ScopeOutcomes, Tally, upper_95
+from rag.semantic.outcomes import ScopeOutcomes, Tally, clopper_pearson_upper
 from rag.semantic.verifier import Pair
 
 ANSWER_KEY = "rag:acme:llm:m:v2:" + "a" * 64
@@ -71,7 +71,9 @@ def tallies(*rows: tuple[float, int, int]) -> ScopeOutcomes:
 
 
 def test_auto_serves_at_the_lowest_threshold_whose_bound_is_within_budget() -> None:
-    assert upper_95(0, 149) < 0.02 < upper_95(0, 148)  # "enough outcomes" is in the bound
+    assert (
+        clopper_pearson_upper(0, 149) < 0.02 < clopper_pearson_upper(0, 148)
+    )  # "enough outcomes" is in the bound
     nothing = tallies((0.86, 0, 0), (0.9, 0, 0))
     assert nothing.serving_threshold(0.02) is None
     grid = tallies((0.86, 400, 20), (0.9, 300, 1), (0.94, 200, 0), (0.97, 100, 0))
