@@ -79,27 +79,31 @@ async def get_tenant(request: Request) -> Tenant:
 
 
 def _tenant_of(request: Request) -> Tenant:
-    services: Services = request.app.state.services
-    key_tenants = _api_keys(request)
-    if not key_tenants:
-        return services.default
-    found = matching_key(_bearer_key(request), [key for key, _ in key_tenants])
-    if found is None:
+    if not _api_keys(request):
+        return request.app.state.services.default  # type: ignore[no-any-return]
+    tenant = _keyed_tenant(request)
+    if tenant is None:
         raise _unauthorized(
             "this service needs 'Authorization: Bearer <API key>' (one of RAG_API_KEYS)"
         )
+    return tenant
+
+
+def _keyed_tenant(request: Request) -> Tenant | None:
+    """The tenant of the request's bearer key, if it is one of RAG_API_KEYS."""
+    key_tenants = _api_keys(request)
+    found = matching_key(_bearer_key(request), [key for key, _ in key_tenants])
+    if found is None:
+        return None
+    services: Services = request.app.state.services
     return services.tenants[key_tenants[found][1]]
 
 
 def own_tenants(request: Request) -> list[Tenant] | None:
     """The tenant whose key the request carries, as a list; None (all of them) for any other
     key (the admin's) or when /ask is open."""
-    key_tenants = _api_keys(request)
-    found = matching_key(_bearer_key(request), [key for key, _ in key_tenants])
-    if found is None:
-        return None
-    services: Services = request.app.state.services
-    return [services.tenants[key_tenants[found][1]]]
+    tenant = _keyed_tenant(request)
+    return None if tenant is None else [tenant]
 
 
 async def require_reader(request: Request, settings: SettingsDep) -> None:
