@@ -29,12 +29,13 @@ import argparse
 import asyncio
 import random
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.embedding import SentenceTransformerEmbedder, default_model_path
 from rag.semantic.calibration import embed_pairs, read_pairs
-from rag.semantic.outcomes import ScopeOutcomes, Tally
+from rag.semantic.outcomes import ScopeOutcomes, increments, tallies
 from rag.semantic.rule import SemanticRule
 from rag.settings import Settings
 
@@ -54,22 +55,18 @@ class Run:
 
 
 class Counts:
-    """The outcomes of one scope, as ``rag.semantic.outcomes.OutcomeStore`` keeps them."""
+    """The outcomes of one scope, counted as ``rag.semantic.outcomes.OutcomeStore`` counts
+    them, in memory."""
 
     def __init__(self, grid: list[float]) -> None:
         self.grid = grid
-        self.judged = dict.fromkeys(grid, 0)
-        self.false = dict.fromkeys(grid, 0)
+        self.counts: Counter[str] = Counter()
 
     def record(self, similarity: float, *, correct: bool) -> None:
-        for t in self.grid:
-            if similarity >= t:
-                self.judged[t] += 1
-                self.false[t] += not correct
+        self.counts.update(increments(self.grid, similarity, correct=correct))
 
     def outcomes(self) -> ScopeOutcomes:
-        tallies = tuple(Tally(t, self.judged[t], self.false[t]) for t in self.grid)
-        return ScopeOutcomes("replay", tallies)
+        return tallies("replay", self.grid, dict(self.counts))
 
 
 def replay_auto(

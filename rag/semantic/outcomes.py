@@ -90,6 +90,28 @@ def _field(kind: str, threshold: float) -> str:
     return f"{kind}:{threshold:g}"
 
 
+def increments(grid: Sequence[float], similarity: float, *, correct: bool) -> dict[str, int]:
+    """What one judged candidate adds to a scope's counts: one judged (and one false hit, if
+    it was wrong) at every threshold of ``grid`` its similarity reaches."""
+    added: dict[str, int] = {}
+    for threshold in grid:
+        if similarity >= threshold:
+            added[_field("n", threshold)] = 1
+            added[_field("f", threshold)] = 0 if correct else 1
+    return added
+
+
+def tallies(scope: str, grid: Sequence[float], counts: dict[str, int]) -> ScopeOutcomes:
+    """A scope's counts (as ``increments`` add them up) as tallies by threshold; a count that
+    makes no sense (negative, more false hits than judged) is clamped."""
+    found = []
+    for threshold in grid:
+        judged = max(counts.get(_field("n", threshold), 0), 0)
+        false_hits = min(max(counts.get(_field("f", threshold), 0), 0), judged)
+        found.append(Tally(threshold, judged, false_hits))
+    return ScopeOutcomes(scope, tuple(found))
+
+
 class OutcomeStore:
     def __init__(
         self, *, redis: RedisGateway, namespace: str, grid: Sequence[float], ttl_s: int
@@ -102,15 +124,11 @@ class OutcomeStore:
 
     async def record(self, scope: str, similarity: float, *, correct: bool) -> bool:
         """Count one judged candidate; whether Redis took it."""
-        increments: dict[str, int] = {}
-        for threshold in self.grid:
-            if similarity >= threshold:
-                increments[_field("n", threshold)] = 1
-                increments[_field("f", threshold)] = 0 if correct else 1
-        if not increments:
+        added = increments(self.grid, similarity, correct=correct)
+        if not added:
             return True
         key = semantic_outcomes_key(self._namespace, scope)
-        return await self._redis.add_counts(key, increments, self._ttl_s)
+        return await self._redis.add_counts(key, added, self._ttl_s)
 
     async def read(self, scope: str) -> ScopeOutcomes:
         """The scope's tallies: Redis's counts, but never below what this process saw before.
@@ -126,10 +144,4 @@ class OutcomeStore:
             await self._redis.raise_counts(key, behind, self._ttl_s)
         for field, count in counts.items():
             seen[field] = max(seen.get(field, 0), count)
-        counts = seen
-        tallies = []
-        for threshold in self.grid:
-            judged = max(counts.get(_field("n", threshold), 0), 0)
-            false_hits = min(max(counts.get(_field("f", threshold), 0), 0), judged)
-            tallies.append(Tally(threshold, judged, false_hits))
-        return ScopeOutcomes(scope, tuple(tallies))
+        return tallies(scope, self.grid, seen)
