@@ -9,7 +9,7 @@ issued cannot be made up. An id is valid as long as the answer it names can live
 TTL).
 
 A verdict is taken once per request id (the first one is kept for as long as the id is valid;
-another is a 409):
+another is a 409; one Redis did not take whole is a 503 and can be given again):
 
 - a semantic hit marked incorrect counts as a false hit of its scope and the link is dropped
   (the question stops receiving that answer); marked correct, a judged correct hit;
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -33,7 +34,7 @@ from pathlib import Path
 from rag.cache.gateway import RedisGateway
 from rag.cache.invalidation import Invalidation
 from rag.cache.keys import feedback_key
-from rag.errors import ConflictError, RequestNotFoundError
+from rag.errors import CacheUnavailableError, ConflictError, RequestNotFoundError
 from rag.semantic.outcomes import OutcomeStore
 
 _MAC_BYTES = 16
@@ -150,14 +151,25 @@ class Feedback:
                 "it can concern"
             )
         key = feedback_key(self._namespace, request_id)
+        token = "1" if correct else "0"
         # SET NX: the first verdict is kept, for as long as the id is valid
-        taken = await self._redis.acquire(key, "1" if correct else "0", self._ids.ttl_s * 1000)
+        taken = await self._redis.acquire(key, token, self._ids.ttl_s * 1000)
         if not taken:
             raise ConflictError("a verdict on this request_id was already recorded")
+        try:
+            return await self._apply(ticket, correct=correct)
+        except CacheUnavailableError:  # not taken whole: the verdict can be given again
+            with contextlib.suppress(CacheUnavailableError):
+                await self._redis.release(key, token)
+            raise
+
+    async def _apply(self, ticket: Ticket, *, correct: bool) -> str:
         semantic = ticket.semantic
         if semantic is not None:
-            if self._outcomes is not None:
-                await self._outcomes.record(semantic.scope, semantic.similarity, correct=correct)
+            if self._outcomes is not None and not await self._outcomes.record(
+                semantic.scope, semantic.similarity, correct=correct
+            ):
+                raise CacheUnavailableError("the feedback store (Redis) did not count it")
             if correct:
                 return "counted as a correct semantic hit"
             await self._redis.set(semantic.veto_key, b"1", self._ids.ttl_s)

@@ -224,6 +224,30 @@ def test_a_semantic_hit_marked_incorrect_stops_reaching_that_question(
     assert other["cache"]["llm"] in ("semantic", "hit")
 
 
+def test_a_verdict_redis_did_not_count_is_a_503_and_can_be_given_again(
+    served: ScriptedApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ask(served, ACME, "How do I turn on the semantic cache?")
+    hit = ask(served, ACME, "How can I turn on the semantic cache?").json()
+    assert hit["cache"]["llm"] == "semantic"
+    verdict = {"request_id": hit["request_id"], "correct": True}
+
+    async def refused(*_: object, **__: object) -> bool:
+        return False  # what the store says when Redis did not take the increments
+
+    store = policy(served).outcomes
+    judged = scopes(served, ACME)[0]["judged"]
+    monkeypatch.setattr(store, "record", refused)
+    lost = post(served, ACME, "/feedback", verdict)
+    assert lost.status_code == 503 and lost.headers["retry-after"], lost.text
+    monkeypatch.undo()
+    again = post(served, ACME, "/feedback", verdict)
+    assert (
+        again.status_code == 200 and again.json()["outcome"] == "counted as a correct semantic hit"
+    )
+    assert scopes(served, ACME)[0]["judged"] == judged + 1
+
+
 def test_audited_hits_are_regenerated_and_judged(
     tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, valkey_url: str
 ) -> None:
