@@ -85,7 +85,7 @@ async def open_services(
     ``llm_http_client`` lets a test script the LLM's HTTP transport."""
     async with AsyncExitStack() as stack:
         corpus = await stack.enter_async_context(open_corpus(settings, embedder=embedder))
-        generator = _open_generator(stack, settings, llm_http_client)
+        generator = open_generator(stack, settings, llm_http_client)
         shared = _shared(settings, corpus, generator)
         tenants = {
             name: await open_tenant(stack, settings, corpus, shared, ns)
@@ -116,7 +116,7 @@ async def open_services(
         )
 
 
-def _open_generator(
+def open_generator(
     stack: AsyncExitStack, settings: Settings, http_client: httpx2.AsyncClient | None
 ) -> OpenAIGenerator:
     """The LLM client: ``llm_base_url``, or the local llama.cpp server started here."""

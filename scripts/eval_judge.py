@@ -29,18 +29,17 @@ import json
 import random
 import tempfile
 from collections import Counter, defaultdict
+from contextlib import AsyncExitStack
 from pathlib import Path
-
-import openai
 
 from rag.corpus import open_corpus, sample_corpus
 from rag.ingest import collect_documents
-from rag.local import local_llm_server
 from rag.prompt import build_messages
 from rag.semantic.judge import AnswerJudge, difference
 from rag.semantic.verifier import Pair
 from rag.settings import Settings
 from rag.types import ScoredChunk
+from rag.wiring import open_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,24 +64,15 @@ def confusion(rows: list[tuple[int, bool]]) -> str:
 async def generate(
     questions: list[str], retrieved: list[list[ScoredChunk]], settings: Settings
 ) -> list[str]:
-    """The local model's answer to each question from its chunks, as the service asks it."""
-    with local_llm_server(threads=settings.llm_threads) as base_url:
-        client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
-        answers = []
+    """The local model's answer to each question from its chunks, through the service's own
+    generator (its prompt, sampling and llama.cpp options)."""
+    answers = []
+    async with AsyncExitStack() as stack:
+        generator = open_generator(stack, settings, None)
         for i, (question, sources) in enumerate(zip(questions, retrieved, strict=True)):
-            response = await client.chat.completions.create(
-                model="local",
-                messages=build_messages(question, sources),  # type: ignore[arg-type]
-                max_tokens=settings.llm_max_tokens,
-                temperature=0.0,
-                stop=settings.llm_stop or None,
-                extra_body={"cache_prompt": False, "dry_multiplier": settings.llm_dry_multiplier},
-            )
-            answers.append(response.choices[0].message.content or "")
+            answers.append((await generator.complete(build_messages(question, sources))).text)
             print(f"\r  answered {i + 1}/{len(questions)}", end="", flush=True)
-        print()
-        await client.close()
-
+    print()
     return answers
 
 
@@ -123,26 +113,16 @@ async def main(args: argparse.Namespace) -> None:
             questions = [str(x[s]) for x in sample for s in ("a", "b")]
             query_vectors = await embedder.embed(questions)
             retrieved = [await corpus.retriever.search(v, 4) for v in query_vectors]
+            if args.reuse and args.answers_out.exists():  # judge the answers an earlier run kept
+                kept = {
+                    (line["a"], line["b"]): line
+                    for line in map(json.loads, args.answers_out.read_text("utf-8").splitlines())
+                }
+                answers = [str(kept[(x["a"], x["b"])][f"answer_{s}"]) for x in sample for s in "ab"]  # type: ignore[index]
+            else:
+                answers = await generate(questions, retrieved, settings)
+            answer_vectors = await embedder.embed(answers)
 
-    if args.reuse and args.answers_out.exists():  # judge the answers kept by an earlier run
-        kept = {
-            (line["a"], line["b"]): line
-            for line in map(json.loads, args.answers_out.read_text("utf-8").splitlines())
-        }
-        answers = [str(kept[(x["a"], x["b"])][f"answer_{s}"]) for x in sample for s in "ab"]  # type: ignore[index]
-    else:
-        answers = await generate(questions, retrieved, settings)
-
-    # judge in a fresh embedder's hands (the corpus, and its embedder, are closed)
-    from rag.embedding import SentenceTransformerEmbedder, default_model_path
-
-    embedder2 = SentenceTransformerEmbedder(
-        model_path=settings.embedding_model_path or default_model_path(),
-        model_id=settings.embedding_model_id,
-        batch_size=settings.embedding_batch_size,
-    )
-    answer_vectors = await embedder2.embed(answers)
-    embedder2.close()
     generated, evidence = [], []
     with args.answers_out.open("w", encoding="utf-8") as out:
         for i, x in enumerate(sample):
