@@ -108,9 +108,21 @@ def shard_config(dimension: int) -> qe.EdgeConfig:
     return qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
         hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+        # Indexed segments also keep int8 copies of the vectors in memory: the graph is built
+        # and walked on those (4x less to read), and the best candidates are rescored on the
+        # full vectors (``_RESCORE``): at 1M chunks, 2-4x faster searches at higher recall
+        # (README, "The embedded vector store"). Stores made before keep full vectors only.
+        quantization_config=qe.ScalarQuantizationConfig(
+            type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
+        ),
         # Every segment with points is indexed by a build (builds are rare, see ``index_after``)
         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
     )
+
+
+# Twice the candidates asked for are found on the int8 copies and rescored on the full vectors,
+# so scores are exact cosines (a store without int8 copies searches its full vectors).
+_RESCORE = qe.QuantizationSearchParams(rescore=True, oversampling=2.0)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -156,7 +168,7 @@ class EdgeRetriever:
         """Open (or create) the store in ``folder``. ``index_after``: unindexed points that
         call for an index build, once writes have been quiet for ``quiet_s``."""
         self._folder = folder
-        self._params = qe.SearchParams(hnsw_ef=hnsw_ef)
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=_RESCORE)
         self._index_after = index_after
         self._quiet_s = quiet_s
         self._adopt(None)

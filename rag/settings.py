@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(gt=0)
     llm_max_tokens: int = Field(ge=1)
     llm_stop: list[str]
+    context_sentences: int = Field(ge=0)
     llm_dry_multiplier: float = Field(ge=0, allow_inf_nan=False)
     llm_temperature: float = Field(ge=0, le=2)
     llm_threads: int = Field(ge=1)

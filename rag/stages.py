@@ -22,7 +22,7 @@ from rag.cache.layers import AnswerLayer, Cached, EmbeddingLayer, SearchLayer
 from rag.cache.relay import AnswerRelay
 from rag.errors import LLMError
 from rag.metrics import Metrics
-from rag.prompt import build_messages
+from rag.prompt import PromptBuilder
 from rag.protocols import Embedder, Generator, KVStore, Retriever, Vector
 from rag.semantic.cache import SemanticCache
 from rag.shedding import Admission, GenerationLimiter
@@ -197,6 +197,7 @@ class AnswerStage:
         *,
         answers: CachedLayer[AnswerLayer, Completion],
         generator: Generator,
+        prompt: PromptBuilder,
         metrics: Metrics,
         relay: AnswerRelay | None = None,
         tags: Tags | None = None,
@@ -206,6 +207,7 @@ class AnswerStage:
         self._answers = answers
         self._limiter = limiter
         self._generator = generator
+        self._prompt = prompt
         self._metrics = metrics
         self._relay = relay
         self._tags = tags
@@ -275,7 +277,8 @@ class AnswerStage:
         self._metrics.llm_calls.inc()
         completion: Completion | None = None
         async with self._slot(job.key):
-            async for item in self._generator.stream(build_messages(job.query, job.sources)):
+            messages = await self._prompt.messages(job.query, job.sources, job.vector)
+            async for item in self._generator.stream(messages):
                 if isinstance(item, Completion):
                     completion = item
                 else:

@@ -23,6 +23,7 @@ from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import AskLimits, RagPipeline
 from rag.prices import ModelPrice
+from rag.prompt import PromptBuilder
 from rag.protocols import Embedder, Generator, KVStore, Retriever
 from rag.semantic.cache import SemanticCache
 from rag.semantic.index import SemanticIndex
@@ -107,6 +108,7 @@ def build_pipeline(
     answers = AnswerStage(
         answers=layers["llm"],
         generator=parts.generator,
+        prompt=PromptBuilder(parts.embedder, settings.context_sentences),
         metrics=parts.metrics,
         relay=relay,
         tags=parts.tags,

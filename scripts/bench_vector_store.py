@@ -3,9 +3,12 @@ the way the service builds it (``EdgeRetriever.upsert`` of chunk-like points, th
 switched, the HNSW index built in its child process once writes are quiet), then measured.
 
 Vectors, of MiniLM's dimension (384):
-- ``minilm``: jittered copies of real all-MiniLM-L6-v2 vectors (the chunks of ``docs/`` and the
-  README, embedded here), each a base vector plus Gaussian noise (cosine ~0.8 to its base), so
-  that the store holds tight clusters of near neighbours, as real documents make;
+- ``minilm``: jittered copies of real all-MiniLM-L6-v2 vectors, each a base vector plus Gaussian
+  noise (cosine ~0.8 to its base), so that the store holds tight clusters of near neighbours, as
+  real documents make. The bases (``--bases``): the paragraphs of the README and ``docs/``
+  (~150) and the ~18,000 distinct questions of ``../shared/data/pairs`` (``questions``, the
+  default), or the paragraphs alone (``docs``: at 1M chunks, ~6,700 near-equidistant copies of
+  each base, a corpus of a few topics repeated, the hardest case for recall);
 - ``random``: uniform random unit vectors (no structure: the hardest case for an HNSW graph).
 Queries are fresh jittered copies (``minilm``) or fresh random vectors (``random``), searched
 through ``EdgeRetriever.search`` (the visibility filter included, k = the ``top_k`` setting).
@@ -17,7 +20,8 @@ that process gains by opening the store), and what the search-result cache layer
 of a search on a hit (p50 of a GET of its entry from the machine's Redis, decoded).
 
 Usage: python scripts/bench_vector_store.py [--sizes 10000 100000 1000000]
-       [--kinds minilm random] [--queries 200] [--keep DIR] [--hnsw-ef N]
+       [--kinds minilm random] [--bases questions|docs] [--queries 200] [--keep DIR]
+       [--hnsw-ef N]
 """
 
 from __future__ import annotations
@@ -50,24 +54,33 @@ BATCH = 1000
 JITTER = 0.75 / np.sqrt(DIMENSION)  # noise of norm ~0.75 on a unit vector: cosine ~0.8
 WORDS = "cache key value entry vector search query answer token chunk model index".split()
 ROOT = Path(__file__).resolve().parent.parent
+PAIRS = ROOT.parent / "shared" / "data" / "pairs"
 
 
 def unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
-def minilm_bases() -> np.ndarray:
-    """Real MiniLM vectors: the paragraphs of this project's documentation."""
+def minilm_bases(bases: str) -> np.ndarray:
+    """Real MiniLM vectors: the paragraphs of this project's documentation, and (``questions``)
+    the questions of the labelled pairs."""
     from rag.embedding import SentenceTransformerEmbedder, default_model_path
 
     texts = []
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         texts += [p.strip() for p in path.read_text().split("\n\n") if len(p.strip()) > 40]
+    if bases == "questions":
+        files = sorted(PAIRS.glob("*.jsonl"))
+        if not files:
+            sys.exit(f"no question pairs in {PAIRS}: use --bases docs")
+        pairs = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+        texts += sorted({q for pair in pairs for q in (pair["a"], pair["b"])})
     embedder = SentenceTransformerEmbedder(
         model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
     )
     try:
-        return unit(np.asarray(embedder.embed_sync(texts), dtype=np.float32))
+        vectors = embedder.embed_sync(tqdm(texts, desc="embedding the bases", unit="text"))
+        return unit(np.asarray(vectors, dtype=np.float32))
     finally:
         embedder.close()
 
@@ -206,9 +219,9 @@ async def measure(
 
 
 async def run(
-    sizes: list[int], kinds: list[str], queries: int, keep: Path | None, hnsw_ef: int
+    sizes: list[int], kinds: list[str], base_set: str, queries: int, keep: Path | None, hnsw_ef: int
 ) -> None:
-    bases = minilm_bases() if "minilm" in kinds else None
+    bases = minilm_bases(base_set) if "minilm" in kinds else None
     work = keep or Path(tempfile.mkdtemp(prefix="bench-edge-"))
     rows = []
     try:
@@ -226,7 +239,8 @@ async def run(
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
     print(
-        f"\nQdrant Edge (embedded default), dim {DIMENSION}, hnsw_ef {hnsw_ef}, {queries} queries"
+        f"\nQdrant Edge (embedded default), dim {DIMENSION}, hnsw_ef {hnsw_ef}, {queries} queries, "
+        f"minilm bases: {base_set} ({0 if bases is None else len(bases):,})"
     )
     print(
         "| vectors | chunks | search p50 | p99 | recall@4 | start-up | index build | "
@@ -250,11 +264,14 @@ def main() -> None:
     parser.add_argument(
         "--kinds", nargs="+", choices=["minilm", "random"], default=["minilm", "random"]
     )
+    parser.add_argument("--bases", choices=["questions", "docs"], default="questions")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="build the stores here and keep them")
     parser.add_argument("--hnsw-ef", type=int, default=Settings().edge_hnsw_ef)
     args = parser.parse_args()
-    asyncio.run(run(sorted(args.sizes), args.kinds, args.queries, args.keep, args.hnsw_ef))
+    asyncio.run(
+        run(sorted(args.sizes), args.kinds, args.bases, args.queries, args.keep, args.hnsw_ef)
+    )
 
 
 if __name__ == "__main__":

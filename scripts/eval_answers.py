@@ -36,7 +36,7 @@ import openai
 from rag.corpus import open_corpus, sample_corpus
 from rag.ingest import collect_documents
 from rag.local import local_llm_server
-from rag.prompt import USER_TEMPLATE, build_messages
+from rag.prompt import USER_TEMPLATE, PromptBuilder, build_messages, plain_text, render
 from rag.settings import Settings
 from rag.types import ScoredChunk
 
@@ -96,10 +96,12 @@ class Config:
     penalties: dict[str, float] = field(default_factory=dict)  # OpenAI's frequency/presence
     llama: dict[str, float] = field(default_factory=dict)  # llama.cpp's own, in extra_body
     system: str | None = None  # instead of the prompt's
-    plain: bool = False  # passages through plain_passage
+    plain: bool = False  # passages through rag.prompt.plain_text
     passages: int = 4  # the first this many of the retrieved chunks go into the prompt
     nearest_last: bool = False  # the passages in reverse order: the best one next to the question
     numbered: bool = True  # "[1] …" before each passage (the model copies the markers)
+    sentences: int = 0  # > 0: only the passages' sentences nearest the question, this many
+    example: bool = False  # one worked example (EXAMPLE) before the question
 
 
 SHORT = (
@@ -111,6 +113,21 @@ PROMPT_V1 = (  # rag/prompt.py before issue #24
     "You answer questions using only the numbered context passages. "
     "Answer in two or three sentences. If the context does not contain the answer, say so."
 )
+# A worked example on another subject, shown as an earlier turn: the form of an answer (one
+# sentence in the passage's words, no markers), not its content.
+EXAMPLE = [
+    {
+        "role": "user",
+        "content": USER_TEMPLATE.format(
+            context="[1] The thumbnail service resizes uploaded images and keeps each resized "
+            "image for 30 days.\n\n[2] Uploads larger than 20 MB are refused with an error "
+            "that names the limit.",
+            question="What happens to uploads larger than 20 MB?",
+        ),
+    },
+    {"role": "assistant", "content": "Uploads larger than 20 MB are refused with an error."},
+]
+DEFAULT = 14  # the service's decoding and context (rag/prompt.py, rag/config/settings.toml)
 CONFIGS = [
     Config("before: 160 tokens, no stop, no penalty", 160, system=PROMPT_V1),
     Config("64 tokens, stop at a line break", 64, ["\n"], system=PROMPT_V1),
@@ -184,29 +201,40 @@ CONFIGS = [
         llama={**DRY, "repeat_penalty": 1.1},
         system=SHORT,
     ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt, 3 nearest sentences",
+        96,
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
+        sentences=3,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt, 5 nearest sentences",
+        96,
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
+        sentences=5,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt, 5 nearest sentences, example",
+        96,
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
+        sentences=5,
+        example=True,
+    ),
+    Config(
+        "96 tokens, stop at a blank line, DRY 0.8, short prompt, example",
+        96,
+        ["\n\n"],
+        llama=DRY,
+        system=SHORT,
+        example=True,
+    ),
 ]
-
-
-_MARKUP = re.compile(r"^\s*(#+|[-*>]|\d+\.)\s+|`+|\*\*|\[\d+\]")
-
-
-_RULE = re.compile(r"^\|?[\s:|-]+\|?$")  # a table's header rule: |---|:---|
-
-
-def plain_passage(text: str) -> str:
-    """A chunk as prose for a small model: table rows become their cells in a sentence, rules
-    and fences go, heading and list markers, backticks, bold and bracketed numbers (which it
-    copies as citations) are removed, lines joined."""
-    lines = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("```", "---")) or _RULE.match(stripped):
-            continue
-        if stripped.startswith("|"):  # a table row: its cells, as a sentence
-            cells = [cell.strip() for cell in stripped.strip("|").split("|")]
-            stripped = ", ".join(cell for cell in cells if cell) + "."
-        lines.append(_MARKUP.sub("", stripped))
-    return " ".join(lines)
 
 
 def words(text: str) -> list[str]:
@@ -234,25 +262,42 @@ def grounded(text: str, sources: list[ScoredChunk]) -> bool:
     return sum(w in seen for w in content) / len(content) >= 0.75
 
 
-async def retrieve(settings: Settings, questions: list[str]) -> list[list[ScoredChunk]]:
+@dataclass
+class Retrieved:
+    sources: list[ScoredChunk]
+    contexts: dict[int, list[tuple[int, str]]]  # per sentence count: the service's context
+
+
+async def retrieve(settings: Settings, questions: list[str], counts: set[int]) -> list[Retrieved]:
     async with open_corpus(settings) as corpus:
         report = await corpus.ingestor.add(collect_documents(sample_corpus(settings)))
         print(f"sample corpus: {report.documents} documents, {report.chunks} chunks")
         vectors = await corpus.embedder.embed(questions)
-        return [await corpus.retriever.search(v, 4) for v in vectors]
+        found = []
+        for question, vector in zip(questions, vectors, strict=True):
+            sources = await corpus.retriever.search(vector, 4)
+            contexts = {
+                n: await PromptBuilder(corpus.embedder, n).context(question, sources, vector)
+                for n in counts
+            }
+            found.append(Retrieved(sources, contexts))
+        return found
 
 
 async def answer(
-    client: openai.AsyncOpenAI, config: Config, question: str, sources: list[ScoredChunk]
+    client: openai.AsyncOpenAI, config: Config, question: str, found: Retrieved
 ) -> tuple[str, int, float]:
+    sources = found.sources
     if config.plain:
         sources = [
-            replace(s, chunk=replace(s.chunk, text=plain_passage(s.chunk.text))) for s in sources
+            replace(s, chunk=replace(s.chunk, text=plain_text(s.chunk.text))) for s in sources
         ]
     sources = sources[: config.passages]
     if config.nearest_last:
         sources = sources[::-1]
     messages = build_messages(question, sources)
+    if config.sentences:  # the service's context (rag.prompt.PromptBuilder)
+        messages = render(question, found.contexts[config.sentences])
     if not config.numbered:
         context = "\n\n".join(s.chunk.text for s in sources)
         messages[1] = {
@@ -261,6 +306,8 @@ async def answer(
         }
     if config.system is not None:
         messages[0] = {"role": "system", "content": config.system}
+    if config.example:
+        messages[1:1] = EXAMPLE
     started = time.perf_counter()
     response = await client.chat.completions.create(
         model="local",
@@ -281,21 +328,21 @@ async def run(args: argparse.Namespace) -> None:
     if args.configs:
         configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
     else:
-        configs = [CONFIGS[0], CONFIGS[-1]] if args.held_out else CONFIGS  # before, the default
+        configs = [CONFIGS[0], CONFIGS[DEFAULT]] if args.held_out else CONFIGS
     with tempfile.TemporaryDirectory(prefix="eval-answers-") as tmp:
         settings = Settings(data_dir=Path(tmp), seed_sample_corpus=False, seed_project_docs=True)
-        retrieved = await retrieve(settings, questions)
+        retrieved = await retrieve(settings, questions, {c.sentences for c in configs})
     with local_llm_server(threads=2) as base_url:
         client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed")
         for config in configs:
             results = [
-                await answer(client, config, q, s)
-                for q, s in zip(questions, retrieved, strict=True)
+                await answer(client, config, q, r)
+                for q, r in zip(questions, retrieved, strict=True)
             ]
             texts = [r[0] for r in results]
             looping = sum(loops(t) for t in texts)
             empty = sum(len(content_words(t)) < 3 for t in texts)
-            ok = sum(grounded(t, s) for t, s in zip(texts, retrieved, strict=True))
+            ok = sum(grounded(t, r.sources) for t, r in zip(texts, retrieved, strict=True))
             print(
                 f"{config.name:<52} looping {looping:>2}, empty {empty}, grounded "
                 f"{ok}/{len(texts)} ({ok / len(texts):.0%}); "
