@@ -111,7 +111,7 @@ def shard_config(dimension: int) -> qe.EdgeConfig:
         # Indexed segments also keep int8 copies of the vectors in memory: the graph is built
         # and walked on those (4x less to read), and the best candidates are rescored on the
         # full vectors (``_RESCORE``): at 1M chunks, 2-4x faster searches at higher recall
-        # (README, "The embedded vector store"). Stores made before keep full vectors only.
+        # (README, "The embedded vector store"). A store made before gets them at its next build.
         quantization_config=qe.ScalarQuantizationConfig(
             type=qe.ScalarType.Int8, quantile=0.99, always_ram=True
         ),
@@ -168,6 +168,7 @@ class EdgeRetriever:
         """Open (or create) the store in ``folder``. ``index_after``: unindexed points that
         call for an index build, once writes have been quiet for ``quiet_s``."""
         self._folder = folder
+        self._dimension = dimension
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef, quantization=_RESCORE)
         self._index_after = index_after
         self._quiet_s = quiet_s
@@ -353,7 +354,7 @@ class EdgeRetriever:
                 self._shard.flush()
                 await asyncio.to_thread(shutil.copytree, self._live, target)
                 self._journal = []
-            await _build_in_child(target)
+            await _build_in_child(target, self._dimension)
             async with self._writes:
                 built = _load(target)
                 for operation in self._journal:
@@ -422,13 +423,14 @@ async def migrate_local_mode(
     return moved
 
 
-async def _build_in_child(path: Path) -> None:
+async def _build_in_child(path: Path, dimension: int) -> None:
     """Build the index of the shard copy at ``path`` in a child process (see the module doc)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "rag.edge",
         str(path),
+        str(dimension),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -443,18 +445,20 @@ async def _build_in_child(path: Path) -> None:
         raise RuntimeError(f"the index builder exited {child.returncode}: {err.decode()[-500:]}")
 
 
-def _build(path: str) -> None:
+def _build(path: str, dimension: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(10)  # the service that spawned us comes first
     with contextlib.suppress(OSError, AttributeError):  # Linux: die with the service
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         return  # the service died before we could ask to die with it
-    shard = qe.EdgeShard.load(path)
+    # Built with the current configuration: a store made by an earlier version (without int8
+    # copies, say) gets them with its next build.
+    shard = qe.EdgeShard.load(path, shard_config(dimension))
     shard.optimize()
     shard.flush()
     shard.close()
 
 
 if __name__ == "__main__":
-    _build(sys.argv[1])
+    _build(sys.argv[1], int(sys.argv[2]))

@@ -79,7 +79,9 @@ def minilm_bases(bases: str) -> np.ndarray:
         model_path=default_model_path(), model_id="all-MiniLM-L6-v2", batch_size=64
     )
     try:
-        vectors = embedder.embed_sync(tqdm(texts, desc="embedding the bases", unit="text"))
+        vectors = []
+        for start in tqdm(range(0, len(texts), 1024), desc="embedding the bases", unit="batch"):
+            vectors += embedder.embed_sync(texts[start : start + 1024])
         return unit(np.asarray(vectors, dtype=np.float32))
     finally:
         embedder.close()

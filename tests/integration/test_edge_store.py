@@ -1,7 +1,8 @@
 """The embedded Qdrant Edge store (``rag.edge``): its index is built in a child process while
 search and writes go on, and nothing written meanwhile is lost; a build that fails changes
-nothing; the store survives a restart and one process owns it; a local-mode data dir (the
-embedded store before it) is migrated on the first start, whole, and left as it was.
+nothing; the store survives a restart and one process owns it; a store made before int8 copies
+gets them at its next build; a local-mode data dir (the embedded store before it) is migrated on
+the first start, whole, and left as it was.
 (That document changes are all or nothing on it: ``test_document_changes``.)"""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
 from qdrant_client import AsyncQdrantClient
 
 from rag import edge
@@ -185,3 +187,30 @@ async def test_a_local_mode_data_dir_is_migrated_whole_on_the_first_start(
     async with open_corpus(settings, embedder=embedder) as corpus:  # once only
         assert corpus.corpus_version.current == version.current
         assert len(await corpus.retriever.stored()) == stored_before
+
+
+async def test_a_store_made_before_int8_copies_gets_them_at_its_next_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def without_int8(dimension: int) -> qe.EdgeConfig:  # the configuration of earlier versions
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+            hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10_000),
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        )
+
+    folder = tmp_path / "edge"
+    with monkeypatch.context() as patch:
+        patch.setattr(edge, "shard_config", without_int8)
+        store = store_at(folder, index_after=10**9)  # no build yet
+    found = await write(store, "old", 1000, seed=5)
+    await store.aclose()
+    assert not list(folder.rglob("quantized.data"))
+
+    store = store_at(folder)  # this version: the next build adds the int8 copies
+    found += await write(store, "new", 400, seed=6)
+    await store.wait_indexed()
+    assert store.builds == 1 and list(folder.rglob("quantized.data"))
+    hits = await store.search(found[10], 1)
+    assert hits[0].chunk.chunk_id == "old#10" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    await store.aclose()
