@@ -21,7 +21,7 @@ of a search on a hit (p50 of a GET of its entry from the machine's Redis, decode
 
 Usage: python scripts/bench_vector_store.py [--sizes 10000 100000 1000000]
        [--kinds minilm random] [--bases questions|docs] [--queries 200] [--keep DIR]
-       [--hnsw-ef N]
+       [--hnsw-ef N] [--sweep]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge as qe
 from redis.asyncio import Redis
 from tqdm import tqdm
 
@@ -164,8 +165,47 @@ asyncio.run(main())
 """
 
 
+async def searches(
+    store: EdgeRetriever, asked: np.ndarray, exact: np.ndarray, k: int
+) -> tuple[list[float], int]:
+    """Seconds per search, and how many of the true top k were found."""
+    times, hits = [], 0
+    for q, truth in zip(asked, exact, strict=True):
+        began = time.perf_counter()
+        found = await store.search(q, k)
+        times.append(time.perf_counter() - began)
+        ids = {int(f.chunk.content_hash, 16) for f in found}
+        hits += len(ids & {int(i) for i in truth})
+    return times, hits
+
+
+async def sweep_params(
+    store: EdgeRetriever, asked: np.ndarray, exact: np.ndarray, k: int, label: str
+) -> None:
+    """``--sweep``: the same queries again, warm, at other search breadths, with and without
+    rescoring the int8 candidates on the full vectors (set on the store's search parameters)."""
+    for ef in (64, 128, 256, 512):
+        for rescore in (True, False):
+            quantization = qe.QuantizationSearchParams(rescore=rescore, oversampling=2.0)
+            store._params = qe.SearchParams(hnsw_ef=ef, quantization=quantization)
+            times, hits = await searches(store, asked, exact, k)
+            print(
+                f"{label}, warm, ef {ef}, rescored {rescore}: p50 "
+                f"{1000 * np.percentile(times, 50):.2f} ms, p99 "
+                f"{1000 * np.percentile(times, 99):.2f} ms, recall@{k} "
+                f"{hits / (k * len(asked)):.3f}",
+                flush=True,
+            )
+
+
 async def measure(
-    kind: str, size: int, bases: np.ndarray | None, queries: int, folder: Path, hnsw_ef: int
+    kind: str,
+    size: int,
+    bases: np.ndarray | None,
+    queries: int,
+    folder: Path,
+    hnsw_ef: int,
+    sweep: bool = False,
 ) -> dict[str, float]:
     k = Settings().top_k
     shutil.rmtree(folder, ignore_errors=True)
@@ -187,17 +227,15 @@ async def measure(
     await store.wait_indexed()
     build_s = time.perf_counter() - began
     unindexed = store.unindexed()
+    if unindexed:  # a failed build leaves the store as it was: say so, measure nothing
+        sys.exit(f"{kind} {size:,}: the index build failed, {unindexed:,} points unindexed")
 
     asked = source.make(queries)
     hit_ms = await search_cache_hit_ms(await store.search(asked[0], k))
     exact = np.argpartition(-(asked @ stored.T), k, axis=1)[:, :k]  # the true top k, unordered
-    times, hits = [], 0
-    for q, truth in zip(asked, exact, strict=True):
-        began = time.perf_counter()
-        found = await store.search(q, k)
-        times.append(time.perf_counter() - began)
-        ids = {int(f.chunk.content_hash, 16) for f in found}
-        hits += len(ids & {int(i) for i in truth})
+    times, hits = await searches(store, asked, exact, k)
+    if sweep:
+        await sweep_params(store, asked, exact, k, f"{kind} {size:,}")
     await store.aclose()
     opened = subprocess.run(
         [sys.executable, "-c", _OPEN, str(folder), str(hnsw_ef)],
@@ -221,7 +259,13 @@ async def measure(
 
 
 async def run(
-    sizes: list[int], kinds: list[str], base_set: str, queries: int, keep: Path | None, hnsw_ef: int
+    sizes: list[int],
+    kinds: list[str],
+    base_set: str,
+    queries: int,
+    keep: Path | None,
+    hnsw_ef: int,
+    sweep: bool,
 ) -> None:
     bases = minilm_bases(base_set) if "minilm" in kinds else None
     work = keep or Path(tempfile.mkdtemp(prefix="bench-edge-"))
@@ -230,9 +274,8 @@ async def run(
         for size in sizes:
             for kind in kinds:
                 folder = work / f"{kind}-{size}"
-                figures = await measure(
-                    kind, size, bases if kind == "minilm" else None, queries, folder, hnsw_ef
-                )
+                source = bases if kind == "minilm" else None
+                figures = await measure(kind, size, source, queries, folder, hnsw_ef, sweep)
                 rows.append((kind, size, figures))
                 print(json.dumps({"kind": kind, "size": size, **figures}), flush=True)
                 if keep is None:
@@ -270,9 +313,22 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="build the stores here and keep them")
     parser.add_argument("--hnsw-ef", type=int, default=Settings().edge_hnsw_ef)
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also search each store warm at ef 64-512, +/- rescoring",
+    )
     args = parser.parse_args()
     asyncio.run(
-        run(sorted(args.sizes), args.kinds, args.bases, args.queries, args.keep, args.hnsw_ef)
+        run(
+            sorted(args.sizes),
+            args.kinds,
+            args.bases,
+            args.queries,
+            args.keep,
+            args.hnsw_ef,
+            args.sweep,
+        )
     )
 
 
