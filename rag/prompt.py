@@ -1,8 +1,9 @@
 """The prompt: its template, and the context an answer is generated from.
 
-Its version, a hash of its text and the context rule (``RAG_CONTEXT_SENTENCES``) are part of
-every answer key, so an edit moves answers to new keys even if someone forgets to bump
-``PROMPT_VERSION`` (bump it when the sentence selection below changes)."""
+Its version, a hash of its text and the context rule (``RAG_CONTEXT_SENTENCES`` and the
+embedding model that chooses the sentences) are part of every answer key, so an edit moves
+answers to new keys even if someone forgets to bump ``PROMPT_VERSION`` (bump it when the
+sentence selection below changes)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+")
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
-def prompt_version(sentences: int = 0) -> str:
-    """``PROMPT_VERSION``, a short hash of the template text and the context rule."""
-    text_hash = hashlib.sha256((SYSTEM_PROMPT + "\x00" + USER_TEMPLATE).encode()).hexdigest()
+def prompt_version(sentences: int = 0, embedding_model: str = "") -> str:
+    """``PROMPT_VERSION``, a short hash of the template text and the context rule (with the
+    embedding model that chooses the sentences, when it does)."""
+    parts = [SYSTEM_PROMPT, USER_TEMPLATE, *([embedding_model] if sentences > 0 else [])]
+    text_hash = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
     rule = f"-s{sentences}" if sentences > 0 else ""
     return f"{PROMPT_VERSION}-{text_hash[:8]}{rule}"
 

@@ -167,7 +167,7 @@ def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> S
             dimension=corpus.embedder.dimension,
             llm=settings.llm_model,
             sampling=generator.sampling,
-            answer_prompt=prompt_version(settings.context_sentences),
+            answer_prompt=prompt_version(settings.context_sentences, corpus.embedder.model_id),
             rewrite_prompt=rewrite_version(),
         ),
         request_id_secret=request_id_secret(

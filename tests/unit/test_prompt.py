@@ -59,3 +59,6 @@ async def test_few_sentences_or_none_asked_for_leave_the_passages_whole() -> Non
 
 def test_the_context_rule_is_part_of_the_answer_key() -> None:
     assert prompt_version(0) != prompt_version(5) != prompt_version(3)
+    # the model that chooses the sentences too, when it chooses them
+    assert prompt_version(5, "all-MiniLM-L6-v2") != prompt_version(5, "another-model")
+    assert prompt_version(0, "all-MiniLM-L6-v2") == prompt_version(0, "another-model")
