@@ -6,8 +6,8 @@ Vectors, of MiniLM's dimension (384):
 - ``minilm``: jittered copies of real all-MiniLM-L6-v2 vectors, each a base vector plus Gaussian
   noise (cosine ~0.8 to its base), so that the store holds tight clusters of near neighbours, as
   real documents make. The bases (``--bases``): the paragraphs of the README and ``docs/``
-  (~150) and the ~18,000 distinct questions of ``../shared/data/pairs`` (``questions``, the
-  default), or the paragraphs alone (``docs``: at 1M chunks, ~6,700 near-equidistant copies of
+  (~160) and the ~19,350 distinct questions of ``../shared/data/pairs`` (``questions``, the
+  default), or the paragraphs alone (``docs``: at 1M chunks, ~6,000 near-equidistant copies of
   each base, a corpus of a few topics repeated, the hardest case for recall);
 - ``random``: uniform random unit vectors (no structure: the hardest case for an HNSW graph).
 Queries are fresh jittered copies (``minilm``) or fresh random vectors (``random``), searched
