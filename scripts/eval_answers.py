@@ -3,7 +3,9 @@
 The sample corpus a first start ingests (``rag/sample_corpus``, this README and docs/) is
 embedded with MiniLM into the embedded vector store; each question's top 4 chunks are retrieved
 once, and every configuration answers every question from the same chunks, through the local
-llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. Per configuration:
+llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. A configuration with ``sentences``
+gets its context from the service's own ``rag.prompt.PromptBuilder`` (the time that takes is
+printed). Per configuration:
 
 - **looping**: an answer with a 5-word sequence three times or more, or a sentence repeated;
 - **empty**: fewer than three content words ("The answer is:" is empty);
@@ -13,10 +15,11 @@ llama.cpp server (SmolLM2-135M-Instruct), greedy decoding. Per configuration:
 
 Goal (issue #24): 0 looping, 0 empty, >= 75 % grounded.
 
-The default was chosen on QUESTIONS; ``--held-out`` asks 12 questions on other topics with
-"before" and the default only, to judge the choice on questions it was not made on.
+The default (``DEFAULT``) was chosen on QUESTIONS; ``--held-out`` asks 12 questions on other
+topics, with "before" and the default unless ``--configs`` says otherwise, to judge the choice
+on questions it was not made on.
 
-Usage: python scripts/eval_answers.py [--questions N] [--show] [--held-out]
+Usage: python scripts/eval_answers.py [--questions N] [--show] [--held-out] [--configs 4,14]
 """
 
 from __future__ import annotations
