@@ -85,6 +85,7 @@ class PromptBuilder:
     def __init__(self, embedder: Embedder, sentences: int) -> None:
         self._embedder = embedder
         self._sentences = sentences
+        self.version = prompt_version(sentences, embedder.model_id)  # in every answer key
 
     async def messages(
         self, question: str, sources: Sequence[ScoredChunk], vector: Vector | None = None

@@ -59,6 +59,7 @@ class Shared:
     price: ModelPrice
     limiter: GenerationLimiter  # one bound on generations for the whole process
     models: Models  # what the layers' keys name
+    prompt: PromptBuilder  # what the model reads; its version is in ``models``
     request_id_secret: bytes  # signs request ids (``rag.feedback``)
 
 
@@ -73,6 +74,7 @@ class Parts:
     generator: Generator
     metrics: Metrics
     models: Models
+    prompt: PromptBuilder
     limiter: GenerationLimiter | None = None
     tags: Tags | None = None
     price: ModelPrice | None = None
@@ -108,7 +110,7 @@ def build_pipeline(
     answers = AnswerStage(
         answers=layers["llm"],
         generator=parts.generator,
-        prompt=PromptBuilder(parts.embedder, settings.context_sentences),
+        prompt=parts.prompt,
         metrics=parts.metrics,
         relay=relay,
         tags=parts.tags,
@@ -153,6 +155,7 @@ async def open_tenant(
         generator=shared.generator,
         metrics=shared.metrics,
         models=shared.models,
+        prompt=shared.prompt,
         limiter=shared.limiter,
         tags=corpus.tags,
         price=shared.price,

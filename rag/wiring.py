@@ -24,7 +24,7 @@ from rag.local import local_llm_server
 from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
 from rag.prices import load_price
-from rag.prompt import prompt_version
+from rag.prompt import PromptBuilder
 from rag.semantic.rule import SemanticRule
 from rag.sessions import rewrite_version
 from rag.settings import Settings
@@ -151,6 +151,7 @@ def open_generator(
 def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> Shared:
     metrics = Metrics()
     metrics.redis_available.set_function(lambda: float(corpus.redis.available))
+    prompt = PromptBuilder(corpus.embedder, settings.context_sentences)
     return Shared(
         generator=generator,
         metrics=metrics,
@@ -167,9 +168,10 @@ def _shared(settings: Settings, corpus: Corpus, generator: OpenAIGenerator) -> S
             dimension=corpus.embedder.dimension,
             llm=settings.llm_model,
             sampling=generator.sampling,
-            answer_prompt=prompt_version(settings.context_sentences, corpus.embedder.model_id),
+            answer_prompt=prompt.version,
             rewrite_prompt=rewrite_version(),
         ),
+        prompt=prompt,
         request_id_secret=request_id_secret(
             settings.request_id_secret.get_secret_value(), settings.data_dir
         ),

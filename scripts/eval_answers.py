@@ -276,16 +276,15 @@ async def retrieve(settings: Settings, questions: list[str], counts: set[int]) -
         report = await corpus.ingestor.add(collect_documents(sample_corpus(settings)))
         print(f"sample corpus: {report.documents} documents, {report.chunks} chunks")
         vectors = await corpus.embedder.embed(questions)
+        builders = {n: PromptBuilder(corpus.embedder, n) for n in counts}
         found, timings = [], []
         for question, vector in zip(questions, vectors, strict=True):
             sources = await corpus.retriever.search(vector, 4)
             contexts = {}
-            for n in sorted(counts):
+            for n, builder in builders.items():
                 started = time.perf_counter()
-                contexts[n] = await PromptBuilder(corpus.embedder, n).context(
-                    question, sources, vector
-                )
-                if n == Settings().context_sentences:
+                contexts[n] = await builder.context(question, sources, vector)
+                if n == settings.context_sentences:
                     timings.append(time.perf_counter() - started)
             found.append(Retrieved(sources, contexts))
         if timings:  # the server's embedder: one torch thread

@@ -26,6 +26,7 @@ from rag.errors import RetrievalError
 from rag.generation import OpenAIGenerator
 from rag.metrics import Metrics
 from rag.pipeline import RagPipeline
+from rag.prompt import PromptBuilder
 from rag.protocols import Vector
 from rag.settings import Settings
 from rag.shedding import GenerationLimiter
@@ -233,6 +234,7 @@ def make_rig(
             answer_prompt="p1",
             rewrite_prompt="r1",
         ),
+        prompt=PromptBuilder(embedder, settings.context_sentences),
         limiter=limiter,
     )
     coalescing = (
