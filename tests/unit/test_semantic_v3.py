@@ -3,10 +3,13 @@ checks, and how a scope's tallies choose where auto mode serves."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from rag.feedback import RequestIds, SemanticTicket, Ticket
+from rag.feedback import RequestIds, SemanticTicket, Ticket, request_id_secret
 from rag.semantic.judge import AnswerJudge, difference
 from rag.semantic.outcomes import ScopeOutcomes, Tally, clopper_pearson_upper
 from rag.semantic.verifier import Pair
@@ -88,3 +91,12 @@ def test_auto_serves_at_the_lowest_threshold_whose_bound_is_within_budget() -> N
     )
     assert grid.report(None, serving=False)["judged"] == 400  # over every outcome
     assert grid.report(0.95, serving=True)["judged"] == 200  # the grid's highest at or below
+
+
+def test_processes_starting_at_once_agree_on_one_signing_key(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: request_id_secret("", tmp_path), range(32)))
+    assert len(keys) == 1 and len(keys.pop()) == 32  # never an empty or half-written key
+    assert [p.name for p in tmp_path.iterdir()] == ["request-id.key"]
+    assert (tmp_path / "request-id.key").stat().st_mode & 0o777 == 0o600
+    assert request_id_secret("configured", tmp_path) == b"configured"
