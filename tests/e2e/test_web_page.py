@@ -87,6 +87,14 @@ def ask_and_wait(page: Page, query: str) -> None:
     expect(page.locator("#stats")).to_have_attribute("data-updates", str(updates + 1))
 
 
+def give_verdict(page: Page, button: str) -> None:
+    """Click a feedback button and wait for its result and the stats refresh it triggers (a
+    refresh still in flight would be counted by the next ``ask_and_wait``)."""
+    updates = int(page.locator("#stats").get_attribute("data-updates") or 0)
+    page.click(button)
+    expect(page.locator("#stats")).to_have_attribute("data-updates", str(updates + 1))
+
+
 def stats_cell(page: Page, layer: str, column: int) -> str:
     return page.locator(f'#stats-rows tr[data-layer="{layer}"] td').nth(column).inner_text()
 
@@ -179,9 +187,9 @@ def test_an_answer_can_be_marked_wrong_and_then_leaves_the_cache(
     expect(page.locator("#feedback")).to_be_visible()
     ask_and_wait(page, question)
     assert badge(page, "llm") == "hit"
-    page.click("#feedback-no")
+    give_verdict(page, "#feedback-no")
     expect(page.locator("#feedback-result")).to_have_text("Thanks: the cached answer was removed.")
-    page.click("#feedback-no")  # once per answer
+    give_verdict(page, "#feedback-no")  # once per answer
     expect(page.locator("#feedback-result")).to_contain_text("Error 409")
     ask_and_wait(page, question)
     assert badge(page, "llm") == "miss"  # generated again
